@@ -1,0 +1,85 @@
+# recsys-retrain: `make run` sets everything up and runs the weekly retrain DAG; `make test` runs all tests.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BIN ?= python3.11
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Embedded defaults: everything lives under this checkout.
+export AIRFLOW_HOME ?= $(CURDIR)/airflow_home
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__UNIT_TEST_MODE := False
+export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
+export RECSYS_HOME ?= $(CURDIR)/var
+export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::FutureWarning
+KEY_FILE := $(RECSYS_HOME)/secrets/pseudonym.key
+
+# How many of the newest generated weeks `make run` retrains on, oldest first (each one DAG run).
+RUN_WEEKS ?= 2
+# Week to end on (any day; the last complete week before it is used). Default: today.
+UNTIL ?= $(shell date -u +%F)
+
+.PHONY: help install run test lint ui generate clean
+
+help:
+	@echo "make run    set up (venv, Airflow DB, data) and run the weekly retrain DAG end to end"
+	@echo "make test   run the whole test suite"
+	@echo "make ui     Airflow UI on http://127.0.0.1:8080 and MLflow UI on http://127.0.0.1:5000"
+	@echo "make lint   ruff"
+
+$(STAMP): requirements.txt pyproject.toml
+	@command -v $(PYTHON_BIN) >/dev/null || { echo "error: $(PYTHON_BIN) not found (Python 3.11 is required)"; exit 2; }
+	@test -x $(BIN)/python || $(PYTHON_BIN) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+$(KEY_FILE):
+	@mkdir -p $(dir $(KEY_FILE)) && chmod 700 $(dir $(KEY_FILE))
+	@umask 077 && $(BIN)/python -c "import secrets; print(secrets.token_hex(32))" > $(KEY_FILE)
+	@echo "created a local pseudonymization key in $(KEY_FILE) (keep it secret; see README)"
+
+$(AIRFLOW_HOME)/airflow.db: $(STAMP)
+	@mkdir -p $(AIRFLOW_HOME)
+	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || { tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
+	@echo "Airflow metadata DB ready: $(AIRFLOW_HOME)/airflow.db"
+
+generate: $(STAMP)
+	$(BIN)/recsys generate --until $(UNTIL)
+
+run: $(STAMP) $(KEY_FILE) $(AIRFLOW_HOME)/airflow.db
+	@test -n "$$(ls -A $(RECSYS_HOME)/lake/raw/events 2>/dev/null)" || $(BIN)/recsys generate --until $(UNTIL)
+	@export RECSYS_PSEUDONYM_KEY="$$(cat $(KEY_FILE))"; \
+	for day in $$($(BIN)/recsys run-dates --until $(UNTIL) --weeks $(RUN_WEEKS)); do \
+	  echo "==> airflow dags test weekly_retrain $$day (log: $(RECSYS_HOME)/logs/dags-test-$$day.log)"; \
+	  mkdir -p $(RECSYS_HOME)/logs; \
+	  $(BIN)/airflow dags test weekly_retrain $$day > $(RECSYS_HOME)/logs/dags-test-$$day.log 2>&1; rc=$$?; \
+	  $(BIN)/recsys summary --date $$day || true; \
+	  if [ $$rc -ne 0 ]; then echo "DAG run failed (exit $$rc); last lines of the log:"; tail -30 $(RECSYS_HOME)/logs/dags-test-$$day.log; exit $$rc; fi; \
+	done
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+ui: $(STAMP) $(KEY_FILE) $(AIRFLOW_HOME)/airflow.db
+	@echo "MLflow UI:  http://127.0.0.1:5000   Airflow UI: http://127.0.0.1:8080 (user/password in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated)"
+	@export RECSYS_PSEUDONYM_KEY="$$(cat $(KEY_FILE))"; \
+	MLFLOW_URI="$$($(BIN)/recsys settings --get mlflow_tracking_uri)"; \
+	$(BIN)/mlflow ui --backend-store-uri "$$MLFLOW_URI" --host 127.0.0.1 --port 5000 & mlflow_pid=$$!; \
+	trap "kill $$mlflow_pid 2>/dev/null" EXIT INT TERM; \
+	$(BIN)/airflow standalone
+
+clean:
+	rm -rf $(RECSYS_HOME) $(AIRFLOW_HOME)

@@ -1,0 +1,88 @@
+"""weekly_retrain: validate, anonymize, train (Spark ALS), evaluate, gate, register, recommend.
+
+This file only wires tasks: each task derives the week from its data interval, calls one function
+of ``recsys.pipeline`` and returns that function's small result dict (XCom). Nothing heavy is
+imported at parse time.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
+
+DEFAULT_ARGS = {
+    "owner": "recsys",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=2),
+    "retry_exponential_backoff": True,
+}
+
+
+def _run(stage: str) -> dict:
+    from recsys.intervals import partition_week
+    from recsys.pipeline import StageContext, run_stage
+
+    context = get_current_context()
+    week = partition_week(context["data_interval_end"])
+    return run_stage(stage, StageContext.create(week))
+
+
+@dag(
+    dag_id="weekly_retrain",
+    description="Weekly retrain of the Spark ALS recommender, gated promotion through the MLflow registry",
+    schedule=CronTriggerTimetable("@weekly", timezone="UTC", interval=timedelta(weeks=1)),
+    start_date=pendulum.datetime(2026, 1, 4, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["recsys", "retrain", "mlflow", "spark"],
+    doc_md=__doc__,
+)
+def weekly_retrain() -> None:
+    @task(execution_timeout=timedelta(minutes=30))
+    def ingest() -> dict:
+        return _run("ingest")
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def validate() -> dict:
+        return _run("validate")
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def anonymize() -> dict:
+        return _run("anonymize")
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def prepare() -> dict:
+        return _run("prepare")
+
+    @task(execution_timeout=timedelta(hours=2))
+    def train() -> dict:
+        return _run("train")
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def evaluate() -> dict:
+        return _run("evaluate")
+
+    @task(execution_timeout=timedelta(minutes=10))
+    def gate() -> dict:
+        return _run("gate")
+
+    @task(execution_timeout=timedelta(minutes=10))
+    def register() -> dict:
+        return _run("register")
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def recommend() -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        result = _run("recommend")
+        if result.get("status") == "skipped":
+            raise AirflowSkipException(result["reason"])
+        return result
+
+    ingest() >> validate() >> anonymize() >> prepare() >> train() >> evaluate() >> gate() >> register() >> recommend()
+
+
+weekly_retrain()

@@ -1,0 +1,240 @@
+"""`recsys`: what a person runs outside the scheduler.
+
+    recsys generate [--until DATE] [--weeks N] [--users N] [--items N] [--seed S]
+    recsys load-movielens PATH [--dataset ml-100k|ml-1m|ml-latest-small]
+    recsys stage STAGE --date DATE        one stage of the weekly pipeline, without Airflow
+    recsys pipeline --date DATE           every stage in order, without Airflow
+    recsys summary --date DATE            what the run of that week did
+    recsys registry                       versions, aliases and gate status of the model
+    recsys run-dates --until DATE --weeks N   the dates to hand `airflow dags test`, one per line
+    recsys settings [--get NAME]          the effective settings
+
+DATE is any day (YYYY-MM-DD); the run works on the last complete week (Sunday to Sunday, UTC)
+ending on or before it, exactly as the Airflow DAG does with its data interval.
+Errors are one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from recsys.errors import RecsysError
+
+EXIT_USAGE = 2
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (expected YYYY-MM-DD)") from None
+
+
+def _week_of_day(day: date) -> date:
+    from recsys.intervals import partition_week
+
+    return partition_week(datetime.combine(day, datetime.min.time(), tzinfo=UTC))
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _today() -> date:
+    return datetime.now(tz=UTC).date()
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from recsys.data.synthetic import GeneratorConfig, generate
+    from recsys.settings import Settings
+    from recsys.storage import Lake
+
+    settings = Settings.from_env()
+    config = GeneratorConfig(**{k: v for k, v in {
+        "weeks": args.weeks, "n_users": args.users, "n_items": args.items, "seed": args.seed}.items()
+        if v is not None})
+    end_week = _week_of_day(args.until or _today())
+    result = generate(Lake(settings.lake_dir), config, end_week, progress=_progress)
+    info = result.to_dict()
+    print(f"generated {len(info['weeks'])} weeks of synthetic logs ({config.n_users} users, "
+          f"{config.n_items} items) into {settings.lake_dir / 'raw'}; weeks: "
+          f"{info['weeks'][0]} .. {info['weeks'][-1]}")
+    return 0
+
+
+def cmd_load_movielens(args: argparse.Namespace) -> int:
+    from recsys.data.movielens import land_movielens
+    from recsys.settings import Settings
+    from recsys.storage import Lake
+
+    settings = Settings.from_env()
+    weeks = land_movielens(Lake(settings.lake_dir), Path(args.path), args.dataset, progress=_progress)
+    print(f"landed {len(weeks)} weekly partitions ({weeks[0]} .. {weeks[-1]}) into {settings.lake_dir / 'raw'}")
+    return 0
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from recsys.pipeline import StageContext, run_stage
+
+    ctx = StageContext.create(_week_of_day(args.date))
+    _progress(f"{args.stage} for week {ctx.week} ...")
+    result = run_stage(args.stage, ctx)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from recsys.pipeline import StageContext, format_summary, run_all, summary
+
+    ctx = StageContext.create(_week_of_day(args.date))
+    run_all(ctx, progress=_progress)
+    print(format_summary(summary(ctx)))
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from recsys.pipeline import StageContext, format_summary, summary, write_summary
+
+    ctx = StageContext.create(_week_of_day(args.date))
+    if ctx.lake.read_stage_result(ctx.week, "ingest") is None:
+        raise RecsysError(f"no run recorded for week {ctx.week} under {ctx.lake.root / 'runs'}")
+    data = summary(ctx)
+    write_summary(ctx)
+    print(json.dumps(data, indent=2, default=str) if args.json else format_summary(data))
+    return 0
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from recsys.registry import registry_state
+    from recsys.settings import Settings
+    from recsys.tracking import configure
+
+    settings = Settings.from_env()
+    rows = registry_state(configure(settings), settings.model_name)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no versions of {settings.model_name} registered at {settings.mlflow_tracking_uri}")
+        return 0
+    print(f"{settings.model_name} at {settings.mlflow_tracking_uri}")
+    print(f"{'version':>7}  {'aliases':<20} {'status':<9} {'week':<10} {'ndcg@10':>9}  run")
+    for r in rows:
+        print(f"{r['version']:>7}  {','.join(r['aliases']) or '-':<20} {r['status'] or '-':<9} "
+              f"{r['week'] or '-':<10} {r['ndcg@10'] or '-':>9}  {r['run_id']}")
+    return 0
+
+
+def cmd_run_dates(args: argparse.Namespace) -> int:
+    """Dates for `airflow dags test`: one per week, ending with the last complete week before --until."""
+    last = _week_of_day(args.until or _today())
+    for i in range(args.weeks - 1, -1, -1):
+        # the Sunday that ends week `w`: its data interval end
+        print((last - timedelta(weeks=i) + timedelta(weeks=1)).isoformat())
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from recsys.settings import Settings
+
+    values = {k: str(v) if v is not None else None for k, v in Settings.from_env().__dict__.items()}
+    if args.get:
+        if args.get not in values:
+            raise RecsysError(f"unknown setting {args.get!r}; known: {', '.join(values)}")
+        print(values[args.get])
+    else:
+        print(json.dumps(values, indent=2))
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from recsys.pipeline import STAGES
+
+    parser = argparse.ArgumentParser(prog="recsys", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("generate", help="write synthetic weekly logs into the raw lake")
+    p.add_argument("--until", type=_day, help="any day; generation ends with the last complete week before it")
+    p.add_argument("--weeks", type=_positive, help="number of weeks (default 4)")
+    p.add_argument("--users", type=_positive, help="number of users")
+    p.add_argument("--items", type=_positive, help="number of catalogue items")
+    p.add_argument("--seed", type=int, help="random seed (same seed, same data)")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("load-movielens", help="land a MovieLens dataset into the raw lake, one partition a week")
+    p.add_argument("path", help="dataset directory, e.g. ../shared/data/movielens/ml-100k")
+    p.add_argument("--dataset", choices=["ml-100k", "ml-1m", "ml-latest-small"], help="default: detect")
+    p.set_defaults(func=cmd_load_movielens)
+
+    p = sub.add_parser("stage", help="run one stage for a week, without Airflow")
+    p.add_argument("stage", choices=STAGES)
+    p.add_argument("--date", type=_day, required=True, help="any day; its last complete week is used")
+    p.set_defaults(func=cmd_stage)
+
+    p = sub.add_parser("pipeline", help="run every stage for a week, without Airflow")
+    p.add_argument("--date", type=_day, required=True, help="any day; its last complete week is used")
+    p.set_defaults(func=cmd_pipeline)
+
+    p = sub.add_parser("summary", help="summarize the run of a week")
+    p.add_argument("--date", type=_day, required=True, help="any day; its last complete week is used")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("registry", help="show the model registry: versions, aliases, gate status")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_registry)
+
+    p = sub.add_parser("run-dates", help="dates to pass to `airflow dags test`, one per week")
+    p.add_argument("--until", type=_day, help="any day (default today)")
+    p.add_argument("--weeks", type=_positive, default=1)
+    p.set_defaults(func=cmd_run_dates)
+
+    p = sub.add_parser("settings", help="show the effective settings")
+    p.add_argument("--get", help="print one setting's value")
+    p.set_defaults(func=cmd_settings)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except RecsysError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, FileNotFoundError, PermissionError) as exc:
+        print(f"error: {exc.__class__.__name__}: {_first_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Typed stage configuration with documented defaults (one pydantic model per stage).
+
+Defaults live in the models. A JSON file named by ``RECSYS_CONFIG`` may override any of them, e.g.::
+
+    {"als": {"rank": 64}, "gate": {"baseline_margin": 0.1}, "prepare": {"window_weeks": 8}}
+
+Unknown keys and bad values are refused with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from recsys.errors import ConfigError
+from recsys.gates import GateThresholds
+from recsys.prepare import PrepareConfig
+from recsys.train import ALSConfig
+from recsys.validation import ValidationConfig
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    als: ALSConfig = Field(default_factory=ALSConfig)
+    gate: GateThresholds = Field(default_factory=GateThresholds)
+    top_k: int = Field(10, ge=1, le=1000, description="length of each user's recommendation list")
+    promotion: str = Field("auto", pattern="^(auto|never)$", description="auto: a passed gate moves champion")
+
+    @classmethod
+    def load(cls, path: Path | None) -> PipelineConfig:
+        if path is None:
+            return cls()
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"config file {path}: {where}: {first['msg']}") from None

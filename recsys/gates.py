@@ -1,0 +1,244 @@
+"""The evaluation gate: an explicit, stored decision on whether a candidate model may be promoted.
+
+Like TFX's "blessing", the gate is an output of its own (:class:`GateDecision`, saved as JSON next
+to the run) rather than an ``if`` buried in the promotion code. Promotion calls
+:func:`require_passed`, which raises :class:`~recsys.errors.GateRejected` unless every check passed.
+
+Checks (all on the primary metric, a higher-is-better ranking metric such as ``ndcg@10``, computed
+by :func:`recsys.metrics.ranking_metrics` on the same holdout for candidate, champion and baseline):
+
+=================== ==============================================================================
+check               passes when
+=================== ==============================================================================
+``primary_floor``   candidate >= ``min_primary``
+``users_evaluated`` candidate ``users_evaluated`` >= ``min_users_evaluated``
+``beats_baseline``  candidate > baseline and candidate >= baseline * (1 + ``baseline_margin``)
+``no_regression``   candidate >= champion * (1 - ``max_regression``); passes, "no champion yet",
+                    when there is no champion (``champion=None``)
+=================== ==============================================================================
+
+The gate fails closed: a missing, non-numeric, NaN or infinite value that a check needs makes that
+check fail with a reason saying so; it never raises. This includes a champion whose metrics lack
+the primary metric (re-evaluate the champion on this week's holdout).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from recsys.errors import GateRejected
+from recsys.metrics import RANKING_METRICS, USERS_EVALUATED
+
+CHECKS = ("primary_floor", "users_evaluated", "beats_baseline", "no_regression")
+_PRIMARY_PATTERN = re.compile(rf"^({'|'.join(RANKING_METRICS)})@[1-9][0-9]*$")
+
+
+class GateThresholds(BaseModel):
+    """Limits the candidate must meet. Margins are relative (0.05 = 5 %)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    primary_metric: str = "ndcg@10"
+    min_primary: float = Field(default=0.02, ge=0, allow_inf_nan=False)
+    min_users_evaluated: int = Field(default=20, ge=0)
+    baseline_margin: float = Field(default=0.05, ge=0, lt=1, allow_inf_nan=False)
+    max_regression: float = Field(default=0.02, ge=0, lt=1, allow_inf_nan=False)
+
+    @field_validator("primary_metric")
+    @classmethod
+    def _higher_is_better_ranking_metric(cls, value: str) -> str:
+        if not _PRIMARY_PATTERN.match(value):
+            names = ", ".join(f"{name}@k" for name in RANKING_METRICS)
+            raise ValueError(f"primary_metric {value!r} must be one of {names} (k a positive integer)")
+        return value
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The outcome of :func:`evaluate_gate`.
+
+    ``checks`` maps each check name to whether it passed, ``reasons`` has one human-readable line per
+    check (starting with ``PASS:`` or ``FAIL:``), ``metrics`` holds the primary metric's name and
+    the candidate / champion / baseline values (``None`` where missing or not finite) and the
+    candidate's ``users_evaluated``. ``passed`` is true iff there is at least one check and all
+    passed; construction enforces this, so a hand-edited decision cannot claim a pass.
+    """
+
+    passed: bool
+    reasons: list[str]
+    checks: dict[str, bool]
+    metrics: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        expected = bool(self.checks) and all(self.checks.values())
+        if bool(self.passed) != expected:
+            raise ValueError(f"inconsistent gate decision: passed={self.passed} but checks={self.checks}")
+
+    @property
+    def failed_checks(self) -> list[str]:
+        return [name for name, ok in self.checks.items() if not ok]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (no NaN: missing values are ``None``)."""
+        return {
+            "passed": bool(self.passed),
+            "reasons": list(self.reasons),
+            "checks": {name: bool(ok) for name, ok in self.checks.items()},
+            "metrics": {name: _json_safe(value) for name, value in self.metrics.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GateDecision:
+        """Inverse of :meth:`to_dict`. Raises ValueError on a malformed or inconsistent dict."""
+        missing = [key for key in ("passed", "reasons", "checks", "metrics") if key not in data]
+        if missing:
+            raise ValueError(f"not a gate decision: missing {', '.join(missing)}")
+        return cls(
+            passed=bool(data["passed"]),
+            reasons=[str(reason) for reason in data["reasons"]],
+            checks={str(name): bool(ok) for name, ok in dict(data["checks"]).items()},
+            metrics=dict(data["metrics"]),
+        )
+
+    def summary(self) -> str:
+        """One line, e.g. ``gate PASSED (4/4 checks): ndcg@10 candidate 0.0456, baseline 0.0300, champion none``."""
+        verdict = "PASSED" if self.passed else "FAILED"
+        n_ok = sum(1 for ok in self.checks.values() if ok)
+        counts = f"{n_ok}/{len(self.checks)} checks"
+        if self.failed_checks:
+            counts += f"; failed: {', '.join(self.failed_checks)}"
+        name = self.metrics.get("primary_metric", "primary")
+        values = ", ".join(
+            f"{role} {_fmt(self.metrics.get(role))}" for role in ("candidate", "baseline", "champion")
+        )
+        return f"gate {verdict} ({counts}): {name} {values}"
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _fmt(value: Any) -> str:
+    return "none" if value is None else f"{value:.4f}"
+
+
+def _pct(fraction: float) -> str:
+    return f"{fraction * 100:g}%"
+
+
+def _number(metrics: Mapping[str, Any] | None, key: str) -> tuple[float | None, str]:
+    """(value, "") for a finite number, else (None, why it cannot be used)."""
+    if metrics is None or key not in metrics or metrics[key] is None:
+        return None, "is missing"
+    raw = metrics[key]
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None, f"is not a number ({raw!r})"
+    if math.isnan(value):
+        return None, "is NaN"
+    if math.isinf(value):
+        return None, "is infinite"
+    return value, ""
+
+
+def evaluate_gate(
+    candidate: Mapping[str, Any],
+    champion: Mapping[str, Any] | None,
+    baseline: Mapping[str, Any],
+    thresholds: GateThresholds,
+) -> GateDecision:
+    """Run every check (none short-circuits) and return the decision; never raises on bad metrics.
+
+    ``candidate``, ``champion`` and ``baseline`` are metric dicts as returned by
+    :func:`recsys.metrics.ranking_metrics`. ``champion=None`` means no model is in production yet.
+    """
+    t = thresholds
+    name = t.primary_metric
+    cand, cand_problem = _number(candidate, name)
+    base, base_problem = _number(baseline, name)
+    champ, champ_problem = _number(champion, name) if champion is not None else (None, "")
+    users, users_problem = _number(candidate, USERS_EVALUATED)
+
+    checks: dict[str, bool] = {}
+    reasons: list[str] = []
+
+    def record(check: str, ok: bool, text: str) -> None:
+        checks[check] = ok
+        reasons.append(f"{'PASS' if ok else 'FAIL'}: {text}")
+
+    # floor
+    if cand is None:
+        record("primary_floor", False, f"candidate {name} {cand_problem}")
+    else:
+        ok = cand >= t.min_primary
+        record("primary_floor", ok, f"{name} {cand:.4f} {'>=' if ok else '<'} floor {t.min_primary:.4f}")
+
+    # enough users behind the numbers
+    if users is None:
+        record("users_evaluated", False, f"candidate {USERS_EVALUATED} {users_problem}")
+    else:
+        ok = users >= t.min_users_evaluated
+        record(
+            "users_evaluated",
+            ok,
+            f"{USERS_EVALUATED} {users:g} {'>=' if ok else '<'} minimum {t.min_users_evaluated}",
+        )
+
+    # beats the popularity baseline by the margin
+    if cand is None or base is None:
+        problem = f"candidate {name} {cand_problem}" if cand is None else f"baseline {name} {base_problem}"
+        record("beats_baseline", False, f"{problem}: cannot compare with the baseline")
+    else:
+        required = base * (1 + t.baseline_margin)
+        if cand > base or cand < required:
+            ok = cand >= required
+            text = (
+                f"{name} {cand:.4f} {'>=' if ok else '<'} baseline {base:.4f}"
+                f" +{_pct(t.baseline_margin)} = {required:.4f}"
+            )
+        else:  # reaches the required value without being above the baseline (margin 0 or baseline 0)
+            ok = False
+            text = f"{name} {cand:.4f} is not above baseline {base:.4f}"
+        record("beats_baseline", ok, text)
+
+    # no regression against the champion
+    if champion is None:
+        record("no_regression", True, "no champion yet: regression check skipped")
+    elif cand is None or champ is None:
+        problem = f"candidate {name} {cand_problem}" if cand is None else f"champion {name} {champ_problem}"
+        record("no_regression", False, f"{problem}: cannot compare with the champion")
+    else:
+        allowed = champ * (1 - t.max_regression)
+        ok = cand >= allowed
+        record(
+            "no_regression",
+            ok,
+            f"{name} {cand:.4f} {'>=' if ok else '<'} champion {champ:.4f} -{_pct(t.max_regression)}"
+            f" = {allowed:.4f}",
+        )
+
+    metrics: dict[str, Any] = {
+        "primary_metric": name,
+        "candidate": cand,
+        "champion": champ,
+        "baseline": base,
+        USERS_EVALUATED: int(users) if users is not None and users.is_integer() else users,
+    }
+    return GateDecision(passed=all(checks.values()), reasons=reasons, checks=checks, metrics=metrics)
+
+
+def require_passed(decision: GateDecision) -> GateDecision:
+    """Return ``decision`` if it passed; otherwise raise GateRejected naming the failed checks."""
+    if decision.passed:
+        return decision
+    failed = "; ".join(reason for reason in decision.reasons if reason.startswith("FAIL")) or "no checks"
+    raise GateRejected(f"promotion refused, evaluation gate failed: {failed}")

@@ -1,0 +1,315 @@
+"""The weekly pipeline as plain functions, one per stage.
+
+Airflow's ``weekly_retrain`` DAG calls these (one task each), and so do the ``recsys`` CLI and the
+tests. Each stage reads its inputs from the lake (and what earlier stages recorded in
+``runs/week=.../<stage>.json``), writes its outputs atomically, records its own result there and
+returns it: a small JSON-able dict fit for XCom.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from recsys.config import PipelineConfig
+from recsys.errors import DataNotFoundError
+from recsys.intervals import week_bounds
+from recsys.settings import Settings, pseudonym_key
+from recsys.storage import Lake, read_parquet, write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+STAGES = ("ingest", "validate", "anonymize", "prepare", "train", "evaluate", "gate", "register", "recommend")
+
+
+@dataclass(frozen=True)
+class StageContext:
+    week: date
+    settings: Settings
+    config: PipelineConfig
+    lake: Lake
+
+    @classmethod
+    def create(cls, week: date, settings: Settings | None = None, config: PipelineConfig | None = None
+               ) -> StageContext:
+        settings = settings or Settings.from_env()
+        config = config or PipelineConfig.load(settings.config_file)
+        return cls(week=week, settings=settings, config=config, lake=Lake(settings.lake_dir))
+
+    def result(self, stage: str) -> dict[str, Any]:
+        found = self.lake.read_stage_result(self.week, stage)
+        if found is None:
+            raise DataNotFoundError(
+                f"stage '{stage}' has no result for week {self.week.isoformat()}: run it before this one"
+            )
+        return found
+
+    def record(self, stage: str, result: dict[str, Any]) -> dict[str, Any]:
+        result = {"stage": stage, "week": self.week.isoformat(), **result}
+        self.lake.write_stage_result(self.week, stage, result)
+        return result
+
+
+# ---- stages ------------------------------------------------------------------------------------
+
+def ingest(ctx: StageContext) -> dict[str, Any]:
+    from recsys.ingest import ingest_week
+
+    return ctx.record("ingest", ingest_week(ctx.lake, ctx.week))
+
+
+def validate(ctx: StageContext) -> dict[str, Any]:
+    from recsys.validation import validate_week
+
+    return ctx.record("validate", validate_week(ctx.lake, ctx.week, ctx.config.validation))
+
+
+def anonymize(ctx: StageContext) -> dict[str, Any]:
+    from recsys.anonymize import anonymize_events, anonymize_users
+
+    key = pseudonym_key()
+    lake, week = ctx.lake, ctx.week
+    events = anonymize_events(read_parquet(lake.data_file("validated", "events", week)), key)
+    users = anonymize_users(read_parquet(lake.data_file("validated", "users", week)), key)
+    items = read_parquet(lake.data_file("validated", "items", week))
+    items = items[[c for c in items.columns if not c.startswith("_")]]
+    write_parquet(events, lake.data_file("anonymized", "events", week))
+    write_parquet(users, lake.data_file("anonymized", "users", week))
+    write_parquet(items, lake.data_file("anonymized", "items", week))
+    return ctx.record("anonymize", {"events": len(events), "users": len(users), "items": len(items),
+                                    "columns": {"events": list(events.columns), "users": list(users.columns)}})
+
+
+def prepare(ctx: StageContext) -> dict[str, Any]:
+    from recsys.prepare import prepare as prepare_pairs
+    from recsys.prepare import read_window
+
+    events, weeks = read_window(ctx.lake, ctx.week, ctx.config.prepare.window_weeks)
+    prepared = prepare_pairs(events, ctx.config.prepare)
+    folder = ctx.lake.partition("prepared", ctx.week)
+    write_parquet(prepared.train, folder / "train.parquet")
+    write_parquet(prepared.holdout, folder / "holdout.parquet")
+    stats = {**prepared.stats, "window_weeks": [w.isoformat() for w in weeks]}
+    return ctx.record("prepare", stats)
+
+
+def train(ctx: StageContext) -> dict[str, Any]:
+    import mlflow
+
+    from recsys.serving import log_pyfunc
+    from recsys.spark import get_spark
+    from recsys.tracking import configure
+    from recsys.train import train_als
+
+    configure(ctx.settings)
+    prep = ctx.result("prepare")
+    train_df = read_parquet(ctx.lake.partition("prepared", ctx.week) / "train.parquet")
+    spark = get_spark(ctx.settings)
+    model = train_als(train_df, ctx.config.als, spark)
+    start, end = week_bounds(ctx.week)
+    model.meta.update({"week": ctx.week.isoformat(), "train_digest": prep["train_digest"]})
+    with mlflow.start_run(run_name=f"weekly-{ctx.week.isoformat()}") as run:
+        mlflow.set_tags({"week": ctx.week.isoformat(), "data_interval_start": start.isoformat(),
+                         "data_interval_end": end.isoformat(), "train_digest": prep["train_digest"],
+                         "pipeline": "weekly_retrain"})
+        mlflow.log_params({f"als.{k}": v for k, v in ctx.config.als.model_dump().items()})
+        mlflow.log_params({"window_weeks": len(prep["window_weeks"]), "top_k": ctx.config.top_k,
+                           "spark_master": ctx.settings.spark_master})
+        mlflow.log_metrics({"train_pairs": prep["train_pairs"], "train_users": prep["users"],
+                            "train_items": prep["items"], "holdout_pairs": prep["holdout_pairs"],
+                            "fit_seconds": model.meta["fit_seconds"]})
+        report = ctx.lake.partition("reports", ctx.week) / "validation.html"
+        if report.exists():
+            mlflow.log_artifact(str(report), artifact_path="validation")
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = model.save(Path(tmp) / "factor_model")
+            info = log_pyfunc(model_dir, example_user=str(model.users[0]))
+    return ctx.record("train", {"run_id": run.info.run_id, "model_uri": info.model_uri,
+                                "fit_seconds": model.meta["fit_seconds"], "rank": model.rank,
+                                "users": len(model.users), "items": len(model.items)})
+
+
+def evaluate(ctx: StageContext) -> dict[str, Any]:
+    import mlflow
+
+    from recsys.evaluate import score_model
+    from recsys.model import popularity_model
+    from recsys.registry import champion_version, load_factor_model
+    from recsys.tracking import configure, metric_key
+
+    client = configure(ctx.settings)
+    trained = ctx.result("train")
+    folder = ctx.lake.partition("prepared", ctx.week)
+    train_df = read_parquet(folder / "train.parquet")
+    holdout = read_parquet(folder / "holdout.parquet")
+    catalog_size = len(read_parquet(ctx.lake.data_file("anonymized", "items", ctx.week)))
+    k = ctx.config.top_k
+
+    def score(model: Any) -> dict[str, float]:
+        return score_model(model, train_df, holdout, k, catalog_size)
+
+    candidate = score(load_factor_model(trained["model_uri"]))
+    baseline = score(popularity_model(train_df))
+    champ = champion_version(client, ctx.settings.model_name)
+    champion = None
+    if champ is not None and champ.run_id != trained["run_id"]:
+        champion = score(load_factor_model(f"models:/{ctx.settings.model_name}/{champ.version}"))
+    with mlflow.start_run(run_id=trained["run_id"]):
+        for prefix, values in (("", candidate), ("baseline_", baseline), ("champion_", champion or {})):
+            mlflow.log_metrics({prefix + metric_key(k_): v for k_, v in values.items() if v == v})
+    return ctx.record("evaluate", {"k": k, "candidate": candidate, "baseline": baseline, "champion": champion,
+                                   "champion_version": champ.version if champion is not None else None})
+
+
+def gate(ctx: StageContext) -> dict[str, Any]:
+    import mlflow
+
+    from recsys.gates import evaluate_gate
+    from recsys.tracking import configure
+
+    configure(ctx.settings)
+    ev = ctx.result("evaluate")
+    decision = evaluate_gate(ev["candidate"], ev["champion"], ev["baseline"], ctx.config.gate)
+    run_id = ctx.result("train")["run_id"]
+    with mlflow.start_run(run_id=run_id):
+        mlflow.set_tag("validation_status", "passed" if decision.passed else "rejected")
+        mlflow.log_dict(decision.to_dict(), "gate/decision.json")
+    for line in decision.reasons:
+        log.info("gate: %s", line)
+    return ctx.record("gate", decision.to_dict())
+
+
+def register(ctx: StageContext) -> dict[str, Any]:
+    from recsys.gates import GateDecision
+    from recsys.registry import register_candidate
+    from recsys.tracking import configure
+
+    client = configure(ctx.settings)
+    trained, ev = ctx.result("train"), ctx.result("evaluate")
+    decision = GateDecision.from_dict(ctx.result("gate"))
+    k = ev["k"]
+    tags = {"week": ctx.week.isoformat(), "train_digest": ctx.result("prepare")["train_digest"]}
+    for name in (f"ndcg@{k}", f"precision@{k}", f"recall@{k}", f"map@{k}"):
+        tags[name] = f"{ev['candidate'].get(name, float('nan')):.6f}"
+        tags[f"baseline_{name}"] = f"{ev['baseline'].get(name, float('nan')):.6f}"
+    registration = register_candidate(
+        client, ctx.settings.model_name, trained["run_id"], trained["model_uri"], decision, tags,
+        promote=ctx.config.promotion == "auto",
+    )
+    return ctx.record("register", registration.to_dict())
+
+
+def recommend(ctx: StageContext) -> dict[str, Any]:
+    from recsys.evaluate import train_items
+    from recsys.registry import CHAMPION, champion_version, load_factor_model
+    from recsys.tracking import configure
+
+    client = configure(ctx.settings)
+    champ = champion_version(client, ctx.settings.model_name)
+    if champ is None:
+        return ctx.record("recommend", {"status": "skipped",
+                                        "reason": "no model holds the champion alias yet"})
+    model = load_factor_model(f"models:/{ctx.settings.model_name}@{CHAMPION}")
+    train_df = read_parquet(ctx.lake.partition("prepared", ctx.week) / "train.parquet")
+    users = sorted(train_df["user"].unique())
+    recs = model.recommend(users, k=ctx.config.top_k, exclude=train_items(train_df))
+    recs["model_version"] = str(champ.version)
+    recs["week"] = ctx.week.isoformat()
+    path = write_parquet(recs, ctx.lake.partition("recommendations", ctx.week) / "recommendations.parquet")
+    return ctx.record("recommend", {"status": "written", "path": str(path), "users": len(users),
+                                    "rows": len(recs), "model_version": str(champ.version)})
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[StageContext], dict[str, Any]]] = {
+    "ingest": ingest, "validate": validate, "anonymize": anonymize, "prepare": prepare, "train": train,
+    "evaluate": evaluate, "gate": gate, "register": register, "recommend": recommend,
+}
+
+
+def run_stage(stage: str, ctx: StageContext) -> dict[str, Any]:
+    if stage not in STAGE_FUNCTIONS:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    return STAGE_FUNCTIONS[stage](ctx)
+
+
+def run_all(ctx: StageContext, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    results = {}
+    for i, stage in enumerate(STAGES, 1):
+        if progress:
+            progress(f"[{i}/{len(STAGES)}] {stage} ...")
+        results[stage] = run_stage(stage, ctx)
+    return results
+
+
+# ---- summary -----------------------------------------------------------------------------------
+
+def summary(ctx: StageContext) -> dict[str, Any]:
+    """Everything a person wants to know after a run, gathered from the stage results."""
+    lake, week = ctx.lake, ctx.week
+    get = lambda s: lake.read_stage_result(week, s) or {}  # noqa: E731
+    val, ev, gate_r, reg, rec = get("validate"), get("evaluate"), get("gate"), get("register"), get("recommend")
+    accounting = val.get("accounting", {})
+    return {
+        "week": week.isoformat(),
+        "top_k": ctx.config.top_k,
+        "rows": {kind: {k: v for k, v in acc.items() if k in ("rows_read", "rows_valid", "rows_quarantined")}
+                 for kind, acc in accounting.items()},
+        "quarantine_reasons": {kind: acc.get("by_reason", {}) for kind, acc in accounting.items()},
+        "metrics": {"candidate": ev.get("candidate"), "champion": ev.get("champion"),
+                    "baseline": ev.get("baseline")},
+        "gate": {"passed": gate_r.get("passed"), "reasons": gate_r.get("reasons", [])},
+        "registered": reg,
+        "recommendations": rec,
+        "validation_report": val.get("report_html"),
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = [f"weekly_retrain summary for week {s['week']}"]
+    for kind, rows in s["rows"].items():
+        reasons = s["quarantine_reasons"].get(kind) or {}
+        why = ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items())) if reasons else "none"
+        lines.append(f"  {kind:<7} read {rows.get('rows_read', '?'):>7}  valid {rows.get('rows_valid', '?'):>7}"
+                     f"  quarantined {rows.get('rows_quarantined', '?'):>5}  ({why})")
+    metrics = s["metrics"]
+    if metrics.get("candidate"):
+        keys = [k for k in metrics["candidate"] if "@" in k and not k.startswith("coverage")]
+        lines.append("  metrics     " + "  ".join(f"{k:>12}" for k in keys))
+        for who in ("candidate", "champion", "baseline"):
+            vals = metrics.get(who)
+            if vals:
+                lines.append(f"  {who:<11} " + "  ".join(f"{vals.get(k, float('nan')):>12.4f}" for k in keys))
+            else:
+                lines.append(f"  {who:<11} (none yet)")
+    g = s["gate"]
+    if g.get("passed") is not None:
+        lines.append(f"  gate        {'PASSED' if g['passed'] else 'REJECTED'}")
+        lines.extend(f"              {r}" for r in g["reasons"])
+    reg = s["registered"]
+    if reg:
+        aliases = ", ".join(reg.get("aliases") or []) or "no alias"
+        lines.append(f"  registered  {reg.get('name')} version {reg.get('version')} ({reg.get('status')}; {aliases})")
+    rec = s["recommendations"]
+    if rec.get("status") == "written":
+        lines.append(f"  recommended top-{s['top_k']} lists for {rec['users']} users with version "
+                     f"{rec['model_version']} -> {rec['path']}")
+    elif rec:
+        lines.append(f"  recommend   skipped: {rec.get('reason')}")
+    if s.get("validation_report"):
+        lines.append(f"  validation report: {s['validation_report']}")
+    return "\n".join(lines)
+
+
+def recommendations_frame(lake: Lake, week: date) -> pd.DataFrame:
+    return read_parquet(lake.partition("recommendations", week) / "recommendations.parquet")
+
+
+def write_summary(ctx: StageContext) -> Path:
+    return write_json(ctx.lake.partition("runs", ctx.week) / "summary.json", summary(ctx))

@@ -1,0 +1,79 @@
+"""Column contracts between stages: one place that names every column of every layer.
+
+Raw layer (what upstream systems drop into ``lake/raw/<kind>/week=YYYY-MM-DD/*.csv``; UTF-8 CSV
+with a header row, comma-separated; every value is text until validation types it):
+
+* events: one row per interaction log line.
+* items: the catalogue snapshot of that week.
+* users: the user-profile snapshot of that week. It carries personal data (name, email, IP,
+  device id, age, zip code): only the anonymize stage reads it; nothing after it may.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# ---- raw -------------------------------------------------------------------------------------
+RAW_EVENT_COLUMNS: Final = (
+    "event_id",  # unique id of the log line (string)
+    "user_id",  # raw user id (personal data)
+    "item_id",  # integer id of a catalogue item
+    "timestamp",  # ISO-8601 UTC, e.g. 2026-11-16T08:12:33Z, or Unix seconds
+    "event_type",  # one of EVENT_TYPES
+    "rating",  # 0.5 .. 5.0 for event_type == "rating", empty otherwise
+    "watch_seconds",  # seconds watched (>= 0) for "view", empty or 0 otherwise
+    "device_type",  # one of DEVICE_TYPES
+    "device_id",  # device identifier (personal data)
+    "ip_address",  # client IP address (personal data)
+)
+RAW_ITEM_COLUMNS: Final = ("item_id", "title", "genres", "release_year", "added_at")
+RAW_USER_COLUMNS: Final = (
+    "user_id",
+    "name",
+    "email",
+    "ip_address",
+    "device_id",
+    "age",
+    "gender",
+    "occupation",
+    "zip_code",
+    "signup_date",
+)
+RAW_COLUMNS: Final = {"events": RAW_EVENT_COLUMNS, "items": RAW_ITEM_COLUMNS, "users": RAW_USER_COLUMNS}
+KINDS: Final = ("events", "items", "users")
+
+EVENT_TYPES: Final = ("view", "rating", "browse")  # browse = shown/browsed but not watched
+DEVICE_TYPES: Final = ("tv", "mobile", "web", "tablet", "unknown")
+RATING_MIN: Final = 0.5
+RATING_MAX: Final = 5.0
+GENRE_SEPARATOR: Final = "|"
+
+# Lineage columns added by ingest to every staged row (not part of the raw contract).
+SOURCE_FILE: Final = "_source_file"
+SOURCE_LINE: Final = "_source_line"  # 1-based physical line number in the source file
+
+# Quarantine: the row as read (all text) + why it was set aside.
+QUARANTINE_REASON: Final = "_reason"
+
+# ---- validated (typed) -----------------------------------------------------------------------
+# events: event_id str, user_id str, item_id int64, ts datetime64[ns, UTC], event_type str,
+#         rating float64 (NaN if not a rating), watch_seconds float64 (NaN if absent),
+#         device_type str, device_id str, ip_address str, _source_file, _source_line
+# items:  item_id int64, title str, genres str, release_year Int64 (nullable), added_at datetime
+# users:  user_id str + the raw profile columns, age Int64 (nullable)
+
+# ---- anonymized (no personal data from here on) ---------------------------------------------
+ANON_EVENT_COLUMNS: Final = (
+    "user",  # HMAC-SHA256 pseudonym of user_id (hex)
+    "item_id",
+    "ts",
+    "event_type",
+    "rating",
+    "watch_seconds",
+    "device_type",
+)
+ANON_USER_COLUMNS: Final = ("user", "age_band", "gender", "occupation", "zip3", "signup_week")
+
+# ---- prepared (model input) ------------------------------------------------------------------
+# one row per (user, item) pair with the strongest evidence of preference in the window
+PREPARED_COLUMNS: Final = ("user", "item_id", "strength", "rating", "last_ts")

@@ -1,0 +1,49 @@
+"""MLflow pyfunc flavour of a FactorModel: given user pseudonyms, return their top-N items.
+
+Request: a DataFrame with a ``user`` column (pseudonyms) and optionally ``k``; or ``params={"k": N}``.
+Response: a long DataFrame (user, rank, item_id, score), best first; users the model does not know
+get the most popular items (score NaN).
+
+``mlflow models serve -m models:/<name>@champion --env-manager local`` answers such requests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+
+from recsys.model import FactorModel
+
+DEFAULT_K = 10
+
+
+class FactorModelPyfunc(mlflow.pyfunc.PythonModel):
+    def load_context(self, context: Any) -> None:
+        self.model = FactorModel.load(Path(context.artifacts["model_dir"]))
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        if isinstance(model_input, dict):
+            model_input = pd.DataFrame(model_input)
+        if "user" not in model_input.columns:
+            raise ValueError("input must have a 'user' column of user pseudonyms")
+        k = int((params or {}).get("k") or (model_input["k"].iloc[0] if "k" in model_input.columns else DEFAULT_K))
+        users = [str(u) for u in model_input["user"].tolist()]
+        return self.model.recommend(users, k=k)
+
+
+def log_pyfunc(model_dir: Path, example_user: str, name: str = "model") -> Any:
+    """Log ``model_dir`` as a pyfunc model of the active run; returns mlflow's ModelInfo."""
+    import recsys
+
+    example = pd.DataFrame({"user": [example_user]})
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=FactorModelPyfunc(),
+        artifacts={"model_dir": str(model_dir)},
+        code_paths=[str(Path(recsys.__file__).parent)],
+        input_example=(example, {"k": DEFAULT_K}),
+        pip_requirements=["mlflow", "pandas", "numpy", "scipy", "pyarrow"],
+    )

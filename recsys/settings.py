@@ -1,0 +1,95 @@
+"""Every environment-specific value (paths, URIs, names, secrets) is read here and nowhere else.
+
+Each setting is an environment variable with a documented default, so the same code runs on a
+laptop (embedded defaults: local lake, SQLite MLflow store, ``local[*]`` Spark) and on the team
+stack (S3, MLflow server, Spark master) by changing the environment only.
+
+=============================== ========================================== ==============================
+variable                        default                                    meaning
+=============================== ========================================== ==============================
+RECSYS_HOME                     ``./var`` (current directory)              root of all local state
+RECSYS_LAKE_DIR                 ``$RECSYS_HOME/lake``                      data lake (raw .. recommendations)
+MLFLOW_TRACKING_URI             ``sqlite:///$RECSYS_HOME/mlflow/mlflow.db`` MLflow tracking + registry store
+RECSYS_MLFLOW_ARTIFACT_ROOT     ``$RECSYS_HOME/mlflow/artifacts``          artifact root of new experiments
+RECSYS_MLFLOW_EXPERIMENT        ``weekly_retrain``                         experiment of the training runs
+RECSYS_MODEL_NAME               ``recsys_als``                             registered model name
+RECSYS_SPARK_MASTER             ``local[*]``                               Spark master URL
+RECSYS_SPARK_DRIVER_MEMORY      ``2g``                                     Spark driver memory
+RECSYS_PSEUDONYM_KEY            (none: required by the anonymize stage)    HMAC key for user pseudonyms
+RECSYS_DATA_DIR                 ``../shared/data`` if it exists            MovieLens datasets (optional)
+RECSYS_CONFIG                   (none: built-in defaults)                  JSON file of stage configs
+=============================== ========================================== ==============================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from recsys.errors import ConfigError
+
+PSEUDONYM_KEY_ENV = "RECSYS_PSEUDONYM_KEY"
+MIN_KEY_BYTES = 16
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    lake_dir: Path
+    mlflow_tracking_uri: str
+    mlflow_artifact_root: str
+    mlflow_experiment: str
+    model_name: str
+    spark_master: str
+    spark_driver_memory: str
+    data_dir: Path | None
+    config_file: Path | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        home = Path(env.get("RECSYS_HOME") or Path.cwd() / "var").expanduser().resolve()
+        lake = Path(env.get("RECSYS_LAKE_DIR") or home / "lake").expanduser().resolve()
+        mlflow_dir = home / "mlflow"
+        tracking = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir / 'mlflow.db'}"
+        artifacts = env.get("RECSYS_MLFLOW_ARTIFACT_ROOT") or str(mlflow_dir / "artifacts")
+        data_dir_raw = env.get("RECSYS_DATA_DIR")
+        if data_dir_raw:
+            data_dir: Path | None = Path(data_dir_raw).expanduser().resolve()
+        else:
+            default = Path(__file__).resolve().parents[2] / "shared" / "data"
+            data_dir = default if default.is_dir() else None
+        model_name = env.get("RECSYS_MODEL_NAME") or "recsys_als"
+        if not model_name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"RECSYS_MODEL_NAME={model_name!r}: use letters, digits, '_' or '-'")
+        return cls(
+            home=home,
+            lake_dir=lake,
+            mlflow_tracking_uri=tracking,
+            mlflow_artifact_root=artifacts,
+            mlflow_experiment=env.get("RECSYS_MLFLOW_EXPERIMENT") or "weekly_retrain",
+            model_name=model_name,
+            spark_master=env.get("RECSYS_SPARK_MASTER") or "local[*]",
+            spark_driver_memory=env.get("RECSYS_SPARK_DRIVER_MEMORY") or "2g",
+            data_dir=data_dir,
+            config_file=Path(env["RECSYS_CONFIG"]).expanduser().resolve() if env.get("RECSYS_CONFIG") else None,
+        )
+
+
+def pseudonym_key(env: dict[str, str] | None = None) -> bytes:
+    """The HMAC key for user pseudonyms, from the environment only (never from code or config files).
+
+    Raises ConfigError with a clear message when it is missing or too short.
+    """
+    env = os.environ if env is None else env
+    raw = env.get(PSEUDONYM_KEY_ENV, "")
+    if not raw:
+        raise ConfigError(
+            f"{PSEUDONYM_KEY_ENV} is not set: the anonymize stage needs a secret key "
+            f"(e.g. `export {PSEUDONYM_KEY_ENV}=$(python -c 'import secrets; print(secrets.token_hex(32))')`)"
+        )
+    key = raw.encode("utf-8")
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"{PSEUDONYM_KEY_ENV} is too short: use at least {MIN_KEY_BYTES} characters")
+    return key
