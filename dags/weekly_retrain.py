@@ -82,7 +82,17 @@ def weekly_retrain() -> None:
             raise AirflowSkipException(result["reason"])
         return result
 
-    ingest() >> validate() >> anonymize() >> prepare() >> train() >> evaluate() >> gate() >> register() >> recommend()
+    (
+        ingest()
+        >> validate()
+        >> anonymize()
+        >> prepare()
+        >> train()
+        >> evaluate()
+        >> gate()
+        >> register()
+        >> recommend()
+    )
 
 
 weekly_retrain()

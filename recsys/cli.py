@@ -56,15 +56,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from recsys.storage import Lake
 
     settings = Settings.from_env()
-    config = GeneratorConfig(**{k: v for k, v in {
-        "weeks": args.weeks, "n_users": args.users, "n_items": args.items, "seed": args.seed}.items()
-        if v is not None})
+    config = GeneratorConfig(
+        **{
+            k: v
+            for k, v in {
+                "weeks": args.weeks,
+                "n_users": args.users,
+                "n_items": args.items,
+                "seed": args.seed,
+            }.items()
+            if v is not None
+        }
+    )
     end_week = _week_of_day(args.until or _today())
     result = generate(Lake(settings.lake_dir), config, end_week, progress=_progress)
     info = result.to_dict()
-    print(f"generated {len(info['weeks'])} weeks of synthetic logs ({config.n_users} users, "
-          f"{config.n_items} items) into {settings.lake_dir / 'raw'}; weeks: "
-          f"{info['weeks'][0]} .. {info['weeks'][-1]}")
+    print(
+        f"generated {len(info['weeks'])} weeks of synthetic logs ({config.n_users} users, "
+        f"{config.n_items} items) into {settings.lake_dir / 'raw'}; weeks: "
+        f"{info['weeks'][0]} .. {info['weeks'][-1]}"
+    )
     return 0
 
 
@@ -75,7 +86,9 @@ def cmd_load_movielens(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     weeks = land_movielens(Lake(settings.lake_dir), Path(args.path), args.dataset, progress=_progress)
-    print(f"landed {len(weeks)} weekly partitions ({weeks[0]} .. {weeks[-1]}) into {settings.lake_dir / 'raw'}")
+    print(
+        f"landed {len(weeks)} weekly partitions ({weeks[0]} .. {weeks[-1]}) into {settings.lake_dir / 'raw'}"
+    )
     return 0
 
 
@@ -126,8 +139,10 @@ def cmd_registry(args: argparse.Namespace) -> int:
     print(f"{settings.model_name} at {settings.mlflow_tracking_uri}")
     print(f"{'version':>7}  {'aliases':<20} {'status':<9} {'week':<10} {'ndcg@10':>9}  run")
     for r in rows:
-        print(f"{r['version']:>7}  {','.join(r['aliases']) or '-':<20} {r['status'] or '-':<9} "
-              f"{r['week'] or '-':<10} {r['ndcg@10'] or '-':>9}  {r['run_id']}")
+        print(
+            f"{r['version']:>7}  {','.join(r['aliases']) or '-':<20} {r['status'] or '-':<9} "
+            f"{r['week'] or '-':<10} {r['ndcg@10'] or '-':>9}  {r['run_id']}"
+        )
     return 0
 
 
@@ -166,20 +181,25 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from recsys.pipeline import STAGES
 
-    parser = argparse.ArgumentParser(prog="recsys", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="recsys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("generate", help="write synthetic weekly logs into the raw lake")
-    p.add_argument("--until", type=_day, help="any day; generation ends with the last complete week before it")
+    p.add_argument(
+        "--until", type=_day, help="any day; generation ends with the last complete week before it"
+    )
     p.add_argument("--weeks", type=_positive, help="number of weeks (default 4)")
     p.add_argument("--users", type=_positive, help="number of users")
     p.add_argument("--items", type=_positive, help="number of catalogue items")
     p.add_argument("--seed", type=int, help="random seed (same seed, same data)")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("load-movielens", help="land a MovieLens dataset into the raw lake, one partition a week")
+    p = sub.add_parser(
+        "load-movielens", help="land a MovieLens dataset into the raw lake, one partition a week"
+    )
     p.add_argument("path", help="dataset directory, e.g. ../shared/data/movielens/ml-100k")
     p.add_argument("--dataset", choices=["ml-100k", "ml-1m", "ml-latest-small"], help="default: detect")
     p.set_defaults(func=cmd_load_movielens)
@@ -216,8 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.func(args))
     except RecsysError as exc:

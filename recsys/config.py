@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from recsys.errors import ConfigError
 from recsys.gates import GateThresholds
@@ -30,6 +30,13 @@ class PipelineConfig(BaseModel):
     gate: GateThresholds = Field(default_factory=GateThresholds)
     top_k: int = Field(10, ge=1, le=1000, description="length of each user's recommendation list")
     promotion: str = Field("auto", pattern="^(auto|never)$", description="auto: a passed gate moves champion")
+
+    @model_validator(mode="after")
+    def _gate_metric_matches_k(self) -> PipelineConfig:
+        metric = self.gate.primary_metric
+        if not metric.endswith(f"@{self.top_k}"):
+            raise ValueError(f"gate.primary_metric {metric!r} must be measured at top_k={self.top_k}")
+        return self
 
     @classmethod
     def load(cls, path: Path | None) -> PipelineConfig:

@@ -46,13 +46,16 @@ def rating_errors(model: FactorModel, holdout: pd.DataFrame) -> dict[str, float]
     return {"rmse": float(rmse(truth, pred)), "mae": float(mae(truth, pred))}
 
 
-def score_model(model: FactorModel, train: pd.DataFrame, holdout: pd.DataFrame, k: int,
-                catalog_size: int) -> dict[str, float]:
+def score_model(
+    model: FactorModel, train: pd.DataFrame, holdout: pd.DataFrame, k: int, catalog_size: int
+) -> dict[str, float]:
     truth = truth_sets(holdout)
     users = sorted(truth)
     recs = model.recommend(users, k=k, exclude=train_items(train[train["user"].isin(users)]))
     lists = recommendation_lists(recs)
     metrics = dict(ranking_metrics(lists, truth, k))
-    metrics[f"coverage@{k}"] = float(catalog_coverage(lists, catalog_size))
+    # items that left the catalogue since the model was trained still count as covered
+    distinct = len({item for items in lists.values() for item in items})
+    metrics[f"coverage@{k}"] = float(catalog_coverage(lists, max(catalog_size, distinct, 1)))
     metrics.update(rating_errors(model, holdout))
     return {key: float(value) for key, value in metrics.items()}

@@ -127,7 +127,14 @@ def _json_safe(value: Any) -> Any:
 
 
 def _fmt(value: Any) -> str:
-    return "none" if value is None else f"{value:.4f}"
+    if value is None:
+        return "none"
+    return f"{value:.4f}" if isinstance(value, int | float) else str(value)
+
+
+def _at_least(value: float, limit: float) -> bool:
+    """value >= limit, forgiving float rounding (0.03 * 1.05 must not fail a candidate at 0.0315)."""
+    return value >= limit or math.isclose(value, limit, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def _pct(fraction: float) -> str:
@@ -179,7 +186,7 @@ def evaluate_gate(
     if cand is None:
         record("primary_floor", False, f"candidate {name} {cand_problem}")
     else:
-        ok = cand >= t.min_primary
+        ok = _at_least(cand, t.min_primary)
         record("primary_floor", ok, f"{name} {cand:.4f} {'>=' if ok else '<'} floor {t.min_primary:.4f}")
 
     # enough users behind the numbers
@@ -199,8 +206,8 @@ def evaluate_gate(
         record("beats_baseline", False, f"{problem}: cannot compare with the baseline")
     else:
         required = base * (1 + t.baseline_margin)
-        if cand > base or cand < required:
-            ok = cand >= required
+        if cand > base or not _at_least(cand, required):
+            ok = _at_least(cand, required)
             text = (
                 f"{name} {cand:.4f} {'>=' if ok else '<'} baseline {base:.4f}"
                 f" +{_pct(t.baseline_margin)} = {required:.4f}"
@@ -218,7 +225,7 @@ def evaluate_gate(
         record("no_regression", False, f"{problem}: cannot compare with the champion")
     else:
         allowed = champ * (1 - t.max_regression)
-        ok = cand >= allowed
+        ok = _at_least(cand, allowed)
         record(
             "no_regression",
             ok,

@@ -129,8 +129,14 @@ class FactorModel:
         if unknown:
             frames.append(self._popular_for(unknown, k, exclude or {}))
         if not frames:
-            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-                RECOMMENDATION_COLUMNS, ["string", "int64", "int64", "float64"], strict=True)})
+            return pd.DataFrame(
+                {
+                    c: pd.Series(dtype=t)
+                    for c, t in zip(
+                        RECOMMENDATION_COLUMNS, ["string", "int64", "int64", "float64"], strict=True
+                    )
+                }
+            )
         out = pd.concat(frames, ignore_index=True)
         return out[RECOMMENDATION_COLUMNS]
 

@@ -37,8 +37,9 @@ class StageContext:
     lake: Lake
 
     @classmethod
-    def create(cls, week: date, settings: Settings | None = None, config: PipelineConfig | None = None
-               ) -> StageContext:
+    def create(
+        cls, week: date, settings: Settings | None = None, config: PipelineConfig | None = None
+    ) -> StageContext:
         settings = settings or Settings.from_env()
         config = config or PipelineConfig.load(settings.config_file)
         return cls(week=week, settings=settings, config=config, lake=Lake(settings.lake_dir))
@@ -58,6 +59,7 @@ class StageContext:
 
 
 # ---- stages ------------------------------------------------------------------------------------
+
 
 def ingest(ctx: StageContext) -> dict[str, Any]:
     from recsys.ingest import ingest_week
@@ -83,8 +85,15 @@ def anonymize(ctx: StageContext) -> dict[str, Any]:
     write_parquet(events, lake.data_file("anonymized", "events", week))
     write_parquet(users, lake.data_file("anonymized", "users", week))
     write_parquet(items, lake.data_file("anonymized", "items", week))
-    return ctx.record("anonymize", {"events": len(events), "users": len(users), "items": len(items),
-                                    "columns": {"events": list(events.columns), "users": list(users.columns)}})
+    return ctx.record(
+        "anonymize",
+        {
+            "events": len(events),
+            "users": len(users),
+            "items": len(items),
+            "columns": {"events": list(events.columns), "users": list(users.columns)},
+        },
+    )
 
 
 def prepare(ctx: StageContext) -> dict[str, Any]:
@@ -116,24 +125,49 @@ def train(ctx: StageContext) -> dict[str, Any]:
     start, end = week_bounds(ctx.week)
     model.meta.update({"week": ctx.week.isoformat(), "train_digest": prep["train_digest"]})
     with mlflow.start_run(run_name=f"weekly-{ctx.week.isoformat()}") as run:
-        mlflow.set_tags({"week": ctx.week.isoformat(), "data_interval_start": start.isoformat(),
-                         "data_interval_end": end.isoformat(), "train_digest": prep["train_digest"],
-                         "pipeline": "weekly_retrain"})
+        mlflow.set_tags(
+            {
+                "week": ctx.week.isoformat(),
+                "data_interval_start": start.isoformat(),
+                "data_interval_end": end.isoformat(),
+                "train_digest": prep["train_digest"],
+                "pipeline": "weekly_retrain",
+            }
+        )
         mlflow.log_params({f"als.{k}": v for k, v in ctx.config.als.model_dump().items()})
-        mlflow.log_params({"window_weeks": len(prep["window_weeks"]), "top_k": ctx.config.top_k,
-                           "spark_master": ctx.settings.spark_master})
-        mlflow.log_metrics({"train_pairs": prep["train_pairs"], "train_users": prep["users"],
-                            "train_items": prep["items"], "holdout_pairs": prep["holdout_pairs"],
-                            "fit_seconds": model.meta["fit_seconds"]})
+        mlflow.log_params(
+            {
+                "window_weeks": len(prep["window_weeks"]),
+                "top_k": ctx.config.top_k,
+                "spark_master": ctx.settings.spark_master,
+            }
+        )
+        mlflow.log_metrics(
+            {
+                "train_pairs": prep["train_pairs"],
+                "train_users": prep["users"],
+                "train_items": prep["items"],
+                "holdout_pairs": prep["holdout_pairs"],
+                "fit_seconds": model.meta["fit_seconds"],
+            }
+        )
         report = ctx.lake.partition("reports", ctx.week) / "validation.html"
         if report.exists():
             mlflow.log_artifact(str(report), artifact_path="validation")
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = model.save(Path(tmp) / "factor_model")
             info = log_pyfunc(model_dir, example_user=str(model.users[0]))
-    return ctx.record("train", {"run_id": run.info.run_id, "model_uri": info.model_uri,
-                                "fit_seconds": model.meta["fit_seconds"], "rank": model.rank,
-                                "users": len(model.users), "items": len(model.items)})
+    return ctx.record(
+        "train",
+        {
+            "run_id": run.info.run_id,
+            "model_uri": info.model_uri,
+            "fit_seconds": model.meta["fit_seconds"],
+            "rank": model.rank,
+            "users": len(model.users),
+            "items": len(model.items),
+        },
+    )
 
 
 def evaluate(ctx: StageContext) -> dict[str, Any]:
@@ -164,8 +198,16 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
     with mlflow.start_run(run_id=trained["run_id"]):
         for prefix, values in (("", candidate), ("baseline_", baseline), ("champion_", champion or {})):
             mlflow.log_metrics({prefix + metric_key(k_): v for k_, v in values.items() if v == v})
-    return ctx.record("evaluate", {"k": k, "candidate": candidate, "baseline": baseline, "champion": champion,
-                                   "champion_version": champ.version if champion is not None else None})
+    return ctx.record(
+        "evaluate",
+        {
+            "k": k,
+            "candidate": candidate,
+            "baseline": baseline,
+            "champion": champion,
+            "champion_version": champ.version if champion is not None else None,
+        },
+    )
 
 
 def gate(ctx: StageContext) -> dict[str, Any]:
@@ -200,7 +242,12 @@ def register(ctx: StageContext) -> dict[str, Any]:
         tags[name] = f"{ev['candidate'].get(name, float('nan')):.6f}"
         tags[f"baseline_{name}"] = f"{ev['baseline'].get(name, float('nan')):.6f}"
     registration = register_candidate(
-        client, ctx.settings.model_name, trained["run_id"], trained["model_uri"], decision, tags,
+        client,
+        ctx.settings.model_name,
+        trained["run_id"],
+        trained["model_uri"],
+        decision,
+        tags,
         promote=ctx.config.promotion == "auto",
     )
     return ctx.record("register", registration.to_dict())
@@ -214,8 +261,9 @@ def recommend(ctx: StageContext) -> dict[str, Any]:
     client = configure(ctx.settings)
     champ = champion_version(client, ctx.settings.model_name)
     if champ is None:
-        return ctx.record("recommend", {"status": "skipped",
-                                        "reason": "no model holds the champion alias yet"})
+        return ctx.record(
+            "recommend", {"status": "skipped", "reason": "no model holds the champion alias yet"}
+        )
     model = load_factor_model(f"models:/{ctx.settings.model_name}@{CHAMPION}")
     train_df = read_parquet(ctx.lake.partition("prepared", ctx.week) / "train.parquet")
     users = sorted(train_df["user"].unique())
@@ -223,13 +271,28 @@ def recommend(ctx: StageContext) -> dict[str, Any]:
     recs["model_version"] = str(champ.version)
     recs["week"] = ctx.week.isoformat()
     path = write_parquet(recs, ctx.lake.partition("recommendations", ctx.week) / "recommendations.parquet")
-    return ctx.record("recommend", {"status": "written", "path": str(path), "users": len(users),
-                                    "rows": len(recs), "model_version": str(champ.version)})
+    return ctx.record(
+        "recommend",
+        {
+            "status": "written",
+            "path": str(path),
+            "users": len(users),
+            "rows": len(recs),
+            "model_version": str(champ.version),
+        },
+    )
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[StageContext], dict[str, Any]]] = {
-    "ingest": ingest, "validate": validate, "anonymize": anonymize, "prepare": prepare, "train": train,
-    "evaluate": evaluate, "gate": gate, "register": register, "recommend": recommend,
+    "ingest": ingest,
+    "validate": validate,
+    "anonymize": anonymize,
+    "prepare": prepare,
+    "train": train,
+    "evaluate": evaluate,
+    "gate": gate,
+    "register": register,
+    "recommend": recommend,
 }
 
 
@@ -250,20 +313,32 @@ def run_all(ctx: StageContext, progress: Callable[[str], None] | None = None) ->
 
 # ---- summary -----------------------------------------------------------------------------------
 
+
 def summary(ctx: StageContext) -> dict[str, Any]:
     """Everything a person wants to know after a run, gathered from the stage results."""
     lake, week = ctx.lake, ctx.week
     get = lambda s: lake.read_stage_result(week, s) or {}  # noqa: E731
-    val, ev, gate_r, reg, rec = get("validate"), get("evaluate"), get("gate"), get("register"), get("recommend")
+    val, ev, gate_r, reg, rec = (
+        get("validate"),
+        get("evaluate"),
+        get("gate"),
+        get("register"),
+        get("recommend"),
+    )
     accounting = val.get("accounting", {})
     return {
         "week": week.isoformat(),
         "top_k": ctx.config.top_k,
-        "rows": {kind: {k: v for k, v in acc.items() if k in ("rows_read", "rows_valid", "rows_quarantined")}
-                 for kind, acc in accounting.items()},
+        "rows": {
+            kind: {k: v for k, v in acc.items() if k in ("rows_read", "rows_valid", "rows_quarantined")}
+            for kind, acc in accounting.items()
+        },
         "quarantine_reasons": {kind: acc.get("by_reason", {}) for kind, acc in accounting.items()},
-        "metrics": {"candidate": ev.get("candidate"), "champion": ev.get("champion"),
-                    "baseline": ev.get("baseline")},
+        "metrics": {
+            "candidate": ev.get("candidate"),
+            "champion": ev.get("champion"),
+            "baseline": ev.get("baseline"),
+        },
         "gate": {"passed": gate_r.get("passed"), "reasons": gate_r.get("reasons", [])},
         "registered": reg,
         "recommendations": rec,
@@ -276,8 +351,10 @@ def format_summary(s: dict[str, Any]) -> str:
     for kind, rows in s["rows"].items():
         reasons = s["quarantine_reasons"].get(kind) or {}
         why = ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items())) if reasons else "none"
-        lines.append(f"  {kind:<7} read {rows.get('rows_read', '?'):>7}  valid {rows.get('rows_valid', '?'):>7}"
-                     f"  quarantined {rows.get('rows_quarantined', '?'):>5}  ({why})")
+        lines.append(
+            f"  {kind:<7} read {rows.get('rows_read', '?'):>7}  valid {rows.get('rows_valid', '?'):>7}"
+            f"  quarantined {rows.get('rows_quarantined', '?'):>5}  ({why})"
+        )
     metrics = s["metrics"]
     if metrics.get("candidate"):
         keys = [k for k in metrics["candidate"] if "@" in k and not k.startswith("coverage")]
@@ -295,11 +372,15 @@ def format_summary(s: dict[str, Any]) -> str:
     reg = s["registered"]
     if reg:
         aliases = ", ".join(reg.get("aliases") or []) or "no alias"
-        lines.append(f"  registered  {reg.get('name')} version {reg.get('version')} ({reg.get('status')}; {aliases})")
+        lines.append(
+            f"  registered  {reg.get('name')} version {reg.get('version')} ({reg.get('status')}; {aliases})"
+        )
     rec = s["recommendations"]
     if rec.get("status") == "written":
-        lines.append(f"  recommended top-{s['top_k']} lists for {rec['users']} users with version "
-                     f"{rec['model_version']} -> {rec['path']}")
+        lines.append(
+            f"  recommended top-{s['top_k']} lists for {rec['users']} users with version "
+            f"{rec['model_version']} -> {rec['path']}"
+        )
     elif rec:
         lines.append(f"  recommend   skipped: {rec.get('reason')}")
     if s.get("validation_report"):

@@ -24,12 +24,16 @@ class FactorModelPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         self.model = FactorModel.load(Path(context.artifacts["model_dir"]))
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         if isinstance(model_input, dict):
             model_input = pd.DataFrame(model_input)
         if "user" not in model_input.columns:
             raise ValueError("input must have a 'user' column of user pseudonyms")
-        k = int((params or {}).get("k") or (model_input["k"].iloc[0] if "k" in model_input.columns else DEFAULT_K))
+        k = int(
+            (params or {}).get("k") or (model_input["k"].iloc[0] if "k" in model_input.columns else DEFAULT_K)
+        )
         users = [str(u) for u in model_input["user"].tolist()]
         return self.model.recommend(users, k=k)
 

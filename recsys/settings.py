@@ -73,7 +73,9 @@ class Settings:
             spark_master=env.get("RECSYS_SPARK_MASTER") or "local[*]",
             spark_driver_memory=env.get("RECSYS_SPARK_DRIVER_MEMORY") or "2g",
             data_dir=data_dir,
-            config_file=Path(env["RECSYS_CONFIG"]).expanduser().resolve() if env.get("RECSYS_CONFIG") else None,
+            config_file=Path(env["RECSYS_CONFIG"]).expanduser().resolve()
+            if env.get("RECSYS_CONFIG")
+            else None,
         )
 
 

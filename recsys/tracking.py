@@ -34,7 +34,9 @@ def configure(settings: Settings) -> MlflowClient:
     if experiment is None:
         root = settings.mlflow_artifact_root
         location = root if "://" in root else Path(root).resolve().as_uri()
-        mlflow.create_experiment(settings.mlflow_experiment, artifact_location=f"{location}/{settings.mlflow_experiment}")
+        mlflow.create_experiment(
+            settings.mlflow_experiment, artifact_location=f"{location}/{settings.mlflow_experiment}"
+        )
     mlflow.set_experiment(settings.mlflow_experiment)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 

@@ -72,8 +72,14 @@ def train_als(train: pd.DataFrame, config: ALSConfig, spark: SparkSession) -> Fa
     user_factors = _dense(fitted.userFactors.toPandas(), len(users), config.rank)
     item_factors = _dense(fitted.itemFactors.toPandas(), len(items), config.rank)
     seconds = time.perf_counter() - started
-    log.info("ALS rank=%d on %d pairs (%d users, %d items) in %.1fs", config.rank, len(frame), len(users),
-             len(items), seconds)
+    log.info(
+        "ALS rank=%d on %d pairs (%d users, %d items) in %.1fs",
+        config.rank,
+        len(frame),
+        len(users),
+        len(items),
+        seconds,
+    )
     return FactorModel(
         users=users,
         items=items,
@@ -81,8 +87,12 @@ def train_als(train: pd.DataFrame, config: ALSConfig, spark: SparkSession) -> Fa
         item_factors=item_factors,
         seen=seen_matrix(train, users, items),
         popular=popularity_order(train),
-        meta={"kind": "als", "config": config.model_dump(), "fit_seconds": round(seconds, 3),
-              "spark_version": spark.version},
+        meta={
+            "kind": "als",
+            "config": config.model_dump(),
+            "fit_seconds": round(seconds, 3),
+            "spark_version": spark.version,
+        },
     )
 
 

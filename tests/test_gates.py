@@ -165,7 +165,12 @@ def test_champion_without_primary_metric_fails_closed():
 # ---- NaN / missing / garbage metrics: failed checks, never exceptions --------------------------
 @pytest.mark.parametrize(
     ("value", "problem"),
-    [(None, "is missing"), (float("nan"), "is NaN"), (float("inf"), "is infinite"), ("abc", "is not a number")],
+    [
+        (None, "is missing"),
+        (float("nan"), "is NaN"),
+        (float("inf"), "is infinite"),
+        ("abc", "is not a number"),
+    ],
 )
 def test_bad_candidate_primary_fails_with_reason(value, problem):
     candidate = {"users_evaluated": 500}
@@ -244,3 +249,11 @@ def test_require_passed_raises_gate_rejected_with_reasons():
     assert "users_evaluated 5 < minimum 20" in message
     assert "PASS" not in message
     assert "\n" not in message
+
+
+def test_boundaries_forgive_float_rounding():
+    assert 0.1 * 1.05 > 0.105  # the product rounds up: a strict >= would reject 0.105
+    decision = evaluate_gate(metrics(0.105), None, metrics(0.1), T)
+    assert decision.checks["beats_baseline"]
+    assert 0.07 * (1 - 0.02) > 0.0686
+    assert evaluate_gate(metrics(0.0686), metrics(0.07), metrics(0.01), T).checks["no_regression"]

@@ -1,0 +1,61 @@
+"""Shared fixtures: isolated settings per test, one real SparkSession and one real MLflow store per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TEST_KEY = "test-key-0123456789abcdef0123456789abcdef"
+
+
+def shared_data_dir() -> Path:
+    """MovieLens data: RECSYS_DATA_DIR, else ../shared/data beside the checkout."""
+    configured = os.environ.get("RECSYS_DATA_DIR")
+    path = Path(configured) if configured else PROJECT_ROOT.parent / "shared" / "data"
+    if not (path / "movielens").is_dir():
+        pytest.fail(f"MovieLens data not found at {path}/movielens: set RECSYS_DATA_DIR to ../shared/data")
+    return path
+
+
+@pytest.fixture(scope="session")
+def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("recsys-home")
+
+
+@pytest.fixture
+def env(tmp_path: Path, session_home: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment for one test: its own lake, a session-wide MLflow store (model names keep tests apart)."""
+    values = {
+        "RECSYS_HOME": str(tmp_path / "home"),
+        "RECSYS_LAKE_DIR": str(tmp_path / "lake"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{session_home / 'mlflow.db'}",
+        "RECSYS_MLFLOW_ARTIFACT_ROOT": str(session_home / "artifacts"),
+        "RECSYS_SPARK_MASTER": "local[2]",
+        "RECSYS_PSEUDONYM_KEY": TEST_KEY,
+        "RECSYS_MODEL_NAME": f"test_{tmp_path.name}".replace("-", "_")[:60],
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("RECSYS_CONFIG", raising=False)
+    return values
+
+
+@pytest.fixture
+def settings(env: dict[str, str]):
+    from recsys.settings import Settings
+
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def spark(session_home: Path):
+    from recsys.settings import Settings
+    from recsys.spark import get_spark
+
+    settings = Settings.from_env({"RECSYS_HOME": str(session_home), "RECSYS_SPARK_MASTER": "local[2]"})
+    session = get_spark(settings, app_name="recsys-tests")
+    yield session
+    session.stop()
