@@ -1,0 +1,113 @@
+"""End to end through Airflow itself: `airflow dags test weekly_retrain` on two synthetic weeks.
+
+Real Airflow (SQLite metadata DB made by `airflow db migrate`), real Spark (local[2]), real MLflow
+(SQLite store + local artifacts), real Great Expectations. Asserts the registry state, the
+recommendation files and that every raw row is either valid or quarantined.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import PROJECT_ROOT, TEST_KEY
+
+BIN = Path(sys.executable).parent
+UNTIL = "2026-11-23"  # a Monday: the last complete week is 2026-11-15 .. 2026-11-22
+
+
+def run(cmd: list[str], env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=PROJECT_ROOT)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-60:])
+        pytest.fail(f"{' '.join(cmd)} exited {result.returncode}:\n{tail}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("e2e")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS", "MLFLOW"))}
+    env.update({
+        "AIRFLOW_HOME": str(root / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "RECSYS_HOME": str(root / "home"),
+        "RECSYS_SPARK_MASTER": "local[2]",
+        "RECSYS_PSEUDONYM_KEY": TEST_KEY,
+        "RECSYS_MODEL_NAME": "e2e_als",
+        "PYTHONWARNINGS": "ignore",
+    })
+    run([str(BIN / "airflow"), "db", "migrate"], env)
+    run([str(BIN / "recsys"), "generate", "--until", UNTIL, "--weeks", "2", "--users", "300", "--items", "150"], env)
+    dates = run([str(BIN / "recsys"), "run-dates", "--until", UNTIL, "--weeks", "2"], env).stdout.split()
+    logs = [run([str(BIN / "airflow"), "dags", "test", "weekly_retrain", day], env).stdout for day in dates]
+    return {"root": root, "env": env, "dates": dates, "logs": logs, "lake": root / "home" / "lake"}
+
+
+def raw_rows(path: Path) -> int:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return sum(1 for _ in csv.reader(handle)) - 1
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_registry_has_two_versions_and_champion_on_the_newest_passed(e2e):
+    out = run([str(BIN / "recsys"), "registry", "--json"], e2e["env"]).stdout
+    versions = json.loads(out)
+    assert [v["version"] for v in versions] == ["2", "1"]
+    assert versions[1]["status"] == "passed", "the first model (no champion yet) must beat the baseline"
+    passed = [v for v in versions if v["status"] == "passed"]
+    champions = [v for v in versions if "champion" in v["aliases"]]
+    assert len(champions) == 1 and champions[0]["version"] == passed[0]["version"]
+    assert {v["week"] for v in versions} == {"2026-11-08", "2026-11-15"}
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_every_raw_row_is_valid_or_quarantined(e2e):
+    lake = e2e["lake"]
+    for week in ("2026-11-08", "2026-11-15"):
+        accounting = json.loads((lake / "reports" / f"week={week}" / "accounting.json").read_text())
+        events = accounting["events"] if "events" in accounting else accounting["kinds"]["events"]
+        raw = sum(raw_rows(p) for p in (lake / "raw" / "events" / f"week={week}").glob("*.csv"))
+        assert events["rows_read"] == raw
+        assert events["rows_valid"] + events["rows_quarantined"] == raw
+        assert events["rows_quarantined"] > 0, "the generator injects bad rows: some must be quarantined"
+        valid = pd.read_parquet(lake / "validated" / "events" / f"week={week}" / "data.parquet")
+        quarantined = pd.read_parquet(lake / "quarantine" / "events" / f"week={week}" / "data.parquet")
+        assert len(valid) == events["rows_valid"] and len(quarantined) == events["rows_quarantined"]
+        assert quarantined["_reason"].str.len().gt(0).all()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_recommendations_written_by_the_champion_without_personal_data(e2e):
+    lake = e2e["lake"]
+    recs = pd.read_parquet(lake / "recommendations" / "week=2026-11-15" / "recommendations.parquet")
+    assert set(recs.columns) >= {"user", "rank", "item_id", "score", "model_version"}
+    per_user = recs.groupby("user").size()
+    assert per_user.max() == 10 and per_user.min() >= 1
+    assert not recs.duplicated(["user", "item_id"]).any()
+    train = pd.read_parquet(lake / "prepared" / "week=2026-11-15" / "train.parquet")
+    assert set(recs["user"]) == set(train["user"])
+    seen = set(zip(train["user"], train["item_id"], strict=True))
+    assert not any((u, i) in seen for u, i in zip(recs["user"], recs["item_id"], strict=True))
+    raw_users = pd.read_csv(lake / "raw" / "users" / "week=2026-11-15" / "users.csv", dtype=str)
+    assert not set(recs["user"]) & set(raw_users["user_id"]), "raw user ids leaked into recommendations"
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_summary_reports_the_run(e2e):
+    out = run([str(BIN / "recsys"), "summary", "--date", e2e["dates"][-1]], e2e["env"]).stdout
+    assert "week 2026-11-15" in out
+    assert "quarantined" in out and "gate" in out and "registered" in out
