@@ -51,23 +51,13 @@ def _today() -> date:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from recsys.data.synthetic import GeneratorConfig, generate
+    from recsys.data.synthetic import config_from, generate
     from recsys.settings import Settings
     from recsys.storage import Lake
 
     settings = Settings.from_env()
-    config = GeneratorConfig(
-        **{
-            k: v
-            for k, v in {
-                "weeks": args.weeks,
-                "n_users": args.users,
-                "n_items": args.items,
-                "seed": args.seed,
-            }.items()
-            if v is not None
-        }
-    )
+    overrides = {"weeks": args.weeks, "n_users": args.users, "n_items": args.items, "seed": args.seed}
+    config = config_from({k: v for k, v in overrides.items() if v is not None})
     end_week = _week_of_day(args.until or _today())
     result = generate(Lake(settings.lake_dir), config, end_week, progress=_progress)
     info = result.to_dict()
@@ -85,7 +75,9 @@ def cmd_load_movielens(args: argparse.Namespace) -> int:
     from recsys.storage import Lake
 
     settings = Settings.from_env()
-    weeks = land_movielens(Lake(settings.lake_dir), Path(args.path), args.dataset, progress=_progress)
+    weeks = land_movielens(
+        Lake(settings.lake_dir), Path(args.path), args.dataset, progress=_progress, last_weeks=args.last_weeks
+    )
     print(
         f"landed {len(weeks)} weekly partitions ({weeks[0]} .. {weeks[-1]}) into {settings.lake_dir / 'raw'}"
     )
@@ -202,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("path", help="dataset directory, e.g. ../shared/data/movielens/ml-100k")
     p.add_argument("--dataset", choices=["ml-100k", "ml-1m", "ml-latest-small"], help="default: detect")
+    p.add_argument(
+        "--last-weeks", type=_positive, help="land only the newest N weeks (ml-latest-small spans 1,084)"
+    )
     p.set_defaults(func=cmd_load_movielens)
 
     p = sub.add_parser("stage", help="run one stage for a week, without Airflow")

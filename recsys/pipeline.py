@@ -231,7 +231,7 @@ def gate(ctx: StageContext) -> dict[str, Any]:
 def register(ctx: StageContext) -> dict[str, Any]:
     from recsys.gates import GateDecision
     from recsys.registry import register_candidate
-    from recsys.tracking import configure
+    from recsys.tracking import configure, metric_key
 
     client = configure(ctx.settings)
     trained, ev = ctx.result("train"), ctx.result("evaluate")
@@ -239,8 +239,8 @@ def register(ctx: StageContext) -> dict[str, Any]:
     k = ev["k"]
     tags = {"week": ctx.week.isoformat(), "train_digest": ctx.result("prepare")["train_digest"]}
     for name in (f"ndcg@{k}", f"precision@{k}", f"recall@{k}", f"map@{k}"):
-        tags[name] = f"{ev['candidate'].get(name, float('nan')):.6f}"
-        tags[f"baseline_{name}"] = f"{ev['baseline'].get(name, float('nan')):.6f}"
+        tags[metric_key(name)] = f"{ev['candidate'].get(name, float('nan')):.6f}"
+        tags[f"baseline_{metric_key(name)}"] = f"{ev['baseline'].get(name, float('nan')):.6f}"
     registration = register_candidate(
         client,
         ctx.settings.model_name,

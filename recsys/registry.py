@@ -141,7 +141,7 @@ def registry_state(client: MlflowClient, name: str) -> list[dict[str, Any]]:
                 "aliases": list(v.aliases),
                 "status": v.tags.get(TAG_STATUS, ""),
                 "week": v.tags.get(TAG_WEEK, ""),
-                "ndcg@10": v.tags.get("ndcg@10", ""),
+                "ndcg@10": v.tags.get("ndcg_at_10", ""),
                 "run_id": v.run_id,
             }
         )

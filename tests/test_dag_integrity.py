@@ -11,7 +11,17 @@ import pytest
 from tests.conftest import PROJECT_ROOT
 
 DAGS = PROJECT_ROOT / "dags"
-EXPECTED_TASKS = ["ingest", "validate", "anonymize", "prepare", "train", "evaluate", "gate", "register", "recommend"]
+EXPECTED_TASKS = [
+    "ingest",
+    "validate",
+    "anonymize",
+    "prepare",
+    "train",
+    "evaluate",
+    "gate",
+    "register",
+    "recommend",
+]
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +66,12 @@ def test_dag_import_is_light_and_needs_no_connections():
         "heavy = [m for m in ('pyspark', 'mlflow', 'great_expectations', 'recsys.pipeline') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert out.stdout.strip().splitlines()[-1:] in ([""], []), f"heavy modules imported at parse time: {out.stdout}"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1:] in ([""], []), (
+        f"heavy modules imported at parse time: {out.stdout}"
+    )
 
 
 def _topological(dag):

@@ -35,19 +35,35 @@ def run(cmd: list[str], env: dict[str, str], timeout: int = 900) -> subprocess.C
 def e2e(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("e2e")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS", "MLFLOW"))}
-    env.update({
-        "AIRFLOW_HOME": str(root / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "RECSYS_HOME": str(root / "home"),
-        "RECSYS_SPARK_MASTER": "local[2]",
-        "RECSYS_PSEUDONYM_KEY": TEST_KEY,
-        "RECSYS_MODEL_NAME": "e2e_als",
-        "PYTHONWARNINGS": "ignore",
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(root / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "RECSYS_HOME": str(root / "home"),
+            "RECSYS_SPARK_MASTER": "local[2]",
+            "RECSYS_PSEUDONYM_KEY": TEST_KEY,
+            "RECSYS_MODEL_NAME": "e2e_als",
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
     run([str(BIN / "airflow"), "db", "migrate"], env)
-    run([str(BIN / "recsys"), "generate", "--until", UNTIL, "--weeks", "2", "--users", "300", "--items", "150"], env)
+    run(
+        [
+            str(BIN / "recsys"),
+            "generate",
+            "--until",
+            UNTIL,
+            "--weeks",
+            "2",
+            "--users",
+            "300",
+            "--items",
+            "150",
+        ],
+        env,
+    )
     dates = run([str(BIN / "recsys"), "run-dates", "--until", UNTIL, "--weeks", "2"], env).stdout.split()
     logs = [run([str(BIN / "airflow"), "dags", "test", "weekly_retrain", day], env).stdout for day in dates]
     return {"root": root, "env": env, "dates": dates, "logs": logs, "lake": root / "home" / "lake"}

@@ -27,9 +27,7 @@ Same config (seed included) and same ``end_week`` give byte-identical files.
 
 from __future__ import annotations
 
-import os
 import unicodedata
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -40,6 +38,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from recsys.data import raw_file, write_csv
 from recsys.errors import ConfigError
 from recsys.intervals import week_bounds, week_start_of, weeks_back
 from recsys.schemas import (
@@ -104,9 +103,6 @@ BAD_ROW_KINDS: tuple[str, ...] = (
     "duplicate_line",
     "timestamp_outside_week",
 )
-EVENTS_FILE = "events.csv"
-ITEMS_FILE = "items.csv"
-USERS_FILE = "users.csv"
 
 _SECONDS_PER_WEEK = 7 * 86400
 # Activity by hour of day (UTC): quiet at night, peak in the evening.
@@ -263,8 +259,12 @@ def _title(rng: np.random.Generator) -> str:
     return f"{adj} {noun}"
 
 
+_NO_DECOMPOSITION = str.maketrans({"ı": "i", "ø": "o", "Ø": "O", "ł": "l", "Ł": "L", "ß": "ss", "æ": "ae"})
+
+
 def _ascii(text: str) -> str:
-    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    folded = unicodedata.normalize("NFKD", text.translate(_NO_DECOMPOSITION))
+    folded = folded.encode("ascii", "ignore").decode("ascii")
     return "".join(ch for ch in folded.lower() if ch.isalnum())
 
 
@@ -292,7 +292,10 @@ def _uuids(rng: np.random.Generator, n: int) -> np.ndarray:
     hi = _hex_ids(raw[:, 0])
     lo = _hex_ids(raw[:, 1])
     return np.array(
-        [f"{a[:8]}-{a[8:12]}-4{a[13:16]}-{'89ab'[int(b[0], 16) % 4]}{b[1:4]}-{b[4:16]}" for a, b in zip(hi, lo)],
+        [
+            f"{a[:8]}-{a[8:12]}-4{a[13:16]}-{'89ab'[int(b[0], 16) % 4]}{b[1:4]}-{b[4:16]}"
+            for a, b in zip(hi, lo, strict=True)
+        ],
         dtype=object,
     )
 
@@ -323,7 +326,9 @@ def _build_world(config: GeneratorConfig, first_week: date) -> _World:
     cluster_genres: list[list[int]] = []
     for c in range(k):
         core = [int(order[c % n_genres])]
-        extra = rng.choice([g for g in range(n_genres) if g != core[0]], size=rng.integers(1, 3), replace=False)
+        extra = rng.choice(
+            [g for g in range(n_genres) if g != core[0]], size=rng.integers(1, 3), replace=False
+        )
         cluster_genres.append(core + [int(g) for g in extra])
     core_mask = np.zeros((k, n_genres), dtype=bool)
     for c, gs in enumerate(cluster_genres):
@@ -367,7 +372,7 @@ def _build_world(config: GeneratorConfig, first_week: date) -> _World:
     overlap = (core_mask.astype(float) @ item_genre_mask.T.astype(float)) / item_genre_mask.sum(axis=1)
     is_home = np.arange(k)[:, None] == home[None, :]
     match = 0.5 * overlap + 0.5 * is_home
-    affinity = np.exp(2.5 * overlap + 1.5 * is_home)
+    affinity = np.exp(3.5 * overlap + 3.0 * is_home)
 
     rank = rng.permutation(n_total)
     popularity = 1.0 / np.power(rank + 1.0, config.popularity_exponent)
@@ -391,7 +396,7 @@ def _build_world(config: GeneratorConfig, first_week: date) -> _World:
     old_days = np.sort(rng.integers(1, 4 * 365, size=n_old))[::-1]
     signup_dates = [first_week - timedelta(days=int(d)) for d in old_days] + [
         first_week + timedelta(weeks=int(w), days=int(d))
-        for w, d in zip(signup_week[n_old:], signup_day[n_old:])
+        for w, d in zip(signup_week[n_old:], signup_day[n_old:], strict=True)
     ]
 
     primary = rng.integers(0, k, size=n_users)
@@ -475,6 +480,22 @@ def _sample_from(cdf: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarra
     return np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), len(cdf) - 1)
 
 
+def _distinct_moments(
+    user: np.ndarray, item: np.ndarray, kind: np.ndarray, seconds: np.ndarray
+) -> np.ndarray:
+    """Move the rare clean event that repeats another's (user, item, second, type) a second later,
+    so that only injected rows look like duplicates."""
+    seconds = seconds.copy()
+    for _ in range(100):
+        key = pd.DataFrame({"u": user, "i": item, "k": kind, "s": seconds})
+        repeated = key.duplicated().to_numpy()
+        if not repeated.any():
+            break
+        later = seconds[repeated] < _SECONDS_PER_WEEK - 1
+        seconds[repeated] = np.where(later, seconds[repeated] + 1, seconds[repeated] - 1)
+    return seconds
+
+
 def _week_events(
     world: _World, config: GeneratorConfig, index: int, week: date
 ) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -483,7 +504,9 @@ def _week_events(
 
     # who is active, and how much
     signed_up = world.user_signup_week <= index
-    active = signed_up & ((rng.random(len(signed_up)) < config.active_share) | (world.user_signup_week == index))
+    active = signed_up & (
+        (rng.random(len(signed_up)) < config.active_share) | (world.user_signup_week == index)
+    )
     users = np.flatnonzero(active)
     counts = np.maximum(1, rng.poisson(config.events_per_user_week * world.user_activity[users]))
     ev_user = np.repeat(users, counts)
@@ -504,7 +527,9 @@ def _week_events(
             cdf = np.cumsum(pop * world.affinity[c, eligible])
             choice[sel] = _sample_from(cdf, rng, int(sel.sum()))
     item = eligible[choice]
-    fit = np.maximum(world.match[world.user_clusters[ev_user, 0], item], world.match[world.user_clusters[ev_user, 1], item])
+    fit = np.maximum(
+        world.match[world.user_clusters[ev_user, 0], item], world.match[world.user_clusters[ev_user, 1], item]
+    )
 
     # what kind of event
     p_browse = 0.38 - 0.25 * fit
@@ -513,7 +538,7 @@ def _week_events(
     kind = np.where(r < p_browse, 2, np.where(r < p_browse + p_rating, 1, 0))  # index into EVENT_TYPES
     event_type = np.array(EVENT_TYPES, dtype=object)[kind]
 
-    mean = 2.2 + 2.4 * fit + world.user_bias[ev_user] + world.item_quality[item]
+    mean = 1.9 + 2.0 * fit + world.user_bias[ev_user] + world.item_quality[item]
     stars = np.clip(np.round((mean + rng.normal(0.0, 0.6, size=n)) * 2), 1, 10).astype(int)
     rating = np.where(kind == 1, _RATING_TEXT[stars], "").astype(object)
 
@@ -538,6 +563,7 @@ def _week_events(
     hour_cdf = np.cumsum(_HOUR_WEIGHTS) / _HOUR_WEIGHTS.sum()
     hour = np.minimum(np.searchsorted(hour_cdf, rng.random(n), side="right"), 23)
     seconds = day * 86400 + hour * 3600 + rng.integers(0, 3600, size=n)
+    seconds = _distinct_moments(ev_user, item, kind, seconds)
     order = np.argsort(seconds, kind="stable")
 
     salt = config.seed * 1_000_003 + 17
@@ -599,7 +625,9 @@ def _inject_bad_rows(
             bad.at[b, "item_id"] = str(n_items_total + 1000 + int(rng.integers(0, 100_000)))
         elif kind == "timestamp_outside_week":
             shift = int(rng.integers(3600, 10 * 86400))
-            moment = start - timedelta(seconds=shift) if rng.random() < 0.5 else end + timedelta(seconds=shift)
+            moment = (
+                start - timedelta(seconds=shift) if rng.random() < 0.5 else end + timedelta(seconds=shift)
+            )
             bad.at[b, "timestamp"] = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
     # each bad row goes right after the line it was made from (retries and clock skew look like that)
     position = np.concatenate([np.arange(n_clean, dtype=float), sources + 0.5])
@@ -608,18 +636,6 @@ def _inject_bad_rows(
 
 
 # ---- writing -------------------------------------------------------------------------------------
-
-
-def write_csv(df: pd.DataFrame, path: Path) -> Path:
-    """Write ``df`` as UTF-8 CSV with a header, atomically (temp name in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        df.to_csv(tmp, index=False, encoding="utf-8", lineterminator="\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _items_snapshot(world: _World, index: int) -> pd.DataFrame:
@@ -659,9 +675,9 @@ def generate(
     bad_total = dict.fromkeys(BAD_ROW_KINDS, 0)
     for index, week in enumerate(weeks):
         events, bad = _week_events(world, config, index, week)
-        files.append(write_csv(events, lake.partition("raw", week, "events") / EVENTS_FILE))
-        files.append(write_csv(_items_snapshot(world, index), lake.partition("raw", week, "items") / ITEMS_FILE))
-        files.append(write_csv(_users_snapshot(world, index), lake.partition("raw", week, "users") / USERS_FILE))
+        files.append(write_csv(events, raw_file(lake, "events", week)))
+        files.append(write_csv(_items_snapshot(world, index), raw_file(lake, "items", week)))
+        files.append(write_csv(_users_snapshot(world, index), raw_file(lake, "users", week)))
         rows[week.isoformat()] = len(events)
         for kind, count in bad.items():
             bad_total[kind] += count
@@ -687,5 +703,4 @@ __all__ = [
     "GeneratorConfig",
     "config_from",
     "generate",
-    "write_csv",
 ]

@@ -1,0 +1,361 @@
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.errors import ValidationFailed
+from recsys.ingest import ingest_week
+from recsys.schemas import QUARANTINE_REASON, RAW_EVENT_COLUMNS, SOURCE_FILE, SOURCE_LINE
+from recsys.storage import Lake
+from recsys.validation import BOT, DUPLICATE, ValidationConfig, events_suite, validate_week
+
+WEEK = date(2026, 11, 15)  # a Sunday
+EVENT_HEADER = ",".join(RAW_EVENT_COLUMNS)
+ITEMS_HEADER = "item_id,title,genres,release_year,added_at"
+USERS_HEADER = "user_id,name,email,ip_address,device_id,age,gender,occupation,zip_code,signup_date"
+GOOD_ITEMS = [f"{i},Movie {i},Drama,{1990 + i},2020-01-01T00:00:00Z" for i in range(1, 6)]
+GOOD_USERS = [
+    f"u{i},Name {i},u{i}@example.com,10.0.0.{i},d{i},{20 + i},F,artist,1011{i},2024-01-01"
+    for i in range(1, 6)
+]
+
+
+def event(
+    n: int,
+    user: str = "u1",
+    item: object = 1,
+    ts: str = "2026-11-16T08:12:33Z",
+    event_type: str = "view",
+    rating: str = "",
+    watch: str = "120",
+    device: str = "tv",
+) -> str:
+    return f"e{n},{user},{item},{ts},{event_type},{rating},{watch},{device},d1,10.0.0.1"
+
+
+def good_events(count: int, start: int = 1000) -> list[str]:
+    """Valid, distinct events spread over users, items and days of the week."""
+    out = []
+    for k in range(count):
+        ts = datetime(2026, 11, 15, tzinfo=UTC) + timedelta(hours=k % 160, seconds=k)
+        out.append(
+            event(start + k, user=f"u{k % 5 + 1}", item=k % 5 + 1, ts=ts.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        )
+    return out
+
+
+def write_raw(lake: Lake, kind: str, lines: list[str], name: str | None = None, week: date = WEEK) -> None:
+    folder = lake.partition("raw", week, kind)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    name = name or f"{kind}.csv"
+    if name.endswith(".gz"):
+        data = gzip.compress(data)
+    (folder / name).write_bytes(data)
+
+
+def make_lake(
+    tmp_path: Path,
+    events: list[str],
+    items: list[str] | None = None,
+    users: list[str] | None = None,
+    event_header: str = EVENT_HEADER,
+) -> Lake:
+    lake = Lake(tmp_path / "lake")
+    write_raw(lake, "events", [event_header, *events])
+    write_raw(lake, "items", [ITEMS_HEADER, *(GOOD_ITEMS if items is None else items)])
+    write_raw(lake, "users", [USERS_HEADER, *(GOOD_USERS if users is None else users)])
+    ingest_week(lake, WEEK)
+    return lake
+
+
+def quarantine(lake: Lake, kind: str = "events") -> pd.DataFrame:
+    return pd.read_parquet(lake.data_file("quarantine", kind, WEEK))
+
+
+def validated(lake: Lake, kind: str = "events") -> pd.DataFrame:
+    return pd.read_parquet(lake.data_file("validated", kind, WEEK))
+
+
+def reason_by_line(lake: Lake, kind: str = "events") -> dict[int, str]:
+    q = quarantine(lake, kind)
+    return dict(zip(q[SOURCE_LINE].tolist(), q[QUARANTINE_REASON].tolist(), strict=True))
+
+
+def test_bad_rows_land_under_the_right_reason(tmp_path: Path) -> None:
+    bad = [
+        event(1, user=""),  # line 2
+        event(2, ts="yesterday"),  # 3
+        event(3, ts="2026-11-22T00:00:00Z"),  # 4: week end is exclusive
+        event(4, ts="2026-11-14T23:59:59Z"),  # 5
+        event(5, event_type="click"),  # 6
+        event(6, device="fridge"),  # 7
+        event(7, event_type="rating", rating="7", watch=""),  # 8
+        event(8, event_type="rating", rating="", watch=""),  # 9
+        event(9, watch="-5"),  # 10
+        event(10, item=999),  # 11: not in the catalogue
+        event(11, watch="abc"),  # 12
+        event(12, item="x"),  # 13
+        event(13, user="", event_type="click"),  # 14: two reasons
+        event(14, ts="1763280000"),  # 15: Unix seconds in 2025: out of week
+        "e20,u2,2,1794787200,rating,4.5,,web,d2,10.0.0.2",  # 16: Unix seconds 2026-11-16T00:00Z
+    ]
+    lake = make_lake(tmp_path, [*bad, *good_events(100)])
+    result = validate_week(lake, WEEK)
+
+    reasons = reason_by_line(lake)
+    assert reasons == {
+        2: "expect_column_values_to_not_be_null(user_id)",
+        3: "expect_column_values_to_not_be_null(ts)",
+        4: "expect_column_values_to_be_between(ts)",
+        5: "expect_column_values_to_be_between(ts)",
+        6: "expect_column_values_to_be_in_set(event_type)",
+        7: "expect_column_values_to_be_in_set(device_type)",
+        8: "expect_column_values_to_be_between(rating)",
+        9: "expect_column_values_to_not_be_null(rating)",
+        10: "expect_column_values_to_be_between(watch_seconds)",
+        11: "expect_column_values_to_be_in_set(item_id)",
+        12: "unparseable(watch_seconds)",
+        13: "expect_column_values_to_not_be_null(item_id)",
+        14: "expect_column_values_to_not_be_null(user_id); expect_column_values_to_be_in_set(event_type)",
+        15: "expect_column_values_to_be_between(ts)",
+    }
+    acc = result["accounting"]["events"]
+    assert acc["rows_read"] == 115
+    assert acc["rows_valid"] == 101
+    assert acc["rows_quarantined"] == 14
+    assert acc["rows_read"] == acc["rows_valid"] + acc["rows_quarantined"]
+    assert acc["by_reason"]["expect_column_values_to_be_between(ts)"] == 3
+    assert acc["by_reason"]["expect_column_values_to_not_be_null(user_id)"] == 2
+    assert result["passed"] is True
+
+    # quarantined rows keep their original text
+    q = quarantine(lake).set_index(SOURCE_LINE)
+    assert q.loc[3, "timestamp"] == "yesterday"
+    assert q.loc[13, "item_id"] == "x"
+    assert (q[SOURCE_FILE] == "events.csv").all()
+
+    v = validated(lake)
+    assert len(v) == 101
+    assert str(v["item_id"].dtype) == "int64"
+    assert str(v["ts"].dtype) == "datetime64[ns, UTC]"
+    assert str(v["rating"].dtype) == "float64" and str(v["watch_seconds"].dtype) == "float64"
+    unix = v.loc[v["event_id"] == "e20"].iloc[0]
+    assert unix["ts"] == pd.Timestamp("2026-11-16T00:00:00Z")
+    assert unix["rating"] == 4.5 and np.isnan(unix["watch_seconds"])
+    assert set(v.columns) >= {"event_id", "user_id", "device_id", "ip_address", SOURCE_FILE, SOURCE_LINE}
+    assert "timestamp" not in v.columns
+
+
+def test_duplicates_keep_the_first(tmp_path: Path) -> None:
+    rows = [
+        event(1, ts="2026-11-16T10:00:00Z"),  # line 2: kept
+        event(1, ts="2026-11-16T11:00:00Z"),  # 3: same event_id
+        event(2, ts="2026-11-16T10:00:00Z"),  # 4: same user/item/ts/type as line 2
+        event(1, ts="2026-11-16T10:00:00Z"),  # 5: exact duplicate line
+        event(3, ts="bad"),  # 6: invalid first copy of e3 ...
+        event(3, ts="2026-11-17T10:00:00Z"),  # 7: ... so this valid copy is kept
+    ]
+    lake = make_lake(tmp_path, [*rows, *good_events(30)])
+    result = validate_week(lake, WEEK)
+    assert reason_by_line(lake) == {
+        3: DUPLICATE,
+        4: DUPLICATE,
+        5: DUPLICATE,
+        6: "expect_column_values_to_not_be_null(ts)",
+    }
+    kept = validated(lake).set_index(SOURCE_LINE)
+    assert {2, 7} <= set(kept.index)
+    assert result["accounting"]["events"]["by_reason"][DUPLICATE] == 3
+
+
+def test_bot_rule_quarantines_the_whole_user_day(tmp_path: Path) -> None:
+    bot = [event(n, user="u9", item=n % 5 + 1, ts=f"2026-11-17T10:{n:02d}:00Z") for n in range(1, 7)]
+    busy_but_ok = [
+        event(n, user="u8", item=n % 5 + 1, ts=f"2026-11-17T10:{n:02d}:00Z") for n in range(11, 16)
+    ]
+    other_day = [event(21, user="u9", ts="2026-11-18T10:00:00Z")]
+    lake = make_lake(tmp_path, [*bot, *busy_but_ok, *other_day, *good_events(40)])
+    result = validate_week(lake, WEEK, ValidationConfig(max_events_per_user_per_day=5))
+    q = quarantine(lake)
+    assert sorted(q["event_id"]) == [f"e{n}" for n in range(1, 7)]
+    assert set(q[QUARANTINE_REASON]) == {BOT}
+    assert "e21" in set(validated(lake)["event_id"])
+    check = next(
+        c
+        for c in result["accounting"]["events"]["checks"]
+        if c["expectation"] == "max_events_per_user_per_day"
+    )
+    assert check["success"] is False and check["rows_quarantined"] == 6
+
+
+def test_renamed_column_fails_the_batch_and_names_it(tmp_path: Path) -> None:
+    header = EVENT_HEADER.replace("rating", "stars")
+    lake = make_lake(tmp_path, good_events(10), event_header=header)
+    lake.data_file("validated", "events", WEEK).parent.mkdir(parents=True)
+    lake.data_file("validated", "events", WEEK).write_bytes(b"stale")
+    with pytest.raises(ValidationFailed) as info:
+        validate_week(lake, WEEK)
+    message = str(info.value)
+    assert (
+        "events: expect_table_columns_to_match_set failed: missing ['rating'], unexpected ['stars']"
+        in message
+    )
+    # the report exists for the failed batch; no validated data for it
+    report = lake.partition("reports", WEEK)
+    assert "expect_table_columns_to_match_set" in (report / "validation.html").read_text(encoding="utf-8")
+    accounting = json.loads((report / "accounting.json").read_text(encoding="utf-8"))
+    assert accounting["events"]["passed"] is False
+    assert accounting["events"]["rows_read"] == accounting["events"]["rows_quarantined"] == 10
+    assert not lake.data_file("validated", "events", WEEK).exists()
+
+
+def test_header_only_events_fail_the_row_count(tmp_path: Path) -> None:
+    lake = make_lake(tmp_path, [])
+    with pytest.raises(
+        ValidationFailed, match=r"events: expect_table_row_count_to_be_between failed: 0 rows"
+    ):
+        validate_week(lake, WEEK)
+
+
+def test_quarantine_share_over_threshold(tmp_path: Path) -> None:
+    bad = [event(n, item=999) for n in range(1, 4)]
+    lake = make_lake(tmp_path, [*bad, *good_events(7)])
+    with pytest.raises(ValidationFailed) as info:
+        validate_week(lake, WEEK, ValidationConfig(max_quarantine_share=0.2))
+    assert "events: max_quarantine_share failed: 30.0% quarantined (3 of 10 rows)" in str(info.value)
+    assert "expect_column_values_to_be_in_set(item_id) (3)" in str(info.value)
+    assert len(quarantine(lake)) == 3  # written before raising
+    # the same batch passes with a looser threshold
+    result = validate_week(lake, WEEK, ValidationConfig(max_quarantine_share=0.5))
+    assert result["accounting"]["events"]["rows_valid"] == 7
+
+
+def test_malformed_lines_are_counted_and_merged(tmp_path: Path) -> None:
+    lines = [event(1) + ",extra", *good_events(10), "e2,u1"]
+    lake = make_lake(tmp_path, lines)
+    result = validate_week(lake, WEEK)
+    acc = result["accounting"]["events"]
+    assert (acc["rows_read"], acc["rows_malformed"], acc["rows_valid"], acc["rows_quarantined"]) == (
+        12,
+        2,
+        10,
+        2,
+    )
+    assert reason_by_line(lake) == {
+        2: "malformed_line: expected 10 fields, got 11",
+        13: "malformed_line: expected 10 fields, got 2",
+    }
+    q = quarantine(lake).set_index(SOURCE_LINE)
+    assert q.loc[13, "_raw_line"] == "e2,u1"
+
+
+def test_items_and_users_rules(tmp_path: Path) -> None:
+    items = [
+        *GOOD_ITEMS,  # lines 2-6
+        "1,Duplicate,Drama,1999,",  # 7
+        "6,,Drama,1999,",  # 8: no title
+        "7,Too old,Drama,1800,",  # 9
+        "8,Bad year,Drama,nineteen,",  # 10
+        "9,No year,Drama,,",  # 11: fine
+    ]
+    users = [*GOOD_USERS, "u1,Again,,,,,,,,", ",Nobody,,,,,,,,", "u7,Old,,,,abc,,,,"]
+    events = [event(1, item=6), event(2, item=9), *good_events(20)]
+    lake = make_lake(tmp_path, events, items=items, users=users)
+    result = validate_week(lake, WEEK, ValidationConfig(max_quarantine_share=0.5))
+    assert reason_by_line(lake, "items") == {
+        7: DUPLICATE,
+        8: "expect_column_values_to_not_be_null(title)",
+        9: "expect_column_values_to_be_between(release_year)",
+        10: "unparseable(release_year)",
+    }
+    assert sorted(validated(lake, "items")["item_id"]) == [1, 2, 3, 4, 5, 9]
+    assert validated(lake, "items")["release_year"].dtype == "Int64"
+    # events of a quarantined item are unknown items; of a valid one, fine
+    assert reason_by_line(lake) == {2: "expect_column_values_to_be_in_set(item_id)"}
+    assert reason_by_line(lake, "users") == {
+        7: DUPLICATE,
+        8: "expect_column_values_to_not_be_null(user_id)",
+        9: "unparseable(age)",
+    }
+    users_v = validated(lake, "users")
+    assert users_v["age"].dtype == "Int64" and users_v["user_id"].tolist() == [f"u{i}" for i in range(1, 6)]
+    for kind in ("events", "items", "users"):
+        acc = result["accounting"][kind]
+        assert acc["rows_read"] == acc["rows_valid"] + acc["rows_quarantined"]
+
+
+def test_reports_are_written_and_escaped(tmp_path: Path) -> None:
+    lake = make_lake(tmp_path, [event(1, event_type="<script>alert(1)</script>"), *good_events(20)])
+    result = validate_week(lake, WEEK)
+    html_text = Path(result["report_html"]).read_text(encoding="utf-8")
+    assert html_text.startswith("<!DOCTYPE html>")
+    assert "<script>" not in html_text
+    assert "&lt;script&gt;" in html_text
+    assert "expect_column_values_to_be_in_set" in html_text
+    accounting = json.loads(Path(result["report_json"]).read_text(encoding="utf-8"))
+    assert set(accounting) == {"events", "items", "users"}
+    assert json.loads(json.dumps(result))["accounting"] == accounting  # the result is JSON-able
+    assert accounting["events"]["by_reason"] == {"expect_column_values_to_be_in_set(event_type)": 1}
+
+
+def test_gzip_end_to_end(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    write_raw(lake, "events", [EVENT_HEADER, *good_events(25)], name="events.csv.gz")
+    write_raw(lake, "items", [ITEMS_HEADER, *GOOD_ITEMS], name="items.csv.gz")
+    write_raw(lake, "users", [USERS_HEADER, *GOOD_USERS])
+    ingest_week(lake, WEEK)
+    result = validate_week(lake, WEEK)
+    assert result["accounting"]["events"]["rows_valid"] == 25
+
+
+def test_events_suite_is_gx_suite() -> None:
+    start = datetime(2026, 11, 15, tzinfo=UTC)
+    suite = events_suite(start, start + timedelta(days=7), [1, 2, 3])
+    types = {e.expectation_type for e in suite.expectations}
+    assert {"expect_column_values_to_not_be_null", "expect_column_values_to_be_in_set"} <= types
+
+
+def test_fifty_thousand_events_are_fast(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    n = 50_000
+    start = 1_794_700_800  # 2026-11-15T00:00:00Z
+    secs = rng.integers(start, start + 7 * 86400, n)
+    ts = pd.to_datetime(secs, unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%SZ")
+    users = rng.integers(1, 2000, n)
+    items = rng.integers(1, 6, n)
+    lines = [f"e{k},u{users[k]},{items[k]},{ts[k]},view,,{k % 300},web,d,ip" for k in range(n)]
+    lake = make_lake(tmp_path, lines)
+    begin = time.perf_counter()
+    result = validate_week(lake, WEEK)
+    elapsed = time.perf_counter() - begin
+    acc = result["accounting"]["events"]
+    assert acc["rows_read"] == n == acc["rows_valid"] + acc["rows_quarantined"]
+    assert elapsed < 30, f"validation of {n} events took {elapsed:.1f}s"
+
+
+def test_files_with_different_headers_fail_the_column_check(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    write_raw(lake, "events", [EVENT_HEADER, *good_events(5)], name="a.csv")
+    write_raw(
+        lake,
+        "events",
+        [EVENT_HEADER + ",session", *(e + ",s1" for e in good_events(5, start=1))],
+        name="b.csv",
+    )
+    write_raw(lake, "items", [ITEMS_HEADER, *GOOD_ITEMS])
+    write_raw(lake, "users", [USERS_HEADER, *GOOD_USERS])
+    ingest_week(lake, WEEK)
+    staged = pd.read_parquet(lake.data_file("staged", "events", WEEK))
+    assert staged["session"].tolist() == [None] * 5 + ["s1"] * 5
+    with pytest.raises(
+        ValidationFailed, match=r"events: expect_table_columns_to_match_set failed: unexpected \['session'\]"
+    ):
+        validate_week(lake, WEEK)
