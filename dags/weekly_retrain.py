@@ -7,6 +7,7 @@ imported at parse time.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pendulum
@@ -14,19 +15,27 @@ from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 
 DEFAULT_ARGS = {
     "owner": "recsys",
-    "retries": 2,
+    # RECSYS_TASK_RETRIES lets tests fail fast; deterministic errors never retry (see _run).
+    "retries": int(os.environ.get("RECSYS_TASK_RETRIES", "2")),
     "retry_delay": timedelta(minutes=2),
     "retry_exponential_backoff": True,
 }
 
 
 def _run(stage: str) -> dict:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from recsys.errors import RecsysError
     from recsys.intervals import partition_week
     from recsys.pipeline import StageContext, run_stage
 
     context = get_current_context()
     week = partition_week(context["data_interval_end"])
-    return run_stage(stage, StageContext.create(week))
+    try:
+        return run_stage(stage, StageContext.create(week))
+    except RecsysError as exc:
+        # bad input, bad config or a rejected gate: retrying cannot help, fail now with the message
+        raise AirflowFailException(f"{stage} for week {week}: {exc}") from exc
 
 
 @dag(

@@ -9,6 +9,7 @@ returns it: a small JSON-able dict fit for XCom.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,9 +54,22 @@ class StageContext:
         return found
 
     def record(self, stage: str, result: dict[str, Any]) -> dict[str, Any]:
-        result = {"stage": stage, "week": self.week.isoformat(), **result}
+        result = json_safe({"stage": stage, "week": self.week.isoformat(), **result})
         self.lake.write_stage_result(self.week, stage, result)
         return result
+
+
+def json_safe(value: Any) -> Any:
+    """Strict-JSON copy of a result (NaN and infinities become None): fit for XCom and for files."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars
+        return json_safe(value.item())
+    return value
 
 
 # ---- stages ------------------------------------------------------------------------------------
@@ -239,8 +253,8 @@ def register(ctx: StageContext) -> dict[str, Any]:
     k = ev["k"]
     tags = {"week": ctx.week.isoformat(), "train_digest": ctx.result("prepare")["train_digest"]}
     for name in (f"ndcg@{k}", f"precision@{k}", f"recall@{k}", f"map@{k}"):
-        tags[metric_key(name)] = f"{ev['candidate'].get(name, float('nan')):.6f}"
-        tags[f"baseline_{metric_key(name)}"] = f"{ev['baseline'].get(name, float('nan')):.6f}"
+        tags[metric_key(name)] = _fmt(ev["candidate"].get(name), ".6f")
+        tags[f"baseline_{metric_key(name)}"] = _fmt(ev["baseline"].get(name), ".6f")
     registration = register_candidate(
         client,
         ctx.settings.model_name,
@@ -362,7 +376,7 @@ def format_summary(s: dict[str, Any]) -> str:
         for who in ("candidate", "champion", "baseline"):
             vals = metrics.get(who)
             if vals:
-                lines.append(f"  {who:<11} " + "  ".join(f"{vals.get(k, float('nan')):>12.4f}" for k in keys))
+                lines.append(f"  {who:<11} " + "  ".join(f"{_fmt(vals.get(k), '.4f'):>12}" for k in keys))
             else:
                 lines.append(f"  {who:<11} (none yet)")
     g = s["gate"]
@@ -386,6 +400,10 @@ def format_summary(s: dict[str, Any]) -> str:
     if s.get("validation_report"):
         lines.append(f"  validation report: {s['validation_report']}")
     return "\n".join(lines)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "n/a" if value is None else format(float(value), spec)
 
 
 def recommendations_frame(lake: Lake, week: date) -> pd.DataFrame:

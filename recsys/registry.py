@@ -130,15 +130,19 @@ def registry_state(client: MlflowClient, name: str) -> list[dict[str, Any]]:
     from mlflow.exceptions import MlflowException
 
     try:
+        model = client.get_registered_model(name)
         versions = client.search_model_versions(f"name = '{name}'")
     except MlflowException:
         return []
+    aliases_of: dict[str, list[str]] = {}
+    for alias, version in (model.aliases or {}).items():
+        aliases_of.setdefault(str(version), []).append(alias)
     rows = []
     for v in sorted(versions, key=lambda mv: int(mv.version), reverse=True):
         rows.append(
             {
                 "version": str(v.version),
-                "aliases": list(v.aliases),
+                "aliases": sorted(aliases_of.get(str(v.version), [])),
                 "status": v.tags.get(TAG_STATUS, ""),
                 "week": v.tags.get(TAG_WEEK, ""),
                 "ndcg@10": v.tags.get("ndcg_at_10", ""),

@@ -9,6 +9,7 @@ get the most popular items (score NaN).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +41,19 @@ class FactorModelPyfunc(mlflow.pyfunc.PythonModel):
 
 def log_pyfunc(model_dir: Path, example_user: str, name: str = "model") -> Any:
     """Log ``model_dir`` as a pyfunc model of the active run; returns mlflow's ModelInfo."""
-    import recsys
-
     example = pd.DataFrame({"user": [example_user]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mlflow's hints on integer columns and cloudpickle
+        return _log(model_dir, example, name)
+
+
+def _log(model_dir: Path, example: pd.DataFrame, name: str) -> Any:
+    # The pickled python_model refers to recsys.serving by name: serving needs this package
+    # installed (`pip install -e .`, as `make run` does), e.g. `mlflow models serve --env-manager local`.
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=FactorModelPyfunc(),
         artifacts={"model_dir": str(model_dir)},
-        code_paths=[str(Path(recsys.__file__).parent)],
         input_example=(example, {"k": DEFAULT_K}),
         pip_requirements=["mlflow", "pandas", "numpy", "scipy", "pyarrow"],
     )

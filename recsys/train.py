@@ -21,10 +21,10 @@ log = logging.getLogger(__name__)
 class ALSConfig(BaseModel):
     """Hyper-parameters of Spark's ALS (names follow Spark's where they map one to one)."""
 
-    rank: int = Field(32, ge=1, le=1024)
+    rank: int = Field(16, ge=1, le=1024)
     max_iter: int = Field(10, ge=1, le=200)
-    reg_param: float = Field(0.05, ge=0.0)
-    alpha: float = Field(10.0, ge=0.0, description="confidence scale for implicit feedback")
+    reg_param: float = Field(1.0, ge=0.0)
+    alpha: float = Field(1.0, ge=0.0, description="confidence scale for implicit feedback")
     implicit_prefs: bool = True
     nonnegative: bool = False
     num_blocks: int = Field(2, ge=1, le=1024, description="user and item blocks (parallelism of one solve)")

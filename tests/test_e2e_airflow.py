@@ -45,6 +45,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory):
             "RECSYS_SPARK_MASTER": "local[2]",
             "RECSYS_PSEUDONYM_KEY": TEST_KEY,
             "RECSYS_MODEL_NAME": "e2e_als",
+            "RECSYS_TASK_RETRIES": "0",  # a failure fails the test now, not after retry delays
             "PYTHONWARNINGS": "ignore",
         }
     )
