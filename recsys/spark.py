@@ -38,6 +38,7 @@ def get_spark(settings: Settings, app_name: str = "recsys-retrain") -> SparkSess
     )
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     spark.sparkContext.setCheckpointDir(str(local_dir / "checkpoints"))
     log.info("Spark session on %s (Spark %s)", settings.spark_master, spark.version)
     return spark
