@@ -34,9 +34,11 @@ help:
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON_BIN) >/dev/null || { echo "error: $(PYTHON_BIN) not found (Python 3.11 is required)"; exit 2; }
 	@test -x $(BIN)/python || $(PYTHON_BIN) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@echo "installing the pinned requirements into $(VENV) (a few minutes the first time; log: $(VENV)/install.log)"
+	@{ $(BIN)/python -m pip install --upgrade pip \
+	   && $(BIN)/python -m pip install -r requirements.txt \
+	   && $(BIN)/python -m pip install --no-deps -e . ; } > $(VENV)/install.log 2>&1 \
+	   || { tail -30 $(VENV)/install.log; echo "error: installing requirements failed (full log: $(VENV)/install.log)"; exit 1; }
 	$(BIN)/python -m pip check
 	@touch $(STAMP)
 

@@ -1,8 +1,8 @@
 """MLflow pyfunc flavour of a FactorModel: given user pseudonyms, return their top-N items.
 
 Request: a DataFrame with a ``user`` column (pseudonyms) and optionally ``k``; or ``params={"k": N}``.
-Response: a long DataFrame (user, rank, item_id, score), best first; users the model does not know
-get the most popular items (score NaN).
+Response: a long DataFrame (user, rank, item_id, score, source), best first; users the model does not
+know get the most popular items (``source`` = "popularity", score null).
 
 ``mlflow models serve -m models:/<name>@champion --env-manager local`` answers such requests.
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 
 from recsys.model import FactorModel
@@ -36,7 +37,16 @@ class FactorModelPyfunc(mlflow.pyfunc.PythonModel):
             (params or {}).get("k") or (model_input["k"].iloc[0] if "k" in model_input.columns else DEFAULT_K)
         )
         users = [str(u) for u in model_input["user"].tolist()]
-        return self.model.recommend(users, k=k)
+        return serving_frame(self.model.recommend(users, k=k))
+
+
+def serving_frame(recs: pd.DataFrame) -> pd.DataFrame:
+    """Add ``source`` (model / popularity) and make fallback scores null rather than NaN (strict JSON)."""
+    out = recs.copy()
+    fallback = out["score"].isna()
+    out["source"] = np.where(fallback, "popularity", "model")
+    out["score"] = out["score"].astype(object).where(~fallback, None)
+    return out
 
 
 def log_pyfunc(model_dir: Path, example_user: str, name: str = "model") -> Any:

@@ -84,11 +84,14 @@ def test_pyfunc_log_register_promote_and_serve(trained, settings):
     pyfunc = mlflow.pyfunc.load_model(f"models:/{settings.model_name}@{CHAMPION}")
     users = sorted(holdout["user"].unique())[:3]
     out = pyfunc.predict(pd.DataFrame({"user": users + ["nobody"]}), params={"k": 3})
-    assert set(out.columns) == {"user", "rank", "item_id", "score"}
+    assert set(out.columns) == {"user", "rank", "item_id", "score", "source"}
     assert out.groupby("user").size().to_dict() == {u: 3 for u in users + ["nobody"]}
-    assert out[out.user == "nobody"]["score"].isna().all()
+    nobody = out[out.user == "nobody"]
+    assert nobody["score"].isna().all() and set(nobody["source"]) == {"popularity"}
     direct = load_factor_model(f"models:/{settings.model_name}/1").recommend(users, k=3)
-    pd.testing.assert_frame_equal(out[out.user != "nobody"].reset_index(drop=True), direct)
+    known = out[out.user != "nobody"].reset_index(drop=True)
+    assert set(known["source"]) == {"model"}
+    pd.testing.assert_frame_equal(known[direct.columns].astype({"score": float}), direct)
 
 
 def test_promotion_refuses_a_rejected_decision(settings):
