@@ -32,10 +32,26 @@ def _run(stage: str) -> dict:
     context = get_current_context()
     week = partition_week(context["data_interval_end"])
     try:
-        return run_stage(stage, StageContext.create(week))
+        return run_stage(
+            stage, StageContext.create(week, key=_key_from_airflow() if stage == "anonymize" else None)
+        )
     except RecsysError as exc:
         # bad input, bad config or a rejected gate: retrying cannot help, fail now with the message
         raise AirflowFailException(f"{stage} for week {week}: {exc}") from exc
+
+
+def _key_from_airflow() -> bytes | None:
+    """The pseudonymization key from an Airflow Variable (or the secrets backend behind it) when the
+    environment has none. The name contains "secret", so Airflow masks the value in logs."""
+    if os.environ.get("RECSYS_PSEUDONYM_KEY"):
+        return None
+    from airflow.sdk import Variable
+
+    value = Variable.get(PSEUDONYM_VARIABLE, default=None)
+    return value.encode("utf-8") if value else None
+
+
+PSEUDONYM_VARIABLE = "recsys_pseudonym_secret"
 
 
 @dag(

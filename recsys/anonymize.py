@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -136,3 +137,93 @@ def anonymize_events(events: pd.DataFrame, key: bytes) -> pd.DataFrame:
 
 def anonymize_users(users: pd.DataFrame, key: bytes) -> pd.DataFrame:
     return apply_policy(users, USER_POLICY, key, "users")
+
+
+# ---- k-anonymity of the released user attributes ----------------------------------------------
+
+QUASI_IDENTIFIERS = ("age_band", "gender", "occupation", "zip3")
+SUPPRESSED = "*"
+_BROAD_AGE = {
+    "<18": "<35",
+    "18-24": "<35",
+    "25-34": "<35",
+    "35-44": "35-54",
+    "45-54": "35-54",
+    "55-64": "55+",
+    "65+": "55+",
+}
+
+
+@dataclass(frozen=True)
+class KAnonymityReport:
+    k: int
+    users_in: int
+    users_released: int
+    users_suppressed: int
+    generalized: dict[str, int]  # rows changed by each generalization step, in order
+    smallest_group: int  # in the released table (0 if empty)
+    satisfied: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def _group_sizes(df: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    keys = df[list(columns)].astype("string").fillna("<NA>")
+    return keys.groupby(list(columns), dropna=False)[columns[0]].transform("size")
+
+
+def _generalization_ladder() -> list[tuple[str, str, Callable[[pd.Series], pd.Series]]]:
+    """Steps from mild to strong, applied only to rows whose group is still smaller than k."""
+    return [
+        ("zip3->zip1", "zip3", lambda s: s.astype("string").str[:1]),
+        ("age_band->broad", "age_band", lambda s: s.astype("string").map(_BROAD_AGE).astype("string")),
+        ("occupation->*", "occupation", lambda s: pd.Series(SUPPRESSED, index=s.index, dtype="string")),
+        ("zip->*", "zip3", lambda s: pd.Series(SUPPRESSED, index=s.index, dtype="string")),
+        ("gender->*", "gender", lambda s: pd.Series(SUPPRESSED, index=s.index, dtype="string")),
+    ]
+
+
+def enforce_k_anonymity(
+    users: pd.DataFrame, k: int, quasi_identifiers: Sequence[str] = QUASI_IDENTIFIERS
+) -> tuple[pd.DataFrame, KAnonymityReport]:
+    """Generalize, then suppress, until every combination of quasi-identifiers is shared by >= k users.
+
+    Rows of groups smaller than ``k`` are generalized step by step (zip to its first character, age
+    to a broad band, then occupation, zip and gender to ``*``); rows still in groups smaller than
+    ``k`` are suppressed: left out of the released attribute table (the user's interactions are
+    unaffected). Columns not in ``quasi_identifiers`` are never changed.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    columns = [c for c in quasi_identifiers if c in users.columns]
+    out = users.copy()
+    for column in columns:
+        out[column] = out[column].astype("string")
+    generalized: dict[str, int] = {}
+    if columns and len(out):
+        for step, column, transform in _generalization_ladder():
+            if column not in columns:
+                continue
+            small = _group_sizes(out, columns) < k
+            if not small.any():
+                break
+            before = out.loc[small, column]
+            after = transform(before)
+            generalized[step] = int((before.fillna("<NA>") != after.fillna("<NA>")).sum())
+            out.loc[small, column] = after
+        small = _group_sizes(out, columns) < k
+    else:
+        small = pd.Series(False, index=out.index)
+    released = out[~small].reset_index(drop=True)
+    smallest = int(_group_sizes(released, columns).min()) if columns and len(released) else 0
+    report = KAnonymityReport(
+        k=k,
+        users_in=len(users),
+        users_released=len(released),
+        users_suppressed=int(small.sum()),
+        generalized=generalized,
+        smallest_group=smallest,
+        satisfied=(not len(released)) or not columns or smallest >= k,
+    )
+    return released, report

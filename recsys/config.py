@@ -21,10 +21,15 @@ from recsys.train import ALSConfig
 from recsys.validation import ValidationConfig
 
 
+class AnonymizeConfig(BaseModel):
+    k: int = Field(5, ge=1, le=1000, description="k-anonymity of the released user attributes")
+
+
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    anonymize: AnonymizeConfig = Field(default_factory=AnonymizeConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     als: ALSConfig = Field(default_factory=ALSConfig)
     gate: GateThresholds = Field(default_factory=GateThresholds)

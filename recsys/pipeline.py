@@ -12,7 +12,7 @@ import logging
 import math
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -36,14 +36,24 @@ class StageContext:
     settings: Settings
     config: PipelineConfig
     lake: Lake
+    # the pseudonymization key when it comes from elsewhere than the environment (an Airflow
+    # Variable / secrets backend); never logged, never part of a result
+    key: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def create(
-        cls, week: date, settings: Settings | None = None, config: PipelineConfig | None = None
+        cls,
+        week: date,
+        settings: Settings | None = None,
+        config: PipelineConfig | None = None,
+        key: bytes | None = None,
     ) -> StageContext:
         settings = settings or Settings.from_env()
         config = config or PipelineConfig.load(settings.config_file)
-        return cls(week=week, settings=settings, config=config, lake=Lake(settings.lake_dir))
+        return cls(week=week, settings=settings, config=config, lake=Lake(settings.lake_dir), key=key)
+
+    def pseudonym_key(self) -> bytes:
+        return self.key if self.key is not None else pseudonym_key()
 
     def result(self, stage: str) -> dict[str, Any]:
         found = self.lake.read_stage_result(self.week, stage)
@@ -82,29 +92,80 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
 
 
 def validate(ctx: StageContext) -> dict[str, Any]:
+    """Validate the week; the report goes to MLflow (and its path to the task log) pass or fail."""
+    from recsys.errors import ValidationFailed
     from recsys.validation import validate_week
 
-    return ctx.record("validate", validate_week(ctx.lake, ctx.week, ctx.config.validation))
+    try:
+        result = validate_week(ctx.lake, ctx.week, ctx.config.validation)
+    except ValidationFailed as exc:
+        log_validation_run(ctx, passed=False, error=str(exc))
+        raise
+    run_id = log_validation_run(ctx, passed=True)
+    return ctx.record("validate", {**result, "mlflow_run_id": run_id})
+
+
+def log_validation_run(ctx: StageContext, passed: bool, error: str | None = None) -> str | None:
+    """One MLflow run per validation (experiment ``<experiment>_validation``): report, accounting, counts."""
+    import mlflow
+
+    from recsys.tracking import configure
+
+    folder = ctx.lake.partition("reports", ctx.week)
+    report, accounting_file = folder / "validation.html", folder / "accounting.json"
+    log.info("validation report for week %s: %s", ctx.week, report)
+    configure(ctx.settings, experiment=f"{ctx.settings.mlflow_experiment}_validation")
+    with mlflow.start_run(run_name=f"validate-{ctx.week.isoformat()}") as run:
+        mlflow.set_tags(
+            {
+                "week": ctx.week.isoformat(),
+                "stage": "validate",
+                "validation_status": "passed" if passed else "failed",
+            }
+        )
+        if error:
+            mlflow.set_tag("error", error[:5000])
+        if accounting_file.exists():
+            import json
+
+            accounting = json.loads(accounting_file.read_text(encoding="utf-8"))
+            for kind, acc in accounting.items():
+                if isinstance(acc, dict):
+                    mlflow.log_metrics(
+                        {
+                            f"{kind}_{k}": float(acc[k])
+                            for k in ("rows_read", "rows_valid", "rows_quarantined")
+                            if k in acc
+                        }
+                    )
+            mlflow.log_artifact(str(accounting_file), artifact_path="validation")
+        if report.exists():
+            mlflow.log_artifact(str(report), artifact_path="validation")
+    log.info("validation logged to MLflow run %s (%s)", run.info.run_id, ctx.settings.mlflow_tracking_uri)
+    return run.info.run_id
 
 
 def anonymize(ctx: StageContext) -> dict[str, Any]:
-    from recsys.anonymize import anonymize_events, anonymize_users
+    from recsys.anonymize import anonymize_events, anonymize_users, enforce_k_anonymity
 
-    key = pseudonym_key()
+    key = ctx.pseudonym_key()
     lake, week = ctx.lake, ctx.week
     events = anonymize_events(read_parquet(lake.data_file("validated", "events", week)), key)
     users = anonymize_users(read_parquet(lake.data_file("validated", "users", week)), key)
+    users, kanon = enforce_k_anonymity(users, ctx.config.anonymize.k)
     items = read_parquet(lake.data_file("validated", "items", week))
     items = items[[c for c in items.columns if not c.startswith("_")]]
     write_parquet(events, lake.data_file("anonymized", "events", week))
     write_parquet(users, lake.data_file("anonymized", "users", week))
     write_parquet(items, lake.data_file("anonymized", "items", week))
+    log.info("k-anonymity (k=%d) of released user attributes: %s", kanon.k, kanon.to_dict())
     return ctx.record(
         "anonymize",
         {
             "events": len(events),
             "users": len(users),
             "items": len(items),
+            "k_anonymity": kanon.to_dict(),
             "columns": {"events": list(events.columns), "users": list(users.columns)},
         },
     )

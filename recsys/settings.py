@@ -88,7 +88,8 @@ def pseudonym_key(env: dict[str, str] | None = None) -> bytes:
     raw = env.get(PSEUDONYM_KEY_ENV, "")
     if not raw:
         raise ConfigError(
-            f"{PSEUDONYM_KEY_ENV} is not set: the anonymize stage needs a secret key "
+            f"{PSEUDONYM_KEY_ENV} is not set (nor, under Airflow, the Variable recsys_pseudonym_secret): "
+            "the anonymize stage needs a secret key "
             f"(e.g. `export {PSEUDONYM_KEY_ENV}=$(python -c 'import secrets; print(secrets.token_hex(32))')`)"
         )
     key = raw.encode("utf-8")

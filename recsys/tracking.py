@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def configure(settings: Settings) -> MlflowClient:
-    """Point MLflow at the configured store and make sure the experiment exists."""
+def configure(settings: Settings, experiment: str | None = None) -> MlflowClient:
+    """Point MLflow at the configured store and make sure the experiment exists (and is the active one)."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -28,17 +28,16 @@ def configure(settings: Settings) -> MlflowClient:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    name = experiment or settings.mlflow_experiment
     try:
-        experiment = mlflow.get_experiment_by_name(settings.mlflow_experiment)
+        found = mlflow.get_experiment_by_name(name)
     except Exception as exc:  # noqa: BLE001 - any connection problem becomes one clear line
         raise ConfigError(f"cannot reach MLflow at {uri}: {exc.__class__.__name__}: {exc}") from None
-    if experiment is None:
+    if found is None:
         root = settings.mlflow_artifact_root
         location = root if "://" in root else Path(root).resolve().as_uri()
-        mlflow.create_experiment(
-            settings.mlflow_experiment, artifact_location=f"{location}/{settings.mlflow_experiment}"
-        )
-    mlflow.set_experiment(settings.mlflow_experiment)
+        mlflow.create_experiment(name, artifact_location=f"{location}/{name}")
+    mlflow.set_experiment(name)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

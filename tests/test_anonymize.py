@@ -77,3 +77,52 @@ def test_unknown_column_is_refused_fail_closed():
     frame = users_frame().assign(phone=["555-0100", "555-0101"])
     with pytest.raises(ValidationFailed, match=r"\['phone'\].*not covered"):
         anonymize_users(frame, KEY)
+
+
+def released_frame(rows):
+    return pd.DataFrame(rows, columns=["user", "age_band", "gender", "occupation", "zip3", "signup_week"])
+
+
+def test_k_anonymity_generalizes_small_groups_and_keeps_big_ones():
+    from recsys.anonymize import enforce_k_anonymity
+
+    big = [[f"p{i}", "25-34", "F", "writer", "021", "2026-11-15"] for i in range(5)]
+    # two users alike but for zip: zip to its first digit makes them a group of... only 2, then broader
+    small = [
+        ["q1", "18-24", "M", "artist", "945", "w"],
+        ["q2", "25-34", "M", "artist", "946", "w"],
+        ["q3", "18-24", "M", "lawyer", "947", "w"],
+    ]
+    out, report = enforce_k_anonymity(released_frame(big + small), k=3)
+    assert report.satisfied and report.smallest_group >= 3
+    assert report.users_released + report.users_suppressed == 8
+    kept = out[out.user.str.startswith("p")]
+    assert (kept["zip3"] == "021").all() and (kept["age_band"] == "25-34").all()  # untouched
+    q = out[out.user.str.startswith("q")]
+    assert (
+        len(q) == 3
+        and set(q["zip3"]) == {"9"}
+        and set(q["age_band"]) == {"<35"}
+        and set(q["occupation"]) == {"*"}
+    )
+    assert report.generalized["zip3->zip1"] == 3
+
+
+def test_k_anonymity_suppresses_what_cannot_be_generalized_enough():
+    from recsys.anonymize import enforce_k_anonymity
+
+    rows = [[f"p{i}", "25-34", "F", "writer", "021", "w"] for i in range(4)] + [
+        ["lone", "65+", "M", "x", "999", "w"]
+    ]
+    out, report = enforce_k_anonymity(released_frame(rows), k=4)
+    assert "lone" not in set(out["user"]) and report.users_suppressed == 1
+    assert report.satisfied and report.smallest_group == 4
+
+
+def test_k_of_one_changes_nothing():
+    from recsys.anonymize import enforce_k_anonymity
+
+    frame = released_frame([["a", "25-34", "F", "w", "021", "x"], ["b", "65+", "M", "z", "999", "y"]])
+    out, report = enforce_k_anonymity(frame, k=1)
+    assert report.generalized == {} and report.users_suppressed == 0
+    assert out.astype(str).equals(frame.astype(str))
