@@ -11,6 +11,8 @@ import os
 from datetime import timedelta
 
 import pendulum
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 
 DEFAULT_ARGS = {
@@ -22,7 +24,7 @@ DEFAULT_ARGS = {
 }
 
 
-def _run(stage: str) -> dict:
+def _run(stage: str, **kwargs: object) -> dict:
     from airflow.sdk.exceptions import AirflowFailException
 
     from recsys.errors import RecsysError
@@ -98,7 +100,29 @@ def weekly_retrain() -> None:
     def register() -> dict:
         return _run("register")
 
-    @task(execution_timeout=timedelta(minutes=30))
+    @task.branch(execution_timeout=timedelta(minutes=5))
+    def review_needed() -> str:
+        """Promotion mode `manual` and a passed gate: wait for a person; otherwise go straight on."""
+        registered = get_current_context()["ti"].xcom_pull(task_ids="register") or {}
+        return "review" if registered.get("review") == "pending" else "no_review"
+
+    review = ApprovalOperator(
+        task_id="review",
+        subject="Promote {{ ti.xcom_pull(task_ids='register')['name'] }} version "
+        "{{ ti.xcom_pull(task_ids='register')['version'] }} to champion?",
+        body=REVIEW_BODY,
+        response_timeout=timedelta(days=3),
+        retries=0,  # waiting for a person is not retried; a timeout leaves the champion as it is
+    )
+
+    @task(execution_timeout=timedelta(minutes=10))
+    def promote() -> dict:
+        answer = get_current_context()["ti"].xcom_pull(task_ids="review") or {}
+        return _run("promote", approved_by=str(answer.get("responded_by_user") or "reviewer"))
+
+    no_review = EmptyOperator(task_id="no_review")
+
+    @task(execution_timeout=timedelta(minutes=30), trigger_rule="none_failed")
     def recommend() -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
@@ -107,17 +131,28 @@ def weekly_retrain() -> None:
             raise AirflowSkipException(result["reason"])
         return result
 
-    (
-        ingest()
-        >> validate()
-        >> anonymize()
-        >> prepare()
-        >> train()
-        >> evaluate()
-        >> gate()
-        >> register()
-        >> recommend()
+    registered = (
+        ingest() >> validate() >> anonymize() >> prepare() >> train() >> evaluate() >> gate() >> register()
     )
+    recommended = recommend()
+    registered >> review_needed() >> [review, no_review]
+    review >> promote() >> recommended
+    no_review >> recommended
+
+
+REVIEW_BODY = """\
+### Week {{ ti.xcom_pull(task_ids='register')['week'] }}: candidate version {{ ti.xcom_pull(task_ids='register')['version'] }}
+
+Gate: **{{ 'PASSED' if ti.xcom_pull(task_ids='gate')['passed'] else 'REJECTED' }}**
+
+{% for line in ti.xcom_pull(task_ids='gate')['reasons'] %}
+- {{ line }}
+{% endfor %}
+
+Approve moves the `champion` alias to this version (the current champion stays available for
+rollback); Reject leaves the current champion serving. The model report is in the version's
+MLflow run (artifact `report/model_report.html`).
+"""
 
 
 weekly_retrain()

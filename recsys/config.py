@@ -34,7 +34,12 @@ class PipelineConfig(BaseModel):
     als: ALSConfig = Field(default_factory=ALSConfig)
     gate: GateThresholds = Field(default_factory=GateThresholds)
     top_k: int = Field(10, ge=1, le=1000, description="length of each user's recommendation list")
-    promotion: str = Field("auto", pattern="^(auto|never)$", description="auto: a passed gate moves champion")
+    promotion: str = Field(
+        "auto",
+        pattern="^(auto|manual|never)$",
+        description="auto: a passed gate moves champion; manual: a person approves in the Airflow UI; never",
+    )
+    challenger_on_reject: bool = Field(False, description="give a rejected candidate the challenger alias")
 
     @model_validator(mode="after")
     def _gate_metric_matches_k(self) -> PipelineConfig:

@@ -323,9 +323,43 @@ def register(ctx: StageContext) -> dict[str, Any]:
         trained["model_uri"],
         decision,
         tags,
-        promote=ctx.config.promotion == "auto",
+        promotion=ctx.config.promotion,
+        challenger_on_reject=ctx.config.challenger_on_reject,
     )
-    return ctx.record("register", registration.to_dict())
+    review = "pending" if decision.passed and ctx.config.promotion == "manual" else "not needed"
+    return ctx.record(
+        "register", {**registration.to_dict(), "promotion": ctx.config.promotion, "review": review}
+    )
+
+
+def needs_review(ctx: StageContext) -> bool:
+    """True when this week's candidate passed its gate and waits for a person (promotion mode manual)."""
+    return ctx.result("register").get("review") == "pending"
+
+
+def promote(ctx: StageContext, approved_by: str | None = None) -> dict[str, Any]:
+    """After a person approved: move ``champion`` to this week's candidate (only if its gate passed)."""
+    from recsys.gates import GateDecision
+    from recsys.registry import aliases_of, promote_version
+    from recsys.tracking import configure
+
+    client = configure(ctx.settings)
+    registered = ctx.result("register")
+    decision = GateDecision.from_dict(ctx.result("gate"))
+    changed = promote_version(client, ctx.settings.model_name, registered["version"], decision, approved_by)
+    aliases = aliases_of(client, ctx.settings.model_name, registered["version"])
+    ctx.lake.write_stage_result(
+        ctx.week, "register", {**registered, "aliases": aliases, "review": "approved"}
+    )
+    return ctx.record(
+        "promote",
+        {
+            "version": registered["version"],
+            "changed": changed,
+            "approved_by": approved_by,
+            "aliases": aliases,
+        },
+    )
 
 
 def recommend(ctx: StageContext) -> dict[str, Any]:
@@ -358,7 +392,7 @@ def recommend(ctx: StageContext) -> dict[str, Any]:
     )
 
 
-STAGE_FUNCTIONS: dict[str, Callable[[StageContext], dict[str, Any]]] = {
+STAGE_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "ingest": ingest,
     "validate": validate,
     "anonymize": anonymize,
@@ -368,13 +402,14 @@ STAGE_FUNCTIONS: dict[str, Callable[[StageContext], dict[str, Any]]] = {
     "gate": gate,
     "register": register,
     "recommend": recommend,
+    "promote": promote,  # only after a manual approval: not part of the automatic sequence
 }
 
 
-def run_stage(stage: str, ctx: StageContext) -> dict[str, Any]:
+def run_stage(stage: str, ctx: StageContext, **kwargs: Any) -> dict[str, Any]:
     if stage not in STAGE_FUNCTIONS:
-        raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
-    return STAGE_FUNCTIONS[stage](ctx)
+        raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGE_FUNCTIONS)}")
+    return STAGE_FUNCTIONS[stage](ctx, **kwargs)
 
 
 def run_all(ctx: StageContext, progress: Callable[[str], None] | None = None) -> dict[str, Any]:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from recsys.errors import RecsysError
 from recsys.gates import GateDecision, require_passed
 from recsys.model import FactorModel
 
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+PROMOTION_MODES = ("auto", "manual", "never")
 TAG_STATUS = "validation_status"
 TAG_REASONS = "gate_reasons"
 TAG_WEEK = "week"
@@ -84,45 +87,133 @@ def register_candidate(
     model_uri: str,
     decision: GateDecision,
     tags: dict[str, str],
-    promote: bool = True,
+    promotion: str = "auto",
+    challenger_on_reject: bool = False,
 ) -> Registration:
-    """Register the run's model (once) with its evidence; move ``champion`` if the gate passed."""
+    """Register the run's model (once) with its evidence and apply the promotion mode.
+
+    * ``auto``: a passed gate moves ``champion`` here;
+    * ``manual``: a passed candidate gets ``challenger`` and waits for a person's approval
+      (:func:`promote_version` is called after it);
+    * ``never``: nothing moves.
+
+    A rejected candidate never gets ``champion``; it gets ``challenger`` only when
+    ``challenger_on_reject``.
+    """
+    if promotion not in PROMOTION_MODES:
+        raise ValueError(f"promotion mode {promotion!r}: choose one of {', '.join(PROMOTION_MODES)}")
     ensure_registered_model(client, name)
     version = find_version_for_run(client, name, run_id)
     if version is None:
         import mlflow
 
         version = mlflow.register_model(model_uri, name, tags=tags)
+    number = str(version.version)
     status = "passed" if decision.passed else "rejected"
-    client.set_model_version_tag(name, version.version, TAG_STATUS, status)
-    client.set_model_version_tag(name, version.version, TAG_REASONS, json.dumps(decision.reasons))
+    client.set_model_version_tag(name, number, TAG_STATUS, status)
+    client.set_model_version_tag(name, number, TAG_REASONS, json.dumps(decision.reasons))
     for key, value in tags.items():
-        client.set_model_version_tag(name, version.version, key, value)
+        client.set_model_version_tag(name, number, key, value)
     previous = champion_version(client, name)
-    previous_version = previous.version if previous is not None else None
-    if decision.passed and promote:
-        promote_version(client, name, version.version, decision)
-    current = client.get_model_version(name, version.version)
+    previous_version = str(previous.version) if previous is not None else None
+    if decision.passed and promotion == "auto":
+        promote_version(client, name, number, decision)
+    elif (decision.passed and promotion == "manual") or (not decision.passed and challenger_on_reject):
+        client.set_registered_model_alias(name, CHALLENGER, number)
+        client.set_model_version_tag(
+            name, number, "review", "pending" if decision.passed else "rejected_by_gate"
+        )
     return Registration(
         name=name,
-        version=str(version.version),
+        version=number,
         run_id=run_id,
         status=status,
-        aliases=list(current.aliases),
-        previous_champion=previous_version if previous_version != str(version.version) else None,
+        aliases=aliases_of(client, name, number),
+        previous_champion=previous_version if previous_version != number else None,
     )
 
 
-def promote_version(client: MlflowClient, name: str, version: str, decision: GateDecision) -> None:
-    """Move ``champion`` to ``version``. Refuses a decision that did not pass."""
+def aliases_of(client: MlflowClient, name: str, version: str) -> list[str]:
+    model = client.get_registered_model(name)
+    return sorted(alias for alias, v in (model.aliases or {}).items() if str(v) == str(version))
+
+
+def promote_version(
+    client: MlflowClient, name: str, version: str, decision: GateDecision, approved_by: str | None = None
+) -> bool:
+    """Move ``champion`` to ``version``; returns False when it already was (idempotent).
+
+    Refuses a decision that did not pass. Records the previous champion on the new one (for
+    rollback) and, for a manual review, who approved it.
+    """
     require_passed(decision)
+    version = str(version)
     previous = champion_version(client, name)
-    if previous is not None and str(previous.version) == str(version):
-        return  # already champion: idempotent
+    if previous is not None and str(previous.version) == version:
+        return False
     if previous is not None:
         client.set_model_version_tag(name, version, "previous_champion", str(previous.version))
-    client.set_registered_model_alias(name, CHAMPION, str(version))
+    if approved_by:
+        client.set_model_version_tag(name, version, "review", f"approved by {approved_by}")
+    client.set_registered_model_alias(name, CHAMPION, version)
+    model = client.get_registered_model(name)
+    if str((model.aliases or {}).get(CHALLENGER, "")) == version:
+        client.delete_registered_model_alias(name, CHALLENGER)
     log.info("%s version %s is now %s", name, version, CHAMPION)
+    return True
+
+
+def rollback(
+    client: MlflowClient, name: str, to_version: str | None = None, reason: str = "", by: str = "unknown"
+) -> dict[str, Any]:
+    """Move ``champion`` back to ``to_version`` or, by default, to the current champion's predecessor.
+
+    Records who and why on both versions. Idempotent: when ``to_version`` already is the champion,
+    nothing changes. Only versions that passed their gate can become champion again.
+    """
+    from mlflow.exceptions import MlflowException
+
+    current = champion_version(client, name)
+    if to_version is None:
+        if current is None:
+            raise RecsysError(f"{name} has no champion to roll back from")
+        to_version = current.tags.get("previous_champion")
+        if not to_version:
+            raise RecsysError(
+                f"{name} version {current.version} has no previous champion recorded; name a version"
+            )
+    to_version = str(to_version)
+    try:
+        target = client.get_model_version(name, to_version)
+    except MlflowException:
+        raise RecsysError(f"{name} has no version {to_version}") from None
+    if target.tags.get(TAG_STATUS) != "passed":
+        raise RecsysError(
+            f"{name} version {to_version} did not pass its gate ({target.tags.get(TAG_STATUS) or 'no status'}): "
+            "it cannot become champion"
+        )
+    if current is not None and str(current.version) == to_version:
+        return {"changed": False, "champion": to_version, "from": to_version}
+    stamp = datetime.now(tz=UTC).isoformat(timespec="seconds")
+    note = f"{stamp} by {by}: {reason or 'no reason given'}"
+    client.set_registered_model_alias(name, CHAMPION, to_version)
+    client.set_model_version_tag(name, to_version, "rolled_back_to", note)
+    if current is not None:
+        client.set_model_version_tag(name, str(current.version), "rolled_back_from", note)
+    log.info(
+        "%s champion rolled back from %s to %s (%s)",
+        name,
+        current.version if current else None,
+        to_version,
+        note,
+    )
+    return {
+        "changed": True,
+        "champion": to_version,
+        "from": str(current.version) if current else None,
+        "by": by,
+        "reason": reason,
+    }
 
 
 def registry_state(client: MlflowClient, name: str) -> list[dict[str, Any]]:

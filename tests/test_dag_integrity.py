@@ -20,6 +20,10 @@ EXPECTED_TASKS = [
     "evaluate",
     "gate",
     "register",
+    "review_needed",
+    "no_review",
+    "review",
+    "promote",
     "recommend",
 ]
 
@@ -38,13 +42,25 @@ def test_no_import_errors(dagbag):
 
 def test_weekly_retrain_shape(dagbag):
     dag = dagbag.dags["weekly_retrain"]
-    assert [t.task_id for t in _topological(dag)] == EXPECTED_TASKS
+    assert sorted(dag.task_ids) == sorted(EXPECTED_TASKS)
+    chain = EXPECTED_TASKS[:9]
+    for upstream, downstream in zip(chain, chain[1:], strict=False):
+        assert dag.get_task(upstream).downstream_task_ids == {downstream}, upstream
+    assert dag.get_task("review").downstream_task_ids == {"promote"}
+    assert dag.get_task("recommend").upstream_task_ids == {"promote", "no_review"}
     assert dag.max_active_runs == 1
     assert dag.catchup is False
     assert set(dag.tags) >= {"recsys", "retrain"}
     for task in dag.tasks:
+        if task.task_id in ("review", "no_review"):
+            continue  # a person's answer is not retried; an empty operator does nothing to retry
         assert task.retries >= 1, f"{task.task_id} has no retries"
         assert task.execution_timeout is not None, f"{task.task_id} has no timeout"
+    review = dag.get_task("review")
+    assert type(review).__name__ == "ApprovalOperator"
+    assert review.response_timeout is not None
+    assert dag.get_task("recommend").trigger_rule == "none_failed"
+    assert dag.get_task("review_needed").downstream_task_ids == {"review", "no_review"}
 
 
 def test_timetable_gives_a_real_one_week_interval(dagbag):
@@ -72,17 +88,3 @@ def test_dag_import_is_light_and_needs_no_connections():
     assert out.stdout.strip().splitlines()[-1:] in ([""], []), (
         f"heavy modules imported at parse time: {out.stdout}"
     )
-
-
-def _topological(dag):
-    order, seen = [], set()
-    roots = [t for t in dag.tasks if not t.upstream_task_ids]
-    stack = list(roots)
-    while stack:
-        task = stack.pop(0)
-        if task.task_id in seen:
-            continue
-        seen.add(task.task_id)
-        order.append(task)
-        stack.extend(dag.get_task(i) for i in sorted(task.downstream_task_ids))
-    return order
