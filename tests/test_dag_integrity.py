@@ -88,3 +88,10 @@ def test_dag_import_is_light_and_needs_no_connections():
     assert out.stdout.strip().splitlines()[-1:] in ([""], []), (
         f"heavy modules imported at parse time: {out.stdout}"
     )
+
+
+def test_model_rollback_is_manual_with_params(dagbag):
+    dag = dagbag.dags["model_rollback"]
+    assert dag.timetable.__class__.__name__ == "NullTimetable" or dag.schedule is None
+    assert set(dag.params.keys()) == {"version", "reason"}
+    assert all(task.retries >= 1 for task in dag.tasks)

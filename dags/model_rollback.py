@@ -1,0 +1,65 @@
+"""model_rollback: move the `champion` alias back (manually triggered).
+
+Params: `version` (empty = the current champion's predecessor, recorded when it was promoted) and
+`reason`. Who triggered it and why are recorded as tags on both versions. Repeating a rollback to
+the version that already is champion changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+
+@dag(
+    dag_id="model_rollback",
+    description="Move the champion alias back to a named or the previous model version",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 4, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "owner": "recsys",
+        "retries": int(os.environ.get("RECSYS_TASK_RETRIES", "2")),
+        "retry_delay": timedelta(minutes=1),
+    },
+    params={
+        "version": Param("", type="string", description="version to restore; empty = the previous champion"),
+        "reason": Param("", type="string", description="why (recorded on the model versions)"),
+    },
+    tags=["recsys", "registry"],
+    doc_md=__doc__,
+)
+def model_rollback() -> None:
+    @task(execution_timeout=timedelta(minutes=10))
+    def rollback() -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from recsys.errors import RecsysError
+        from recsys.registry import rollback as rollback_champion
+        from recsys.settings import Settings
+        from recsys.tracking import configure
+
+        context = get_current_context()
+        params = context["params"]
+        run = context["dag_run"]
+        by = getattr(run, "triggering_user_name", None) or f"airflow run {run.run_id}"
+        settings = Settings.from_env()
+        try:
+            return rollback_champion(
+                configure(settings),
+                settings.model_name,
+                params.get("version") or None,
+                reason=params.get("reason") or "",
+                by=str(by),
+            )
+        except RecsysError as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    rollback()
+
+
+model_rollback()
