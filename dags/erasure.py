@@ -1,0 +1,89 @@
+"""user_erasure: remove one user's rows from every layer of the lake (the "right to be forgotten").
+
+Triggered by hand with the user's raw id, e.g.
+``airflow dags trigger user_erasure -c '{"user_id": "u000123", "reason": "ticket 4711"}'``.
+One task calls ``recsys.privacy.erase_user`` with the pseudonym key from the environment; it logs
+and returns (XCom) only the pseudonym and the rows removed per layer, never the raw id. The erasure
+is idempotent, so a retry is safe. ``max_active_runs=1``: erasures run one after another.
+
+Models already trained keep the user's factor row until the next weekly retrain (see
+``recsys/privacy/erasure.py``). Airflow itself keeps the run's conf (with the raw id) in its
+metadata database: clear old runs with ``airflow db clean`` under the retention policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+log = logging.getLogger("recsys.dags.user_erasure")
+
+DEFAULT_ARGS = {
+    "owner": "recsys",
+    "retries": int(os.environ.get("RECSYS_TASK_RETRIES", "2")),
+    "retry_delay": timedelta(minutes=2),
+    "retry_exponential_backoff": True,
+}
+
+
+@dag(
+    dag_id="user_erasure",
+    description="Erase one user's rows from every lake layer (right to be forgotten); recorded by pseudonym",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 4, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["recsys", "privacy"],
+    params={
+        "user_id": Param(
+            type="string",
+            minLength=1,
+            title="user id",
+            description="raw id of the user to erase (as in raw/users); never logged",
+        ),
+        "reason": Param(
+            "",
+            type="string",
+            title="reason",
+            description="why (e.g. a ticket number); recorded with personal data redacted",
+        ),
+    },
+    doc_md=__doc__,
+)
+def user_erasure() -> None:
+    @task(execution_timeout=timedelta(hours=1))
+    def erase() -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from recsys.errors import RecsysError
+        from recsys.privacy import erase_user
+        from recsys.settings import Settings, pseudonym_key
+
+        context = get_current_context()
+        params = context["params"]
+        run_id = context["dag_run"].run_id
+        try:
+            record = erase_user(
+                Settings.from_env(),
+                str(params["user_id"]),
+                pseudonym_key(),
+                requested_by=f"airflow:user_erasure/{run_id}",
+                reason=str(params.get("reason") or ""),
+            )
+        except RecsysError as exc:
+            # bad config or unreadable file: a retry cannot help. The message names files, not the user.
+            raise AirflowFailException(f"user_erasure: {exc}") from exc
+        # erase_user has logged the pseudonym and the total; the raw id is never logged
+        for layer, kinds in record.removed.items():
+            log.info("removed from %s: %s", layer, kinds)
+        return record.to_dict()
+
+    erase()
+
+
+user_erasure()
