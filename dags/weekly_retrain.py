@@ -56,6 +56,20 @@ def _key_from_airflow() -> bytes | None:
 PSEUDONYM_VARIABLE = "recsys_pseudonym_secret"
 
 
+def _task_log_dirs(dag_id: str, run_id: str) -> list:
+    """Where this run's task logs are (local log folder); empty when logs go elsewhere."""
+    from pathlib import Path
+
+    try:
+        from airflow.configuration import conf
+
+        base = Path(conf.get("logging", "base_log_folder"))
+    except Exception:  # noqa: BLE001 - no local log folder configured: nothing to scan there
+        return []
+    folder = base / f"dag_id={dag_id}" / f"run_id={run_id}"
+    return [folder] if folder.is_dir() else []
+
+
 @dag(
     dag_id="weekly_retrain",
     description="Weekly retrain of the Spark ALS recommender, gated promotion through the MLflow registry",
@@ -131,6 +145,12 @@ def weekly_retrain() -> None:
             raise AirflowSkipException(result["reason"])
         return result
 
+    @task(execution_timeout=timedelta(minutes=30), trigger_rule="none_failed")
+    def privacy_scan() -> dict:
+        """Fail the run if anything it published holds personal data from its input."""
+        context = get_current_context()
+        return _run("privacy_scan", airflow_log_dirs=_task_log_dirs(context["dag"].dag_id, context["run_id"]))
+
     registered = (
         ingest() >> validate() >> anonymize() >> prepare() >> train() >> evaluate() >> gate() >> register()
     )
@@ -138,6 +158,7 @@ def weekly_retrain() -> None:
     registered >> review_needed() >> [review, no_review]
     review >> promote() >> recommended
     no_review >> recommended
+    recommended >> privacy_scan()
 
 
 REVIEW_BODY = """\

@@ -18,6 +18,7 @@ from recsys.errors import ConfigError
 from recsys.gates import GateThresholds
 from recsys.prepare import PrepareConfig
 from recsys.train import ALSConfig
+from recsys.tuning import TuningConfig
 from recsys.validation import ValidationConfig
 
 
@@ -32,6 +33,7 @@ class PipelineConfig(BaseModel):
     anonymize: AnonymizeConfig = Field(default_factory=AnonymizeConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     als: ALSConfig = Field(default_factory=ALSConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
     gate: GateThresholds = Field(default_factory=GateThresholds)
     top_k: int = Field(10, ge=1, le=1000, description="length of each user's recommendation list")
     promotion: str = Field(
@@ -46,6 +48,8 @@ class PipelineConfig(BaseModel):
         metric = self.gate.primary_metric
         if not metric.endswith(f"@{self.top_k}"):
             raise ValueError(f"gate.primary_metric {metric!r} must be measured at top_k={self.top_k}")
+        if not self.tuning.metric.endswith(f"@{self.top_k}"):
+            raise ValueError(f"tuning.metric {self.tuning.metric!r} must be measured at top_k={self.top_k}")
         return self
 
     @classmethod

@@ -27,7 +27,18 @@ from recsys.storage import Lake, read_parquet, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ingest", "validate", "anonymize", "prepare", "train", "evaluate", "gate", "register", "recommend")
+STAGES = (
+    "ingest",
+    "validate",
+    "anonymize",
+    "prepare",
+    "train",
+    "evaluate",
+    "gate",
+    "register",
+    "recommend",
+    "privacy_scan",
+)
 
 
 @dataclass(frozen=True)
@@ -147,11 +158,18 @@ def log_validation_run(ctx: StageContext, passed: bool, error: str | None = None
 
 def anonymize(ctx: StageContext) -> dict[str, Any]:
     from recsys.anonymize import anonymize_events, anonymize_users, enforce_k_anonymity
+    from recsys.privacy import erased_pseudonyms
 
     key = ctx.pseudonym_key()
     lake, week = ctx.lake, ctx.week
     events = anonymize_events(read_parquet(lake.data_file("validated", "events", week)), key)
     users = anonymize_users(read_parquet(lake.data_file("validated", "users", week)), key)
+    # users who asked to be forgotten stay forgotten, even if an upstream system sends them again
+    erased = erased_pseudonyms(lake, key)
+    dropped_erased = int(events["user"].isin(erased).sum()) if erased else 0
+    if erased:
+        events = events[~events["user"].isin(erased)].reset_index(drop=True)
+        users = users[~users["user"].isin(erased)].reset_index(drop=True)
     users, kanon = enforce_k_anonymity(users, ctx.config.anonymize.k)
     items = read_parquet(lake.data_file("validated", "items", week))
     items = items[[c for c in items.columns if not c.startswith("_")]]
@@ -166,6 +184,7 @@ def anonymize(ctx: StageContext) -> dict[str, Any]:
             "users": len(users),
             "items": len(items),
             "k_anonymity": kanon.to_dict(),
+            "events_of_erased_users_dropped": dropped_erased,
             "columns": {"events": list(events.columns), "users": list(users.columns)},
         },
     )
@@ -196,9 +215,7 @@ def train(ctx: StageContext) -> dict[str, Any]:
     prep = ctx.result("prepare")
     train_df = read_parquet(ctx.lake.partition("prepared", ctx.week) / "train.parquet")
     spark = get_spark(ctx.settings)
-    model = train_als(train_df, ctx.config.als, spark)
     start, end = week_bounds(ctx.week)
-    model.meta.update({"week": ctx.week.isoformat(), "train_digest": prep["train_digest"]})
     with mlflow.start_run(run_name=f"weekly-{ctx.week.isoformat()}") as run:
         mlflow.set_tags(
             {
@@ -209,12 +226,29 @@ def train(ctx: StageContext) -> dict[str, Any]:
                 "pipeline": "weekly_retrain",
             }
         )
-        mlflow.log_params({f"als.{k}": v for k, v in ctx.config.als.model_dump().items()})
+        als_config, tuning = ctx.config.als, None
+        if ctx.config.tuning.enabled:
+            from recsys.tuning import tune
+
+            result = tune(
+                train_df,
+                als_config,
+                ctx.config.tuning,
+                spark,
+                k=ctx.config.top_k,
+                relevance_min_rating=ctx.config.prepare.relevance_min_rating,
+            )
+            als_config, tuning = result.best, result.to_dict()
+            log.info("tuning chose %s (%s = %.4f)", als_config.model_dump(), result.metric, result.best_score)
+        model = train_als(train_df, als_config, spark)  # the chosen config, refit on the whole window
+        model.meta.update({"week": ctx.week.isoformat(), "train_digest": prep["train_digest"]})
+        mlflow.log_params({f"als.{k}": v for k, v in als_config.model_dump().items()})
         mlflow.log_params(
             {
                 "window_weeks": len(prep["window_weeks"]),
                 "top_k": ctx.config.top_k,
                 "spark_master": ctx.settings.spark_master,
+                "tuned": tuning is not None,
             }
         )
         mlflow.log_metrics(
@@ -241,6 +275,8 @@ def train(ctx: StageContext) -> dict[str, Any]:
             "rank": model.rank,
             "users": len(model.users),
             "items": len(model.items),
+            "als": als_config.model_dump(),
+            "tuning": tuning,
         },
     )
 
@@ -392,6 +428,18 @@ def recommend(ctx: StageContext) -> dict[str, Any]:
     )
 
 
+def privacy_scan(ctx: StageContext, airflow_log_dirs: list[Path] | None = None) -> dict[str, Any]:
+    """Scan everything this week's run published (lake after anonymize, MLflow, task logs) for personal data."""
+    from recsys.privacy import require_clean, scan_for_leaks
+
+    report = scan_for_leaks(
+        ctx.settings, ctx.week, airflow_log_dirs or [], window_weeks=ctx.config.prepare.window_weeks
+    )
+    result = ctx.record("privacy_scan", report.to_dict())
+    require_clean(report)
+    return result
+
+
 STAGE_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "ingest": ingest,
     "validate": validate,
@@ -402,6 +450,7 @@ STAGE_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "gate": gate,
     "register": register,
     "recommend": recommend,
+    "privacy_scan": privacy_scan,
     "promote": promote,  # only after a manual approval: not part of the automatic sequence
 }
 

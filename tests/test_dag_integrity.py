@@ -25,6 +25,7 @@ EXPECTED_TASKS = [
     "review",
     "promote",
     "recommend",
+    "privacy_scan",
 ]
 
 
@@ -48,6 +49,8 @@ def test_weekly_retrain_shape(dagbag):
         assert dag.get_task(upstream).downstream_task_ids == {downstream}, upstream
     assert dag.get_task("review").downstream_task_ids == {"promote"}
     assert dag.get_task("recommend").upstream_task_ids == {"promote", "no_review"}
+    assert dag.get_task("recommend").downstream_task_ids == {"privacy_scan"}
+    assert dag.get_task("privacy_scan").trigger_rule == "none_failed"
     assert dag.max_active_runs == 1
     assert dag.catchup is False
     assert set(dag.tags) >= {"recsys", "retrain"}
