@@ -1,0 +1,203 @@
+"""Promotion mode `manual`: the weekly DAG waits at its ApprovalOperator and follows the answer given
+through Airflow's REST API. Real Airflow services (`airflow standalone`: api-server, scheduler,
+dag-processor, triggerer on loopback), started by this test and stopped after it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import PROJECT_ROOT, TEST_KEY
+
+BIN = Path(sys.executable).parent
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check, timeout: float, what: str, interval: float = 2.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def airflow_stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("review")
+    port = free_port()
+    (root / "config.json").write_text('{"promotion": "manual"}')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS", "MLFLOW"))}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(root / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "RECSYS_HOME": str(root / "home"),
+            "RECSYS_SPARK_MASTER": "local[2]",
+            "RECSYS_PSEUDONYM_KEY": TEST_KEY,
+            "RECSYS_TASK_RETRIES": "0",
+            "RECSYS_CONFIG": str(root / "config.json"),
+            "PATH": f"{BIN}:{env.get('PATH', '')}",
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
+    today = datetime.now(tz=UTC).date().isoformat()
+    subprocess.run(
+        [
+            str(BIN / "recsys"),
+            "generate",
+            "--until",
+            today,
+            "--weeks",
+            "1",
+            "--users",
+            "200",
+            "--items",
+            "100",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    log = (root / "standalone.log").open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "airflow"), "standalone"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    api = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v2", timeout=30)
+    try:
+        wait_for(lambda: _ok(api, "/dags/weekly_retrain"), 240, "the API server and the parsed DAG")
+        yield api, env, root
+    finally:
+        api.close()
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def _ok(api: httpx.Client, path: str) -> bool:
+    try:
+        return api.get(path).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def task_states(api: httpx.Client, run_id: str) -> dict[str, str | None]:
+    body = api.get(f"/dags/weekly_retrain/dagRuns/{run_id}/taskInstances").json()
+    return {t["task_id"]: t["state"] for t in body["task_instances"]}
+
+
+def run_state(api: httpx.Client, run_id: str) -> str:
+    return api.get(f"/dags/weekly_retrain/dagRuns/{run_id}").json()["state"]
+
+
+def registry(env) -> list[dict]:
+    import json
+
+    out = subprocess.run(
+        [str(BIN / "recsys"), "registry", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def review_and_answer(api: httpx.Client, run_id: str, answer: str) -> None:
+    wait_for(
+        lambda: (
+            task_states(api, run_id).get("review") == "awaiting_input" or run_state(api, run_id) == "failed"
+        ),
+        600,
+        f"run {run_id} to wait for review",
+    )
+    assert run_state(api, run_id) != "failed", task_states(api, run_id)
+    detail = api.get(f"/dags/weekly_retrain/dagRuns/{run_id}/taskInstances/review/-1/hitlDetails").json()
+    assert "Gate: **PASSED**" in detail["body"] and detail["options"] == ["Approve", "Reject"]
+    response = api.patch(
+        f"/dags/weekly_retrain/dagRuns/{run_id}/taskInstances/review/-1/hitlDetails",
+        json={"chosen_options": [answer]},
+    )
+    assert response.status_code == 200, response.text
+    wait_for(lambda: run_state(api, run_id) in ("success", "failed"), 300, f"run {run_id} to finish")
+
+
+def test_manual_review_approve_then_reject(airflow_stack):
+    api, env, _ = airflow_stack
+    last_sunday = subprocess.run(
+        [str(BIN / "recsys"), "run-dates", "--weeks", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[0]
+    first = api.post(
+        "/dags/weekly_retrain/dagRuns",
+        json={"logical_date": f"{last_sunday}T00:00:00Z", "dag_run_id": "review-approve"},
+    )
+    assert first.status_code == 200, first.text
+    assert api.patch("/dags/weekly_retrain", json={"is_paused": False}).status_code == 200
+
+    # unpausing may also schedule the latest interval: answer whichever run reaches review first
+    def next_waiting() -> str | None:
+        runs = api.get("/dags/weekly_retrain/dagRuns").json()["dag_runs"]
+        for run in runs:
+            if (
+                run["state"] == "running"
+                and task_states(api, run["dag_run_id"]).get("review") == "awaiting_input"
+            ):
+                return run["dag_run_id"]
+        return None
+
+    approved = wait_for(next_waiting, 600, "a run waiting for review")
+    before = registry(env)
+    assert before[0]["aliases"] == ["challenger"] and before[0]["status"] == "passed"
+    review_and_answer(api, approved, "Approve")
+    assert run_state(api, approved) == "success", task_states(api, approved)
+    after = registry(env)
+    assert after[0]["aliases"] == ["champion"], after
+
+    second = api.post(
+        "/dags/weekly_retrain/dagRuns",
+        json={"logical_date": f"{last_sunday}T00:00:00Z", "dag_run_id": "review-reject"},
+    )
+    assert second.status_code in (200, 409), second.text
+    rejected = wait_for(next_waiting, 600, "a second run waiting for review")
+    review_and_answer(api, rejected, "Reject")
+    states = task_states(api, rejected)
+    assert states["promote"] == "skipped" and states["recommend"] == "success", states
+    final = registry(env)
+    champions = [v for v in final if "champion" in v["aliases"]]
+    assert [v["version"] for v in champions] == [after[0]["version"]]  # reject left the champion alone
+    assert "challenger" in final[0]["aliases"]
