@@ -66,7 +66,13 @@ def e2e(tmp_path_factory: pytest.TempPathFactory):
         env,
     )
     dates = run([str(BIN / "recsys"), "run-dates", "--until", UNTIL, "--weeks", "2"], env).stdout.split()
-    logs = [run([str(BIN / "airflow"), "dags", "test", "weekly_retrain", day], env).stdout for day in dates]
+    logs = []
+    for day in dates:
+        result = run([str(BIN / "airflow"), "dags", "test", "weekly_retrain", day], env)
+        output = result.stdout + result.stderr
+        finished = [line for line in output.splitlines() if "DagRun Finished" in line]
+        assert finished and "state=success" in finished[-1], "\n".join(output.splitlines()[-80:])
+        logs.append(output)
     return {"root": root, "env": env, "dates": dates, "logs": logs, "lake": root / "home" / "lake"}
 
 
@@ -120,6 +126,19 @@ def test_recommendations_written_by_the_champion_without_personal_data(e2e):
     assert not any((u, i) in seen for u, i in zip(recs["user"], recs["item_id"], strict=True))
     raw_users = pd.read_csv(lake / "raw" / "users" / "week=2026-11-15" / "users.csv", dtype=str)
     assert not set(recs["user"]) & set(raw_users["user_id"]), "raw user ids leaked into recommendations"
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_privacy_scan_ran_clean_and_no_raw_id_in_task_output(e2e):
+    lake = e2e["lake"]
+    for week in ("2026-11-08", "2026-11-15"):
+        scan = json.loads((lake / "runs" / f"week={week}" / "privacy_scan.json").read_text())
+        assert scan["files_scanned"] > 0 and scan["findings"] == []
+    raw_users = pd.read_csv(lake / "raw" / "users" / "week=2026-11-15" / "users.csv", dtype=str)
+    output = "\n".join(e2e["logs"])
+    for email in raw_users["email"].dropna().head(50):
+        assert email not in output
 
 
 @pytest.mark.slow
