@@ -8,6 +8,12 @@
     recsys registry                       versions, aliases and gate status of the model
     recsys run-dates --until DATE --weeks N   the dates to hand `airflow dags test`, one per line
     recsys settings [--get NAME]          the effective settings
+    recsys validate PATH [--kind K]       the validation suites on any file or raw partition
+    recsys promote --date DATE            approve this week's candidate (promotion mode manual)
+    recsys rollback [--to VERSION] --reason TEXT
+    recsys erase USER_ID [--reason TEXT]  right to be forgotten
+    recsys scan --date DATE               leak scan of what a week's run published
+    recsys rekey --new-key-env VAR        rotate the pseudonymization key
 
 DATE is any day (YYYY-MM-DD); the run works on the last complete week (Sunday to Sunday, UTC)
 ending on or before it, exactly as the Airflow DAG does with its data interval.
@@ -138,6 +144,35 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Run the validate stage's suites on a raw file or partition; exit 2 when the batch must stop."""
+    from recsys.config import PipelineConfig
+    from recsys.errors import ValidationFailed
+    from recsys.settings import Settings
+    from recsys.validation import format_accounting, validate_path
+
+    config = PipelineConfig.load(Settings.from_env().config_file).validation
+    result = validate_path(
+        Path(args.path),
+        kind=args.kind,
+        week=args.week,
+        items=Path(args.items) if args.items else None,
+        out=Path(args.out) if args.out else None,
+        config=config,
+    )
+    print(f"validated {result.kind} of week {result.week.isoformat()}: {result.path}")
+    for line in format_accounting(result.run.accounting()):
+        print(f"  {line}")
+    for note in result.notes:
+        print(f"  note: {note}")
+    print(f"quarantine: {result.quarantine_file()}")
+    print(f"report: {result.run.report_html}")
+    if not result.passed:
+        raise ValidationFailed(result.run.message())
+    print("passed: the batch may go on")
+    return 0
+
+
 def cmd_run_dates(args: argparse.Namespace) -> int:
     """Dates for `airflow dags test`: one per week, ending with the last complete week before --until."""
     last = _week_of_day(args.until or _today())
@@ -217,6 +252,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_registry)
 
+    p = sub.add_parser(
+        "validate", help="check a raw file or partition with the validate stage's suites, without Airflow"
+    )
+    p.add_argument(
+        "path", help="a CSV(.gz) file or a raw partition folder, e.g. var/lake/raw/events/week=2026-11-15"
+    )
+    p.add_argument(
+        "--kind", choices=["events", "items", "users"], help="default: from the path, else the header"
+    )
+    p.add_argument(
+        "--week", type=_day, help="the week the data belongs to (any day of it); default: from the path"
+    )
+    p.add_argument(
+        "--items",
+        help="catalogue (file or folder) events must reference; default: the lake's, for a lake partition",
+    )
+    p.add_argument("--out", help="output folder (default: validation-<name> beside PATH)")
+    p.set_defaults(func=cmd_validate)
+
     p = sub.add_parser("run-dates", help="dates to pass to `airflow dags test`, one per week")
     p.add_argument("--until", type=_day, help="any day (default today)")
     p.add_argument("--weeks", type=_positive, default=1)
@@ -225,7 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("settings", help="show the effective settings")
     p.add_argument("--get", help="print one setting's value")
     p.set_defaults(func=cmd_settings)
+    from recsys.cli_ops import add_commands
+
+    add_commands(sub, _day, _with_week)
     return parser
+
+
+def _with_week(handler):  # noqa: ANN001, ANN202 - wraps a (args, week) handler as an args handler
+    def run(args: argparse.Namespace) -> int:
+        return handler(args, _week_of_day(args.date))
+
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

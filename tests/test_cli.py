@@ -11,7 +11,22 @@ import pytest
 from recsys.cli import build_parser, main
 
 RECSYS = str(Path(sys.executable).parent / "recsys")
-COMMANDS = ["generate", "load-movielens", "stage", "pipeline", "summary", "registry", "run-dates", "settings"]
+COMMANDS = [
+    "generate",
+    "load-movielens",
+    "stage",
+    "pipeline",
+    "summary",
+    "registry",
+    "run-dates",
+    "settings",
+    "validate",
+    "promote",
+    "rollback",
+    "erase",
+    "scan",
+    "rekey",
+]
 
 
 def test_every_command_has_help(capsys):
@@ -35,6 +50,9 @@ def test_parser_knows_all_stages():
         (["stage", "prepare", "--date", "2026-11-23"], "anonymized events"),
         (["summary", "--date", "2026-11-23"], "no run recorded"),
         (["settings", "--get", "nope"], "unknown setting"),
+        (["rollback", "--reason", "test"], "no champion"),
+        (["rekey", "--new-key-env", "NO_SUCH_VAR"], "NO_SUCH_VAR"),
+        (["validate", "/no/such/file.csv"], "/no/such/file.csv"),
     ],
 )
 def test_errors_are_one_line_with_exit_code_2(argv, message, env):

@@ -6,10 +6,12 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
+from recsys import ingest
 from recsys.errors import ConfigError, DataNotFoundError, DataReadError
-from recsys.ingest import RAW_LINE, ingest_quarantine_file, ingest_week, read_csv_file
+from recsys.ingest import RAW_LINE, ingest_quarantine_file, ingest_week, read_csv_file, stage_files
 from recsys.schemas import QUARANTINE_REASON, RAW_EVENT_COLUMNS, SOURCE_FILE, SOURCE_LINE
 from recsys.storage import Lake
 
@@ -272,3 +274,114 @@ def test_read_csv_file_crlf_and_quotes(tmp_path: Path) -> None:
     parsed = read_csv_file(path, ("a", "b"))
     assert parsed.rows == [["1", "two\r\nlines"], ["3", 'say "hi"']]
     assert parsed.row_lines == [2, 4]
+
+
+# ---- streaming: the same records and error positions whatever the block and chunk sizes ----------
+
+TRICKY = (
+    "\ufeff"
+    + EVENT_HEADER
+    + "\r\n"
+    + event(1)
+    + "\r\n"
+    + 'e2,"Zoë ""Z"" Ångström",1,2026-11-16T09:00:00Z,rating,4.5,,"mo\r\nbile",d2,10.0.0.2\r\n'
+    + "\r\n"  # a blank line
+    + event(3).replace("u1", "用户")
+    + "\r"  # old Mac line end
+    + event(4)
+    + "\n"
+    + "e5,u1,1\n"  # malformed
+    + event(6)  # no final line end
+)
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 5, 7, 64, 1 << 20])
+def test_block_boundaries_do_not_change_the_records(monkeypatch, tmp_path: Path, block: int) -> None:
+    path = tmp_path / "events.csv"
+    path.write_bytes(TRICKY.encode("utf-8"))
+    monkeypatch.setattr(ingest, "_BLOCK_BYTES", block)
+    parsed = read_csv_file(path, RAW_EVENT_COLUMNS)
+    assert parsed.header == list(RAW_EVENT_COLUMNS)
+    assert parsed.row_lines == [2, 3, 6, 7, 9]
+    assert parsed.rows[1][1] == 'Zoë "Z" Ångström' and parsed.rows[1][7] == "mo\r\nbile"
+    assert parsed.rows[2][1] == "用户"
+    assert parsed.rows[4][0] == "e6"
+    assert parsed.malformed == [(8, "malformed_line: expected 10 fields, got 3", "e5,u1,1")]
+    assert parsed.blank_lines == 1
+    assert parsed.sha256 == hashlib.sha256(TRICKY.encode("utf-8")).hexdigest()
+
+
+@pytest.mark.parametrize("block", [1, 3, 4, 1 << 20])
+def test_bad_byte_position_whatever_the_block_size(monkeypatch, tmp_path: Path, block: int) -> None:
+    path = tmp_path / "events.csv"
+    # a 3-byte character cut short by a comma, on line 3 after two multi-byte characters
+    path.write_bytes(f"{EVENT_HEADER}\n{event(1)}\n".encode() + "e2,Zoë€".encode() + b"\xe2\x82,1\n")
+    monkeypatch.setattr(ingest, "_BLOCK_BYTES", block)
+    with pytest.raises(DataReadError) as info:
+        read_csv_file(path, RAW_EVENT_COLUMNS)
+    assert str(info.value) == (
+        "events.csv line 3: not valid UTF-8 (byte 0xe2 at column 11); re-export the file as UTF-8"
+    )
+
+
+def test_staging_in_chunks_equals_staging_at_once(tmp_path: Path) -> None:
+    lines = [EVENT_HEADER, *(event(n) for n in range(1, 26)), "bad,line", *(event(n) for n in range(30, 40))]
+    path = tmp_path / "events.csv.gz"
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    whole = stage_files("events", [path], tmp_path / "a.parquet", tmp_path / "a_bad.parquet")
+    chunked = stage_files("events", [path], tmp_path / "b.parquet", tmp_path / "b_bad.parquet", chunk_rows=4)
+    assert whole.summary() == chunked.summary()
+    assert pq.ParquetFile(tmp_path / "b.parquet").num_row_groups == 9  # 35 rows in groups of 4
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet")
+    )
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "a_bad.parquet"), pd.read_parquet(tmp_path / "b_bad.parquet")
+    )
+    assert chunked.summary()["rows_read"] == 36
+
+
+def test_concatenated_gzip_members(lake: Lake) -> None:
+    folder = lake.partition("raw", WEEK, "events")
+    folder.mkdir(parents=True)
+    data = gzip.compress(f"{EVENT_HEADER}\n{event(1)}\n".encode()) + gzip.compress(f"{event(2)}\n".encode())
+    (folder / "events.csv.gz").write_bytes(data)
+    assert ingest_week(lake, WEEK)["kinds"]["events"]["rows_staged"] == 2
+
+
+def test_truncated_plain_file_names_the_cut_line(lake: Lake) -> None:
+    write_raw(lake, "events", WEEK, f"{EVENT_HEADER}\n{event(1)}\n{event(2)[:20]}")
+    with pytest.raises(DataReadError) as info:
+        ingest_week(lake, WEEK)
+    assert str(info.value).startswith(
+        "events.csv line 3: the file ends in the middle of a record (expected 10 fields, got 4, and no line end)"
+    )
+    # a last record with no line end but all its fields is fine
+    write_raw(lake, "events", WEEK, f"{EVENT_HEADER}\n{event(1)}\n{event(2)}")
+    assert ingest_week(lake, WEEK)["kinds"]["events"]["rows_staged"] == 2
+
+
+def test_unclosed_quote(lake: Lake) -> None:
+    write_raw(lake, "events", WEEK, f'{EVENT_HEADER}\n{event(1)}\ne2,"u1,1\n{event(3)}\n{event(4)}\n')
+    with pytest.raises(
+        DataReadError, match=r"^events\.csv line 3: a quoted field opened on this line is never closed"
+    ):
+        ingest_week(lake, WEEK)
+    # a stray quote inside an unquoted field is text, not an opening quote
+    write_raw(
+        lake, "events", WEEK, f'{EVENT_HEADER}\n{event(1)}\ne2,u"1,1,2026-11-16T08:00:00Z,view,,1,tv,d,ip'
+    )
+    assert not lake.data_file("staged", "events", WEEK).exists()  # the failed run wrote nothing
+    ingest_week(lake, WEEK)
+    assert staged(lake)["user_id"].tolist() == ["u1", 'u"1']
+
+
+def test_a_failed_ingest_leaves_no_temporary_files(lake: Lake) -> None:
+    write_raw(lake, "events", WEEK, f"{EVENT_HEADER}\n{event(1)}\n")
+    write_raw(lake, "users", WEEK, b"user_id,name\nu1,\xff\n")
+    with pytest.raises(DataReadError):
+        ingest_week(lake, WEEK)
+    leftovers = [p for p in (lake.root / "staged").rglob("*")] + [
+        p for p in (lake.root / "quarantine").rglob("*.tmp-*")
+    ]
+    assert not [p for p in leftovers if p.is_file()]

@@ -10,11 +10,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.errors import ValidationFailed
+from recsys.cli import main
+from recsys.errors import ConfigError, ValidationFailed
 from recsys.ingest import ingest_week
 from recsys.schemas import QUARANTINE_REASON, RAW_EVENT_COLUMNS, SOURCE_FILE, SOURCE_LINE
 from recsys.storage import Lake
-from recsys.validation import BOT, DUPLICATE, ValidationConfig, events_suite, validate_week
+from recsys.validation import (
+    BOT,
+    DUPLICATE,
+    FUTURE,
+    ValidationConfig,
+    events_suite,
+    validate_path,
+    validate_week,
+)
 
 WEEK = date(2026, 11, 15)  # a Sunday
 EVENT_HEADER = ",".join(RAW_EVENT_COLUMNS)
@@ -359,3 +368,256 @@ def test_files_with_different_headers_fail_the_column_check(tmp_path: Path) -> N
         ValidationFailed, match=r"events: expect_table_columns_to_match_set failed: unexpected \['session'\]"
     ):
         validate_week(lake, WEEK)
+
+
+# ---- history: the recent weeks a batch is compared with ------------------------------------------
+
+
+def week_events(week: date, count: int, users: int = 5) -> list[str]:
+    """``count`` valid events of ``users`` users spread over ``week``."""
+    out = []
+    for k in range(count):
+        ts = datetime.combine(week, datetime.min.time(), tzinfo=UTC) + timedelta(hours=k % 160, seconds=k)
+        out.append(event(k, user=f"u{k % users + 1}", item=k % 5 + 1, ts=ts.strftime("%Y-%m-%dT%H:%M:%SZ")))
+    return out
+
+
+def validate_weeks(lake: Lake, weeks: dict[date, list[str]], config: ValidationConfig | None = None) -> None:
+    for week, lines in weeks.items():
+        write_raw(lake, "events", [EVENT_HEADER, *lines], week=week)
+        write_raw(lake, "items", [ITEMS_HEADER, *GOOD_ITEMS], week=week)
+        write_raw(lake, "users", [USERS_HEADER, *GOOD_USERS], week=week)
+        ingest_week(lake, week)
+        validate_week(lake, week, config)
+
+
+def test_history_checks_are_skipped_with_a_reason_without_history(tmp_path: Path) -> None:
+    lake = make_lake(tmp_path, good_events(40))
+    result = validate_week(lake, WEEK)
+    events = result["accounting"]["events"]
+    assert any(
+        "history checks not run: 0 earlier weeks with a passed validation" in n for n in events["notes"]
+    )
+    skipped = {c["expectation"] for c in events["checks"] if c.get("skipped")}
+    assert skipped == {"expect_column_mean_to_be_between", "expect_column_unique_value_count_to_be_between"}
+    assert events["stats"] == {"rows_staged": 40, "rating_share": 0.0, "distinct_users": 5}
+    html_text = Path(result["report_html"]).read_text(encoding="utf-8")
+    assert "not checked" in html_text
+
+
+def test_volume_far_outside_the_recent_weeks_fails_the_batch(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    earlier = [date(2026, 10, 18), date(2026, 10, 25), date(2026, 11, 1)]
+    validate_weeks(lake, {w: week_events(w, n) for w, n in zip(earlier, (100, 120, 110), strict=True)})
+    spike = date(2026, 11, 8)
+    with pytest.raises(ValidationFailed) as info:
+        validate_weeks(lake, {spike: week_events(spike, 600)})
+    assert "events: expect_table_row_count_to_be_between failed: 600 rows, expected 22 .. 550" in str(
+        info.value
+    )
+    assert not lake.data_file("validated", "events", spike).exists()
+
+    # the failed week is no reference: the next week is compared with the three that passed
+    validate_weeks(lake, {WEEK: week_events(WEEK, 150)})
+    acc = json.loads((lake.partition("reports", WEEK) / "accounting.json").read_text(encoding="utf-8"))
+    volume = next(
+        c for c in acc["events"]["checks"] if c["expectation"] == "expect_table_row_count_to_be_between"
+    )
+    assert volume["success"] and volume["observed"] == "150 rows"
+    assert "within 5x of the median 110 of 3 earlier weeks (2026-10-18 .. 2026-11-01)" in volume["rule"]
+    assert acc["events"]["stats"] == {"rows_staged": 150, "rating_share": 0.0, "distinct_users": 5}
+
+
+def write_history(lake: Lake, rows: int, rating_share: float, distinct_users: int, weeks: int = 3) -> None:
+    """Accounting of ``weeks`` earlier passed weeks, as validation writes it (events stats given)."""
+    for back in range(1, weeks + 1):
+        events = {
+            "passed": True,
+            "rows_staged": rows,
+            "stats": {"rows_staged": rows, "rating_share": rating_share, "distinct_users": distinct_users},
+        }
+        snapshot = {"passed": True, "rows_staged": 5, "stats": {"rows_staged": 5}}
+        accounting = {"events": events, "items": snapshot, "users": snapshot}
+        folder = lake.partition("reports", WEEK - timedelta(weeks=back))
+        folder.mkdir(parents=True)
+        (folder / "accounting.json").write_text(json.dumps(accounting), encoding="utf-8")
+
+
+def test_configured_share_bounds_and_history_switched_off(tmp_path: Path) -> None:
+    lake = make_lake(tmp_path, good_events(20))
+    write_history(lake, rows=1000, rating_share=0.0, distinct_users=5)
+    with pytest.raises(
+        ValidationFailed,
+        match=r"expect_table_row_count_to_be_between failed: 20 rows, expected 200 \.\. 5000",
+    ):
+        validate_week(lake, WEEK)
+    # configured bounds of the rating share apply with or without history
+    with pytest.raises(
+        ValidationFailed,
+        match=r"expect_column_mean_to_be_between failed: share 0\.0000, expected 0\.1 \.\. 0\.9 "
+        r"\(share of rating events: 0\.1 \.\. 0\.9 \(configured\)\)",
+    ):
+        validate_week(
+            lake, WEEK, ValidationConfig(history_weeks=0, rating_share_min=0.1, rating_share_max=0.9)
+        )
+    result = validate_week(lake, WEEK, ValidationConfig(history_weeks=0))
+    assert (
+        "history checks not run: history checks are off (history_weeks = 0)"
+        in result["accounting"]["events"]["notes"]
+    )
+
+
+def test_config_refuses_inverted_share_bounds() -> None:
+    with pytest.raises(ValueError, match="rating_share_min 0.8 is above rating_share_max 0.2"):
+        ValidationConfig(rating_share_min=0.8, rating_share_max=0.2)
+
+
+def test_future_rows_depend_on_the_processing_time(tmp_path: Path) -> None:
+    lake = make_lake(tmp_path, [event(1, ts="2026-11-20T10:00:00Z"), *good_events(30)])
+    # processing during the week: the event of the 20th has not happened yet
+    with pytest.raises(ValidationFailed):  # most good events are later than the 16th, too
+        validate_week(lake, WEEK, now=datetime(2026, 11, 16, tzinfo=UTC))
+    q = quarantine(lake)
+    assert q.set_index(SOURCE_LINE).loc[2, QUARANTINE_REASON] == FUTURE
+    # after the week, and with a naive `now` taken as UTC: nothing is in the future
+    result = validate_week(lake, WEEK, now=datetime(2026, 11, 23, 6, 0))
+    assert result["accounting"]["events"]["rows_quarantined"] == 0
+
+
+# ---- `recsys validate PATH` ------------------------------------------------------------------------
+
+
+def test_validate_a_single_file_outside_the_lake(tmp_path: Path) -> None:
+    path = tmp_path / "drop" / "events-monday.csv"
+    path.parent.mkdir()
+    path.write_text("\n".join([EVENT_HEADER, event(1, event_type="click"), *good_events(20)]) + "\n")
+    result = validate_path(path, week=date(2026, 11, 18))  # any day of the week
+    assert (result.kind, result.week) == ("events", WEEK)  # kind from the header
+    assert result.out_dir == tmp_path / "drop" / "validation-events-monday"
+    assert result.passed
+    acc = result.run.accounting()
+    assert set(acc) == {"events"}
+    assert acc["events"]["by_reason"] == {"expect_column_values_to_be_in_set(event_type)": 1}
+    assert any(
+        "referential integrity (item_id in the catalogue) not checked" in n for n in acc["events"]["notes"]
+    )
+    q = pd.read_parquet(result.quarantine_file())
+    assert q[SOURCE_LINE].tolist() == [2] and q[SOURCE_FILE].tolist() == ["events-monday.csv"]
+    assert not (result.out_dir / "staged").exists()
+    assert (result.out_dir / "reports" / "week=2026-11-15" / "validation.html").exists()
+
+
+def test_validate_needs_the_week_of_events(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text("\n".join([EVENT_HEADER, *good_events(3)]) + "\n")
+    with pytest.raises(ConfigError, match="pass --week YYYY-MM-DD"):
+        validate_path(path)
+    odd = tmp_path / "odd.csv"
+    odd.write_text("a,b\n1,2\n")
+    with pytest.raises(ConfigError, match="pass --kind"):
+        validate_path(odd, week=WEEK)
+
+
+def test_validate_a_lake_partition_like_the_dag(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    earlier = [date(2026, 11, 1), date(2026, 11, 8)]
+    validate_weeks(lake, {w: week_events(w, 100) for w in earlier})
+    write_raw(lake, "events", [EVENT_HEADER, event(1, item=999), *week_events(WEEK, 99)])
+    write_raw(lake, "items", [ITEMS_HEADER, *GOOD_ITEMS])
+    partition = lake.partition("raw", WEEK, "events")
+    result = validate_path(partition, out=tmp_path / "out")
+    assert (result.kind, result.week) == ("events", WEEK)
+    assert result.run.accounting()["events"]["by_reason"] == {"expect_column_values_to_be_in_set(item_id)": 1}
+    assert "items" in result.run.accounting()  # the lake's catalogue of the week was validated too
+    volume = next(
+        c
+        for c in result.run.accounting()["events"]["checks"]
+        if c["expectation"] == "expect_table_row_count_to_be_between"
+    )
+    assert "of 2 earlier weeks" in volume["rule"]  # the lake's history
+    assert (
+        result.quarantine_file()
+        == tmp_path / "out" / "quarantine" / "events" / "week=2026-11-15" / "data.parquet"
+    )
+    # the same verdict as the pipeline on the same data
+    ingest_week(lake, WEEK)
+    assert (
+        validate_week(lake, WEEK)["accounting"]["events"]["by_reason"]
+        == result.run.accounting()["events"]["by_reason"]
+    )
+
+
+def test_cli_validate_prints_accounting_and_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "events.csv.gz"
+    path.write_bytes(
+        gzip.compress(("\n".join([EVENT_HEADER, event(1, item=7), *good_events(20)]) + "\n").encode())
+    )
+    items = tmp_path / "catalogue.csv"
+    items.write_text("\n".join([ITEMS_HEADER, *GOOD_ITEMS]) + "\n")
+    assert main(["validate", str(path), "--week", "2026-11-15", "--items", str(items)]) == 0
+    out = capsys.readouterr().out
+    assert "events  read        21  valid        20  quarantined       1" in out
+    assert "1  expect_column_values_to_be_in_set(item_id)" in out
+    assert (
+        f"quarantine: {tmp_path / 'validation-events' / 'quarantine' / 'events' / 'week=2026-11-15' / 'data.parquet'}"
+        in out
+    )
+    assert "passed: the batch may go on" in out
+
+
+def test_cli_validate_exits_2_with_one_line_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text("\n".join([EVENT_HEADER.replace("rating", "stars"), *good_events(5)]) + "\n")
+    assert main(["validate", str(path), "--kind", "events", "--week", "2026-11-15"]) == 2
+    captured = capsys.readouterr()
+    assert "events  read         5  valid         0  quarantined       5" in captured.out
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "error: events: expect_table_columns_to_match_set failed: missing ['rating'], unexpected ['stars']"
+    )
+    # unreadable input: one line naming the file and the line, no traceback
+    path.write_bytes(f"{EVENT_HEADER}\n".encode() + b"e1,Ren\xe9,1\n")
+    assert main(["validate", str(path), "--week", "2026-11-15"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.strip()
+        == "error: events.csv line 2: not valid UTF-8 (byte 0xe9 at column 7); re-export the file as UTF-8"
+    )
+
+
+def test_reports_never_quote_personal_data(tmp_path: Path) -> None:
+    secret = "u_secret_4711"
+    events = [
+        event(1, user=secret, ts="2026-11-16T10:00:00Z"),
+        event(2, user=secret, ts="2026-11-16T10:00:00Z"),  # duplicate of (user, item, ts, type)
+        *good_events(30),
+    ]
+    users = [
+        *GOOD_USERS,
+        f"{secret},Jane Roe,jane@example.com,10.9.8.7,dev-42,30,F,artist,10115,2024-01-01",
+    ] * 2
+    lake = make_lake(tmp_path, events, users=users)
+    with pytest.raises(ValidationFailed) as info:  # half the users are duplicates
+        validate_week(lake, WEEK)
+    published = [
+        str(info.value),
+        (lake.partition("reports", WEEK) / "accounting.json").read_text(encoding="utf-8"),
+        (lake.partition("reports", WEEK) / "validation.html").read_text(encoding="utf-8"),
+    ]
+    for text in published:
+        for value in (secret, "jane@example.com", "10.9.8.7", "dev-42", "Jane Roe"):
+            assert value not in text
+    assert "values not shown: personal data" in published[1]
+
+
+def test_validate_refuses_to_write_into_a_lake(tmp_path: Path) -> None:
+    lake = make_lake(tmp_path, good_events(5))
+    before = sorted(p for p in lake.root.rglob("*"))
+    with pytest.raises(ConfigError, match="holds a lake"):
+        validate_path(lake.partition("raw", WEEK, "events"), out=lake.root)
+    assert sorted(p for p in lake.root.rglob("*")) == before
