@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from recsys.metrics import catalog_coverage, mae, ranking_metrics, rmse
+from recsys.metrics import catalog_coverage, mae, novelty, ranking_metrics, rmse
 from recsys.model import FactorModel
 
 
@@ -57,5 +57,8 @@ def score_model(
     # items that left the catalogue since the model was trained still count as covered
     distinct = len({item for items in lists.values() for item in items})
     metrics[f"coverage@{k}"] = float(catalog_coverage(lists, max(catalog_size, distinct, 1)))
+    # popularity = distinct training users per item; recommended items nobody trained on are skipped
+    popularity = train.groupby("item_id")["user"].nunique().to_dict()
+    metrics[f"novelty@{k}"] = float(novelty(lists, popularity)) if popularity else math.nan
     metrics.update(rating_errors(model, holdout))
     return {key: float(value) for key, value in metrics.items()}

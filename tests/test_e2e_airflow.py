@@ -147,3 +147,28 @@ def test_summary_reports_the_run(e2e):
     out = run([str(BIN / "recsys"), "summary", "--date", e2e["dates"][-1]], e2e["env"]).stdout
     assert "week 2026-11-15" in out
     assert "quarantined" in out and "gate" in out and "registered" in out
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_rollback_dag_restores_version_one_and_is_idempotent(e2e):
+    """Runs last: the manually triggered model_rollback DAG, through Airflow, twice."""
+    for _ in range(2):
+        result = run(
+            [
+                str(BIN / "airflow"),
+                "dags",
+                "test",
+                "model_rollback",
+                "-c",
+                json.dumps({"version": "1", "reason": "e2e rollback"}),
+            ],
+            e2e["env"],
+        )
+        finished = [
+            line for line in (result.stdout + result.stderr).splitlines() if "DagRun Finished" in line
+        ]
+        assert finished and "state=success" in finished[-1]
+        versions = json.loads(run([str(BIN / "recsys"), "registry", "--json"], e2e["env"]).stdout)
+        assert [v["version"] for v in versions if "champion" in v["aliases"]] == ["1"]
+        assert len(versions) == 2

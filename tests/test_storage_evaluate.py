@@ -66,6 +66,8 @@ def test_score_model_known_answer():
     metrics = score_model(model, train, holdout, k=1, catalog_size=3)
     assert metrics["precision@1"] == 0.5 and metrics["ndcg@1"] == 0.5
     assert metrics["coverage@1"] == pytest.approx(2 / 3)
+    # popularity 1 user each for items 1 and 3 (item 2 unseen in training: skipped): -log2(1/2) = 1 bit
+    assert metrics["novelty@1"] == pytest.approx(1.0)
     assert np.isnan(metrics["rmse"])
 
 
