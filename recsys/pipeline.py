@@ -502,6 +502,8 @@ def summary(ctx: StageContext) -> dict[str, Any]:
         "registered": reg,
         "recommendations": rec,
         "validation_report": val.get("report_html"),
+        "privacy_scan": get("privacy_scan"),
+        "k_anonymity": get("anonymize").get("k_anonymity"),
     }
 
 
@@ -542,6 +544,17 @@ def format_summary(s: dict[str, Any]) -> str:
         )
     elif rec:
         lines.append(f"  recommend   skipped: {rec.get('reason')}")
+    kanon = s.get("k_anonymity") or {}
+    if kanon:
+        lines.append(
+            f"  privacy     k-anonymity k={kanon.get('k')}: {kanon.get('users_released')} user profiles "
+            f"released, {kanon.get('users_suppressed')} suppressed"
+        )
+    scan = s.get("privacy_scan") or {}
+    if scan:
+        found = scan.get("findings") or []
+        verdict = "clean" if not found and scan.get("clean", True) else f"{len(found)} findings: run FAILED"
+        lines.append(f"  leak scan   {scan.get('files_scanned')} files scanned: {verdict}")
     if s.get("validation_report"):
         lines.append(f"  validation report: {s['validation_report']}")
     return "\n".join(lines)

@@ -134,7 +134,7 @@ def test_privacy_scan_ran_clean_and_no_raw_id_in_task_output(e2e):
     lake = e2e["lake"]
     for week in ("2026-11-08", "2026-11-15"):
         scan = json.loads((lake / "runs" / f"week={week}" / "privacy_scan.json").read_text())
-        assert scan["files_scanned"] > 0 and scan["findings"] == []
+        assert scan["files_scanned"] > 0 and scan["findings"] == [] and scan["clean"] is True
     raw_users = pd.read_csv(lake / "raw" / "users" / "week=2026-11-15" / "users.csv", dtype=str)
     output = "\n".join(e2e["logs"])
     for email in raw_users["email"].dropna().head(50):
