@@ -13,6 +13,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
+export AIRFLOW__API__HOST ?= 127.0.0.1
 export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
 export RECSYS_HOME ?= $(CURDIR)/var
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::FutureWarning
