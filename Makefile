@@ -78,7 +78,7 @@ lint: $(STAMP)
 
 ui: $(STAMP) $(KEY_FILE) $(AIRFLOW_HOME)/airflow.db
 	@echo "MLflow UI:  http://127.0.0.1:5000   Airflow UI: http://127.0.0.1:8080 (user/password in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated)"
-	@export RECSYS_PSEUDONYM_KEY="$$(cat $(KEY_FILE))"; \
+	@export PATH="$(BIN):$$PATH" RECSYS_PSEUDONYM_KEY="$$(cat $(KEY_FILE))"; \
 	MLFLOW_URI="$$($(BIN)/recsys settings --get mlflow_tracking_uri)"; \
 	$(BIN)/mlflow ui --backend-store-uri "$$MLFLOW_URI" --host 127.0.0.1 --port 5000 & mlflow_pid=$$!; \
 	trap "kill $$mlflow_pid 2>/dev/null" EXIT INT TERM; \
