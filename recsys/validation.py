@@ -958,6 +958,24 @@ def check_entry(kind: str, r: Any) -> dict[str, Any]:
     return entry
 
 
+def record_row_results(
+    kind: str, results: Iterable[Any], checks: list[dict[str, Any]], flags: Flags
+) -> list[tuple[list[str], dict[str, Any]]]:
+    """Record each row-level expectation result (both engines): flag its unexpected rows under its
+    reason; return the uniqueness checks, whose duplicates are resolved afterwards (keep the first)."""
+    unique_checks: list[tuple[list[str], dict[str, Any]]] = []
+    for r in results:
+        entry = check_entry(kind, r)
+        checks.append(entry)
+        meta = r.expectation_config.meta or {}
+        if meta.get("role") == "unique":
+            kwargs = r.expectation_config.kwargs
+            unique_checks.append((list(kwargs.get("column_list") or [kwargs["column"]]), entry))
+        else:
+            entry["rows_quarantined"] = flags.add(meta["reason"], unexpected_rows(r))
+    return unique_checks
+
+
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
@@ -1104,16 +1122,7 @@ def validate_kind_pandas(job: KindJob, runner: GxRunner) -> KindOutcome:
         typed, unparseable = TYPERS[kind](staged)
         for reason, mask in unparseable.items():
             checks.append(parse_entry(kind, reason, flags.add(reason, np.flatnonzero(mask)), n))
-        unique_checks: list[tuple[list[str], dict[str, Any]]] = []
-        for r in runner.validate(kind, typed, job.row_suite()):
-            entry = check_entry(kind, r)
-            checks.append(entry)
-            meta = r.expectation_config.meta or {}
-            if meta.get("role") == "unique":
-                kwargs = r.expectation_config.kwargs
-                unique_checks.append((list(kwargs.get("column_list") or [kwargs["column"]]), entry))
-            else:
-                entry["rows_quarantined"] = flags.add(meta["reason"], unexpected_rows(r))
+        unique_checks = record_row_results(kind, runner.validate(kind, typed, job.row_suite()), checks, flags)
         # duplicates among the rows still valid: keep the first of each key
         ok = ~flags.mask(n)
         for key, entry in unique_checks:

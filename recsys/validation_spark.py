@@ -45,15 +45,14 @@ from recsys.validation import (
     KindOutcome,
     batch_stats,
     bot_entry,
-    check_entry,
     empty_staged,
     finish,
     output_schema,
     parse_entry,
     quarantine_schema,
+    record_row_results,
     table_checks,
     typed_schema,
-    unexpected_rows,
     write_frame,
 )
 
@@ -231,16 +230,8 @@ def validate_kind_spark(job: KindJob, runner: GxRunner, spark: SparkSession) -> 
             typed_columns = typed_schema(kind, ts_unit="us").append(pa.field(ROW_ID, pa.int64()))
             typed = _read(spark, typed_dir, typed_columns).persist()
             cached.append(typed)
-            unique_checks: list[tuple[list[str], dict[str, Any]]] = []
-            for r in runner.validate(kind, typed, job.row_suite(), spark=True):
-                entry = check_entry(kind, r)
-                checks.append(entry)
-                meta = r.expectation_config.meta or {}
-                if meta.get("role") == "unique":
-                    kwargs = r.expectation_config.kwargs
-                    unique_checks.append((list(kwargs.get("column_list") or [kwargs["column"]]), entry))
-                else:
-                    entry["rows_quarantined"] = flags.add(meta["reason"], unexpected_rows(r))
+            results = runner.validate(kind, typed, job.row_suite(), spark=True)
+            unique_checks = record_row_results(kind, results, checks, flags)
             survivors = typed.join(_ids_frame(spark, flags.rows(), work / "flagged"), ROW_ID, "left_anti")
             # duplicates among the rows still valid: keep the first of each key (by row id)
             for i, (key, entry) in enumerate(unique_checks):
