@@ -62,7 +62,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from recsys.storage import Lake
 
     settings = Settings.from_env()
-    overrides = {"weeks": args.weeks, "n_users": args.users, "n_items": args.items, "seed": args.seed}
+    overrides = {
+        "weeks": args.weeks,
+        "n_users": args.users,
+        "n_items": args.items,
+        "seed": args.seed,
+        "drift_from": args.drift_from,
+        "drift_kind": args.drift_kind,
+    }
     config = config_from({k: v for k, v in overrides.items() if v is not None})
     end_week = _week_of_day(args.until or _today())
     result = generate(Lake(settings.lake_dir), config, end_week, progress=_progress)
@@ -222,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=_positive, help="number of users")
     p.add_argument("--items", type=_positive, help="number of catalogue items")
     p.add_argument("--seed", type=int, help="random seed (same seed, same data)")
+    p.add_argument("--drift-from", type=_day, help="inject drift from this day's week on (default: none)")
+    p.add_argument("--drift-kind", choices=["popular_genre", "activity", "catalogue"], help="what drifts")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser(

@@ -32,11 +32,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from recsys.data import raw_file, write_csv
 from recsys.errors import ConfigError
@@ -134,6 +134,23 @@ class GeneratorConfig(BaseModel):
     new_items_per_week: int = Field(3, ge=0, le=100_000, description="items added to the catalogue weekly")
     new_user_share: float = Field(0.05, ge=0, lt=1, description="share of users signing up in the window")
     seed: int = Field(42, ge=0, description="same seed, same bytes")
+    # Drift injection (off by default): from the week containing `drift_from` on, the world changes.
+    drift_from: date | None = Field(None, description="first day of drift (its week and all later weeks)")
+    drift_kind: Literal["popular_genre", "activity", "catalogue"] = Field(
+        "popular_genre",
+        description="popular_genre: one genre becomes far more popular; activity: half the users watch "
+        "`drift_strength` times more; catalogue: the most popular fifth of the titles is withdrawn (no longer watched)",
+    )
+    drift_strength: float = Field(
+        4.0, gt=1.0, le=100.0, description="size of a popular_genre / activity shift"
+    )
+    drift_genre: str = Field("Documentary", description="the genre that becomes popular (popular_genre)")
+
+    @model_validator(mode="after")
+    def _known_genre(self) -> GeneratorConfig:
+        if self.drift_genre not in GENRES:
+            raise ValueError(f"drift_genre {self.drift_genre!r} is not one of {', '.join(GENRES)}")
+        return self
 
 
 def config_from(values: Mapping[str, Any]) -> GeneratorConfig:
@@ -508,13 +525,23 @@ def _week_events(
         (rng.random(len(signed_up)) < config.active_share) | (world.user_signup_week == index)
     )
     users = np.flatnonzero(active)
-    counts = np.maximum(1, rng.poisson(config.events_per_user_week * world.user_activity[users]))
+    drifting = config.drift_from is not None and week >= week_start_of(config.drift_from)
+    activity = world.user_activity[users]
+    if drifting and config.drift_kind == "activity":
+        activity = np.where(users % 2 == 0, activity * config.drift_strength, activity)
+    counts = np.maximum(1, rng.poisson(config.events_per_user_week * activity))
     ev_user = np.repeat(users, counts)
     n = len(ev_user)
 
     # which item: taste group x popularity, or popularity alone
     eligible = np.flatnonzero(world.item_added_week < index)
+    if drifting and config.drift_kind == "catalogue":
+        cut = np.quantile(world.item_popularity[eligible], 0.8)
+        eligible = eligible[world.item_popularity[eligible] < cut]
     pop = world.item_popularity[eligible]
+    if drifting and config.drift_kind == "popular_genre":
+        in_genre = np.array([config.drift_genre in world.item_genres[i].split("|") for i in eligible])
+        pop = np.where(in_genre, pop * config.drift_strength * 10, pop)
     use_second = rng.random(n) < world.user_second_weight[ev_user]
     group = np.where(use_second, world.user_clusters[ev_user, 1], world.user_clusters[ev_user, 0])
     by_taste = rng.random(n) < config.taste_strength
