@@ -52,6 +52,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp
 
 from recsys.prepare import event_strength
+from recsys.storage import json_safe
 
 #: Fewer ratings than this on either side and :func:`rating_ks` returns NaN (test not run).
 MIN_RATINGS = 20
@@ -249,18 +250,6 @@ def unseen_share(recent: pd.DataFrame, known_items: set, known_users: set) -> tu
 
 
 # ---- report ----------------------------------------------------------------------------------
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 @dataclass
 class DriftReport:
     """Outcome of :func:`detect_drift`.
@@ -282,7 +271,7 @@ class DriftReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: NaN and infinities become ``None``, numpy scalars plain Python numbers."""
-        return _json_safe(
+        return json_safe(
             {
                 "drifted": self.drifted,
                 "skipped": self.skipped,

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from recsys.errors import GateRejected
 from recsys.metrics import RANKING_METRICS, USERS_EVALUATED
+from recsys.storage import json_safe
 
 CHECKS = ("primary_floor", "users_evaluated", "beats_baseline", "no_regression")
 _PRIMARY_PATTERN = re.compile(rf"^({'|'.join(RANKING_METRICS)})@[1-9][0-9]*$")
@@ -90,7 +91,7 @@ class GateDecision:
             "passed": bool(self.passed),
             "reasons": list(self.reasons),
             "checks": {name: bool(ok) for name, ok in self.checks.items()},
-            "metrics": {name: _json_safe(value) for name, value in self.metrics.items()},
+            "metrics": {name: json_safe(value) for name, value in self.metrics.items()},
         }
 
     @classmethod
@@ -118,12 +119,6 @@ class GateDecision:
             f"{role} {_fmt(self.metrics.get(role))}" for role in ("candidate", "baseline", "champion")
         )
         return f"gate {verdict} ({counts}): {name} {values}"
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _fmt(value: Any) -> str:

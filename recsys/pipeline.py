@@ -9,7 +9,6 @@ returns it: a small JSON-able dict fit for XCom.
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from recsys.config import PipelineConfig
 from recsys.errors import DataNotFoundError
 from recsys.intervals import week_bounds
 from recsys.settings import Settings, pseudonym_key
-from recsys.storage import Lake, read_parquet, write_json, write_parquet
+from recsys.storage import Lake, json_safe, read_parquet, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -78,19 +77,6 @@ class StageContext:
         result = json_safe({"stage": stage, "week": self.week.isoformat(), **result})
         self.lake.write_stage_result(self.week, stage, result)
         return result
-
-
-def json_safe(value: Any) -> Any:
-    """Strict-JSON copy of a result (NaN and infinities become None): fit for XCom and for files."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars
-        return json_safe(value.item())
-    return value
 
 
 # ---- stages ------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ reader never sees half a file and a retry of the same week replaces, never appen
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import uuid
@@ -110,6 +111,19 @@ def write_text(text: str, path: Path) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def json_safe(value: Any) -> Any:
+    """Strict-JSON copy (NaN and infinities become None, numpy scalars plain Python): for XCom and files."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars
+        return json_safe(value.item())
+    return value
 
 
 def write_json(path: Path, obj: Any) -> Path:

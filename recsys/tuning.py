@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from recsys.metrics import RANKING_METRICS
 from recsys.prepare import PrepareConfig, relevant_holdout, split_by_time
+from recsys.storage import json_safe
 from recsys.train import ALSConfig, train_als
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ class TuningResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe (NaN and infinities become None)."""
-        return _json_safe(
+        return json_safe(
             {
                 "metric": self.metric,
                 "best": self.best.model_dump(),
@@ -135,18 +136,6 @@ class TuningResult:
                 "trials": self.trials,
             }
         )
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars
-        return _json_safe(value.item())
-    return value
 
 
 # ---- split -------------------------------------------------------------------------------------
