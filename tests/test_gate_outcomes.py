@@ -25,28 +25,16 @@ def prepared(tmp_path_factory, session_home):
     from recsys.storage import Lake
 
     root = tmp_path_factory.mktemp("gate-lake")
-    env = {"RECSYS_HOME": str(root), "RECSYS_PSEUDONYM_KEY": "k" * 32}
-    settings = Settings.from_env(env)
+    settings = Settings.from_env({"RECSYS_HOME": str(root)})
     generate(Lake(settings.lake_dir), GeneratorConfig(n_users=400, n_items=200, weeks=2, seed=7), WEEK)
-    import os
+    from recsys.validation import validate_week
 
-    old = os.environ.get("RECSYS_PSEUDONYM_KEY")
-    os.environ["RECSYS_PSEUDONYM_KEY"] = env["RECSYS_PSEUDONYM_KEY"]
-    try:
-        for week in (WEEK - pd.Timedelta(weeks=1).to_pytimedelta(), WEEK):
-            ctx = StageContext.create(week, settings=settings)
-            for stage in ("ingest", "validate", "anonymize", "prepare"):
-                if stage == "validate":
-                    from recsys.validation import validate_week
-
-                    validate_week(ctx.lake, week, ctx.config.validation)
-                else:
-                    run_stage(stage, ctx)
-    finally:
-        if old is None:
-            os.environ.pop("RECSYS_PSEUDONYM_KEY", None)
-        else:
-            os.environ["RECSYS_PSEUDONYM_KEY"] = old
+    for week in (WEEK - pd.Timedelta(weeks=1).to_pytimedelta(), WEEK):
+        ctx = StageContext.create(week, settings=settings, key=b"k" * 32)
+        run_stage("ingest", ctx)
+        validate_week(ctx.lake, week, ctx.config.validation)  # without the MLflow run of the stage
+        run_stage("anonymize", ctx)
+        run_stage("prepare", ctx)
     folder = settings.lake_dir / "prepared" / f"week={WEEK.isoformat()}"
     return pd.read_parquet(folder / "train.parquet"), pd.read_parquet(folder / "holdout.parquet")
 
