@@ -2,7 +2,8 @@
 
 Triggered by hand with the user's raw id, e.g.
 ``airflow dags trigger user_erasure -c '{"user_id": "u000123", "reason": "ticket 4711"}'``.
-One task calls ``recsys.privacy.erase_user`` with the pseudonym key from the environment; it logs
+One task calls ``recsys.privacy.erase_user`` with the pseudonym key (environment, else the Airflow
+Variable ``recsys_pseudonym_secret``, as the weekly DAG uses); it logs
 and returns (XCom) only the pseudonym and the rows removed per layer, never the raw id. The erasure
 is idempotent, so a retry is safe. ``max_active_runs=1``: erasures run one after another.
 
@@ -58,26 +59,22 @@ DEFAULT_ARGS = {
 def user_erasure() -> None:
     @task(execution_timeout=timedelta(hours=1))
     def erase() -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from recsys.errors import RecsysError
+        from recsys.airflow_tasks import fail_fast, pseudonym_key_from_airflow
         from recsys.privacy import erase_user
         from recsys.settings import Settings, pseudonym_key
 
         context = get_current_context()
         params = context["params"]
         run_id = context["dag_run"].run_id
-        try:
+        # bad config or unreadable file: a retry cannot help. The message names files, not the user.
+        with fail_fast("user_erasure"):
             record = erase_user(
                 Settings.from_env(),
                 str(params["user_id"]),
-                pseudonym_key(),
+                pseudonym_key_from_airflow() or pseudonym_key(),
                 requested_by=f"airflow:user_erasure/{run_id}",
                 reason=str(params.get("reason") or ""),
             )
-        except RecsysError as exc:
-            # bad config or unreadable file: a retry cannot help. The message names files, not the user.
-            raise AirflowFailException(f"user_erasure: {exc}") from exc
         # erase_user has logged the pseudonym and the total; the raw id is never logged
         for layer, kinds in record.removed.items():
             log.info("removed from %s: %s", layer, kinds)

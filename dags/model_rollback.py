@@ -36,9 +36,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 def model_rollback() -> None:
     @task(execution_timeout=timedelta(minutes=10))
     def rollback() -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from recsys.errors import RecsysError
+        from recsys.airflow_tasks import fail_fast
         from recsys.registry import rollback as rollback_champion
         from recsys.settings import Settings
         from recsys.tracking import configure
@@ -48,7 +46,7 @@ def model_rollback() -> None:
         run = context["dag_run"]
         by = getattr(run, "triggering_user_name", None) or f"airflow run {run.run_id}"
         settings = Settings.from_env()
-        try:
+        with fail_fast("model_rollback"):
             return rollback_champion(
                 configure(settings),
                 settings.model_name,
@@ -56,8 +54,6 @@ def model_rollback() -> None:
                 reason=params.get("reason") or "",
                 by=str(by),
             )
-        except RecsysError as exc:
-            raise AirflowFailException(str(exc)) from exc
 
     rollback()
 

@@ -7,13 +7,16 @@ imported at parse time.
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import timedelta
 
 import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
+from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ARGS = {
     "owner": "recsys",
@@ -25,35 +28,17 @@ DEFAULT_ARGS = {
 
 
 def _run(stage: str, **kwargs: object) -> dict:
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from recsys.errors import RecsysError
-    from recsys.intervals import partition_week
+    from recsys.airflow_tasks import fail_fast, pseudonym_key_from_airflow
     from recsys.pipeline import StageContext, run_stage
+    from recsys.runplan import plan_run
 
     context = get_current_context()
-    week = partition_week(context["data_interval_end"])
-    try:
-        return run_stage(
-            stage, StageContext.create(week, key=_key_from_airflow() if stage == "anonymize" else None)
-        )
-    except RecsysError as exc:
-        # bad input, bad config or a rejected gate: retrying cannot help, fail now with the message
-        raise AirflowFailException(f"{stage} for week {week}: {exc}") from exc
-
-
-def _key_from_airflow() -> bytes | None:
-    """The pseudonymization key from an Airflow Variable (or the secrets backend behind it) when the
-    environment has none. The name contains "secret", so Airflow masks the value in logs."""
-    if os.environ.get("RECSYS_PSEUDONYM_KEY"):
-        return None
-    from airflow.sdk import Variable
-
-    value = Variable.get(PSEUDONYM_VARIABLE, default=None)
-    return value.encode("utf-8") if value else None
-
-
-PSEUDONYM_VARIABLE = "recsys_pseudonym_secret"
+    dag_run = context["dag_run"]
+    with fail_fast(f"{stage} of {dag_run.run_id}"):
+        plan = plan_run(dag_run.run_type, context.get("data_interval_end"), dag_run.conf)
+        log.info("%s for %s", stage, plan.describe())
+        key = pseudonym_key_from_airflow() if stage == "anonymize" else None
+        return run_stage(stage, StageContext.create(plan.week, key=key, plan=plan), **kwargs)
 
 
 def _task_log_dirs(dag_id: str, run_id: str) -> list:
@@ -80,6 +65,22 @@ def _task_log_dirs(dag_id: str, run_id: str) -> list:
     default_args=DEFAULT_ARGS,
     tags=["recsys", "retrain", "mlflow", "spark"],
     doc_md=__doc__,
+    params={
+        "week": Param(
+            None,
+            type=["null", "string"],
+            description="Week to (re)train, any day of it (YYYY-MM-DD). Empty: the last complete week "
+            "before the run's data interval end.",
+        ),
+        "through": Param(
+            None,
+            type=["null", "string"],
+            description="Early retrain on the week in progress: use the data landed up to this UTC "
+            "date-time (ISO 8601). Set by drift_monitor.",
+        ),
+        "trigger": Param(None, type=["null", "string"], description="Why this run: drift, manual, ..."),
+        "reasons": Param([], type="array", description="The reasons given by whoever triggered the run."),
+    },
 )
 def weekly_retrain() -> None:
     @task(execution_timeout=timedelta(minutes=30))

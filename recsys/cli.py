@@ -42,6 +42,17 @@ def _day(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date: {text!r} (expected YYYY-MM-DD)") from None
 
 
+def _moment(text: str) -> datetime:
+    """An ISO date or date-time, in UTC unless it names its offset."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a date-time: {text!r} (expected e.g. 2026-11-25T12:00 or 2026-11-25T12:00+00:00)"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def _week_of_day(day: date) -> date:
     from recsys.intervals import partition_week
 
@@ -71,8 +82,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "drift_kind": args.drift_kind,
     }
     config = config_from({k: v for k, v in overrides.items() if v is not None})
-    end_week = _week_of_day(args.until or _today())
-    result = generate(Lake(settings.lake_dir), config, end_week, progress=_progress)
+    if args.through is not None:
+        if args.until is not None:
+            raise RecsysError("give --until or --through, not both")
+        from recsys.intervals import week_start_of
+
+        end_week = week_start_of(args.through)  # the week in progress, landed up to --through
+    else:
+        end_week = _week_of_day(args.until or _today())
+    result = generate(Lake(settings.lake_dir), config, end_week, progress=_progress, through=args.through)
     info = result.to_dict()
     print(
         f"generated {len(info['weeks'])} weeks of synthetic logs ({config.n_users} users, "
@@ -231,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed (same seed, same data)")
     p.add_argument("--drift-from", type=_day, help="inject drift from this day's week on (default: none)")
     p.add_argument("--drift-kind", choices=["popular_genre", "activity", "catalogue"], help="what drifts")
+    p.add_argument(
+        "--through",
+        type=_moment,
+        help="land the week in progress up to this date-time (UTC), after the complete weeks before it",
+    )
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser(

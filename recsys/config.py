@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from recsys.errors import ConfigError
 from recsys.gates import GateThresholds
+from recsys.monitor import DriftConfig
 from recsys.prepare import PrepareConfig
 from recsys.train import ALSConfig
 from recsys.tuning import TuningConfig
@@ -35,6 +36,7 @@ class PipelineConfig(BaseModel):
     als: ALSConfig = Field(default_factory=ALSConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     gate: GateThresholds = Field(default_factory=GateThresholds)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
     top_k: int = Field(10, ge=1, le=1000, description="length of each user's recommendation list")
     promotion: str = Field(
         "auto",
@@ -42,6 +44,11 @@ class PipelineConfig(BaseModel):
         description="auto: a passed gate moves champion; manual: a person approves in the Airflow UI; never",
     )
     challenger_on_reject: bool = Field(False, description="give a rejected candidate the challenger alias")
+    backfill_promotion: str = Field(
+        "never",
+        pattern="^(auto|never)$",
+        description="promotion mode of backfill runs: never (default: a backfill never moves champion) or auto",
+    )
 
     @model_validator(mode="after")
     def _gate_metric_matches_k(self) -> PipelineConfig:

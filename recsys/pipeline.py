@@ -12,7 +12,7 @@ import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import pandas as pd
 from recsys.config import PipelineConfig
 from recsys.errors import DataNotFoundError
 from recsys.intervals import week_bounds
+from recsys.runplan import RunPlan
 from recsys.settings import Settings, pseudonym_key
 from recsys.storage import Lake, json_safe, read_parquet, write_json, write_parquet
 
@@ -49,6 +50,8 @@ class StageContext:
     # the pseudonymization key when it comes from elsewhere than the environment (an Airflow
     # Variable / secrets backend); never logged, never part of a result
     key: bytes | None = field(default=None, repr=False)
+    # why and how this run works on its week (Airflow's run type and conf); None: a plain run
+    plan: RunPlan | None = None
 
     @classmethod
     def create(
@@ -57,10 +60,32 @@ class StageContext:
         settings: Settings | None = None,
         config: PipelineConfig | None = None,
         key: bytes | None = None,
+        plan: RunPlan | None = None,
     ) -> StageContext:
         settings = settings or Settings.from_env()
         config = config or PipelineConfig.load(settings.config_file)
-        return cls(week=week, settings=settings, config=config, lake=Lake(settings.lake_dir), key=key)
+        if plan is not None and plan.backfill:
+            # a backfill recomputes history: it moves champion only when configured to
+            config = config.model_copy(update={"promotion": config.backfill_promotion})
+        return cls(
+            week=week, settings=settings, config=config, lake=Lake(settings.lake_dir), key=key, plan=plan
+        )
+
+    @property
+    def now(self) -> datetime | None:
+        """The processing time of a week in progress (an early retrain); None: the week is complete."""
+        return self.plan.through if self.plan is not None else None
+
+    @property
+    def trigger(self) -> str:
+        return self.plan.trigger if self.plan is not None else "manual"
+
+    def run_tags(self) -> dict[str, str]:
+        """Tags every MLflow run and model version of this run carries: what triggered it, on what data."""
+        tags = {"trigger": self.trigger}
+        if self.now is not None:
+            tags["data_through"] = self.now.isoformat()
+        return tags
 
     def pseudonym_key(self) -> bytes:
         return self.key if self.key is not None else pseudonym_key()
@@ -94,7 +119,7 @@ def validate(ctx: StageContext) -> dict[str, Any]:
     from recsys.validation import validate_week
 
     try:
-        result = validate_week(ctx.lake, ctx.week, ctx.config.validation)
+        result = validate_week(ctx.lake, ctx.week, ctx.config.validation, now=ctx.now)
     except ValidationFailed as exc:
         log_validation_run(ctx, passed=False, error=str(exc))
         raise
@@ -189,6 +214,62 @@ def prepare(ctx: StageContext) -> dict[str, Any]:
     return ctx.record("prepare", stats)
 
 
+def training_config_digest(config: PipelineConfig) -> str:
+    """Digest of everything besides the data that decides what ``train`` fits."""
+    import hashlib
+    import json
+
+    relevant = {
+        "als": config.als.model_dump(),
+        "tuning": config.tuning.model_dump(),
+        "top_k": config.top_k,
+        "relevance_min_rating": config.prepare.relevance_min_rating,
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def find_training_run(ctx: StageContext, train_digest: str, config_digest: str) -> dict[str, Any] | None:
+    """The finished training run of this week on the same data and config, if there is one.
+
+    This is what makes a retry, a re-run or a backfill of an interval reuse its run (and so its
+    model version) instead of training and registering a duplicate: the interval is recognised by
+    its tags (week, train_digest, config_digest).
+    """
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(ctx.settings.mlflow_experiment)
+    if experiment is None:
+        return None
+    runs = mlflow.MlflowClient().search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            f"tags.week = '{ctx.week.isoformat()}' and tags.train_digest = '{train_digest}' "
+            f"and tags.config_digest = '{config_digest}' and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    if not runs or "model_uri" not in runs[0].data.tags:
+        return None
+    run = runs[0]
+    from recsys.train import ALSConfig
+
+    als = ALSConfig.model_validate(
+        {k.removeprefix("als."): v for k, v in run.data.params.items() if k.startswith("als.")}
+    )
+    metrics = run.data.metrics
+    return {
+        "run_id": run.info.run_id,
+        "model_uri": run.data.tags["model_uri"],
+        "fit_seconds": metrics.get("fit_seconds"),
+        "rank": als.rank,
+        "users": int(metrics.get("train_users", 0)),
+        "items": int(metrics.get("train_items", 0)),
+        "als": als.model_dump(),
+        "tuning": None,
+    }
+
+
 def train(ctx: StageContext) -> dict[str, Any]:
     import mlflow
 
@@ -199,6 +280,17 @@ def train(ctx: StageContext) -> dict[str, Any]:
 
     configure(ctx.settings)
     prep = ctx.result("prepare")
+    config_digest = training_config_digest(ctx.config)
+    existing = find_training_run(ctx, prep["train_digest"], config_digest)
+    if existing is not None:
+        log.info(
+            "week %s is already trained on this data (train_digest %s) and config (%s): reusing MLflow run %s",
+            ctx.week,
+            prep["train_digest"],
+            config_digest,
+            existing["run_id"],
+        )
+        return ctx.record("train", {**existing, "reused": True})
     train_df = read_parquet(ctx.lake.partition("prepared", ctx.week) / "train.parquet")
     spark = get_spark(ctx.settings)
     start, end = week_bounds(ctx.week)
@@ -209,9 +301,13 @@ def train(ctx: StageContext) -> dict[str, Any]:
                 "data_interval_start": start.isoformat(),
                 "data_interval_end": end.isoformat(),
                 "train_digest": prep["train_digest"],
+                "config_digest": config_digest,
                 "pipeline": "weekly_retrain",
+                **ctx.run_tags(),
             }
         )
+        if ctx.plan is not None and ctx.plan.reasons:
+            mlflow.set_tag("trigger_reasons", "; ".join(ctx.plan.reasons)[:5000])
         als_config, tuning = ctx.config.als, None
         if ctx.config.tuning.enabled:
             from recsys.tuning import tune
@@ -252,6 +348,7 @@ def train(ctx: StageContext) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = model.save(Path(tmp) / "factor_model")
             info = log_pyfunc(model_dir, example_user=str(model.users[0]))
+        mlflow.set_tag("model_uri", info.model_uri)  # last: only a run that logged its model is reused
     return ctx.record(
         "train",
         {
@@ -263,6 +360,7 @@ def train(ctx: StageContext) -> dict[str, Any]:
             "items": len(model.items),
             "als": als_config.model_dump(),
             "tuning": tuning,
+            "reused": False,
         },
     )
 
@@ -334,10 +432,21 @@ def register(ctx: StageContext) -> dict[str, Any]:
     trained, ev = ctx.result("train"), ctx.result("evaluate")
     decision = GateDecision.from_dict(ctx.result("gate"))
     k = ev["k"]
-    tags = {"week": ctx.week.isoformat(), "train_digest": ctx.result("prepare")["train_digest"]}
-    for name in (f"ndcg@{k}", f"precision@{k}", f"recall@{k}", f"map@{k}"):
+    tags = {
+        "week": ctx.week.isoformat(),
+        "train_digest": ctx.result("prepare")["train_digest"],
+        **ctx.run_tags(),
+    }
+    for name in (f"ndcg@{k}", f"precision@{k}", f"recall@{k}", f"map@{k}", f"hit_rate@{k}"):
         tags[metric_key(name)] = _fmt(ev["candidate"].get(name), ".6f")
         tags[f"baseline_{metric_key(name)}"] = _fmt(ev["baseline"].get(name), ".6f")
+    promotion, note = ctx.config.promotion, None
+    newer = _champion_week(client, ctx.settings.model_name)
+    if promotion != "never" and newer is not None and newer > ctx.week:
+        # re-running or backfilling an old week never replaces a champion trained on newer data
+        promotion = "never"
+        note = f"champion is trained on a newer week ({newer.isoformat()}): not moved"
+        log.info("register: %s", note)
     registration = register_candidate(
         client,
         ctx.settings.model_name,
@@ -345,13 +454,27 @@ def register(ctx: StageContext) -> dict[str, Any]:
         trained["model_uri"],
         decision,
         tags,
-        promotion=ctx.config.promotion,
+        promotion=promotion,
         challenger_on_reject=ctx.config.challenger_on_reject,
     )
-    review = "pending" if decision.passed and ctx.config.promotion == "manual" else "not needed"
+    review = "pending" if decision.passed and promotion == "manual" else "not needed"
     return ctx.record(
-        "register", {**registration.to_dict(), "promotion": ctx.config.promotion, "review": review}
+        "register",
+        {**registration.to_dict(), "promotion": promotion, "review": review, "note": note},
     )
+
+
+def _champion_week(client: Any, name: str) -> date | None:
+    """The week the champion was trained on (its ``week`` tag), or None."""
+    from recsys.registry import TAG_WEEK, champion_version
+
+    champ = champion_version(client, name)
+    if champ is None or not (champ.tags or {}).get(TAG_WEEK):
+        return None
+    try:
+        return date.fromisoformat(champ.tags[TAG_WEEK])
+    except ValueError:
+        return None
 
 
 def needs_review(ctx: StageContext) -> bool:
@@ -389,6 +512,14 @@ def recommend(ctx: StageContext) -> dict[str, Any]:
     from recsys.registry import CHAMPION, champion_version, load_factor_model
     from recsys.tracking import configure
 
+    if ctx.plan is not None and ctx.plan.backfill:
+        return ctx.record(
+            "recommend",
+            {
+                "status": "skipped",
+                "reason": "backfill run: recommendations are published by current runs only",
+            },
+        )
     client = configure(ctx.settings)
     champ = champion_version(client, ctx.settings.model_name)
     if champ is None:

@@ -587,3 +587,63 @@ def log_model_report(html_text: str, run_id: str | None = None) -> str:
         run_id = active.info.run_id
     mlflow.MlflowClient().log_text(run_id, html_text, REPORT_ARTIFACT)
     return REPORT_ARTIFACT
+
+
+# ---- drift history -----------------------------------------------------------------------------
+#: (metric logged by the drift monitor, threshold field of DriftThresholds, label)
+DRIFT_PANELS = (
+    ("item_popularity_psi", "psi_max", "item popularity PSI"),
+    ("user_activity_psi", "activity_psi_max", "user activity PSI"),
+    ("item_js", "js_max", "item Jensen-Shannon distance"),
+    ("unseen_items_share", "unseen_items_share_max", "share on unseen items"),
+    ("unseen_users_share", "unseen_users_share_max", "share by unseen users"),
+    ("quality_drop", "quality_drop_max", "NDCG drop vs training"),
+)
+
+
+def drift_history_html(history: Any, thresholds: Any) -> str:
+    """A self-contained page: each drift statistic over the checks, with its threshold and the
+    checks that asked for an early retrain marked. ``history``: :func:`recsys.monitor.drift_history`."""
+    limits = thresholds.model_dump() if hasattr(thresholds, "model_dump") else dict(thresholds)
+    triggered = history[history.get("retrain_triggered", 0) == 1] if "retrain_triggered" in history else None
+    plots = []
+    for metric, limit_name, label in DRIFT_PANELS:
+        if metric not in history or history[metric].notna().sum() == 0:
+            continue
+
+        def draw(ax: Any, metric: str = metric, limit_name: str = limit_name, label: str = label) -> None:
+            ax.plot(history["checked_at"], history[metric], marker="o", color=_CANDIDATE_COLOUR, label=label)
+            limit = limits.get(limit_name)
+            if limit is not None:
+                ax.axhline(
+                    limit, color=_STATUS_COLOURS["rejected"], linestyle="--", label=f"threshold {limit:g}"
+                )
+            if triggered is not None and not triggered.empty:
+                ax.scatter(
+                    triggered["checked_at"],
+                    triggered[metric],
+                    s=120,
+                    facecolors="none",
+                    edgecolors=_STATUS_COLOURS["rejected"],
+                    label="early retrain asked",
+                )
+            ax.set_title(_mpl_text(label), fontsize=10)
+            ax.legend(fontsize=8)
+            ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+
+        plots.append(f"<h2>{_e(label)}</h2>" + _png(draw, size=(8.0, 2.6)))
+    rows = [
+        ("", [_e(row["checked_at"].isoformat()), _e(row.get("decision", ""))])
+        for _, row in history.sort_values("checked_at", ascending=False).head(30).iterrows()
+    ]
+    table = _table(["checked at", "decision"], rows, left=2)
+    body = "".join(plots) or _note("no drift statistic computed yet (checks were skipped)")
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>drift history</title>"
+        f"<style>{_CSS}</style></head><body><h1>Drift checks</h1>"
+        f"<p class='sub'>{len(history)} checks, newest {history['checked_at'].max().isoformat()}</p>"
+        + body
+        + "<h2>Latest decisions</h2>"
+        + table
+        + "</body></html>"
+    )

@@ -198,7 +198,7 @@ def test_too_few_events_is_skipped_not_drifted():
     reference = synthetic_events(1)
     recent = _views([10_000 + i for i in range(50)])  # all new items, but only 50 events
     report = run(reference, recent)
-    assert report.skipped == "too few recent events: 50 < 200"
+    assert report.skipped == "too few recent events: 50 < 1000"
     assert not report.drifted and report.checks == {} and report.reasons == []
 
 
@@ -234,10 +234,10 @@ def test_default_thresholds():
     t = DriftThresholds()
     assert (t.psi_max, t.js_max, t.ks_pvalue_min, t.ks_statistic_min, t.min_events) == (
         0.25,
-        0.3,
+        0.1,
         0.001,
         0.1,
-        200,
+        1000,
     )
 
 

@@ -54,7 +54,7 @@ def airflow_stack(tmp_path_factory):
             "AIRFLOW__API__PORT": str(port),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__PARALLELISM": "4",
             "RECSYS_HOME": str(root / "home"),
             "RECSYS_SPARK_MASTER": "local[2]",
             "RECSYS_PSEUDONYM_KEY": TEST_KEY,

@@ -615,6 +615,14 @@ def _week_events(
     return events, bad
 
 
+def _landed_by(events: pd.DataFrame, through: datetime) -> pd.DataFrame:
+    """The events that have happened before ``through`` (unparseable timestamps kept)."""
+    moment = pd.Timestamp(through)
+    moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+    ts = pd.to_datetime(events["timestamp"], errors="coerce", utc=True, format="ISO8601")
+    return events[ts.isna() | (ts < moment)].reset_index(drop=True)
+
+
 def _inject_bad_rows(
     events: pd.DataFrame,
     config: GeneratorConfig,
@@ -688,11 +696,17 @@ def generate(
     config: GeneratorConfig,
     end_week: date,
     progress: Callable[[str], None] | None = None,
+    through: datetime | None = None,
 ) -> GenerationResult:
     """Write ``config.weeks`` weeks of raw events, items and users, ending with ``end_week``.
 
     ``end_week`` may be any day; it is floored to its week's Sunday. Existing files of the same
     weeks are replaced.
+
+    ``through``: the landing time of a week still in progress. Events at or after it have not
+    happened yet and are left out of the files (rows whose timestamp does not parse, injected bad
+    rows, are kept: they landed). The events written are exactly the ones the complete week holds
+    before ``through``, so a later full landing of the week only adds to them.
     """
     end_week = week_start_of(end_week)
     weeks = weeks_back(end_week, config.weeks)
@@ -702,6 +716,8 @@ def generate(
     bad_total = dict.fromkeys(BAD_ROW_KINDS, 0)
     for index, week in enumerate(weeks):
         events, bad = _week_events(world, config, index, week)
+        if through is not None:
+            events = _landed_by(events, through)
         files.append(write_csv(events, raw_file(lake, "events", week)))
         files.append(write_csv(_items_snapshot(world, index), raw_file(lake, "items", week)))
         files.append(write_csv(_users_snapshot(world, index), raw_file(lake, "users", week)))
