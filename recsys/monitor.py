@@ -116,7 +116,10 @@ class CheckResult:
 
 
 def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    """A plain aware UTC ``datetime`` (Airflow hands out pendulum DateTimes, which pandas and Great
+    Expectations do not compare with their timestamps)."""
+    plain = datetime.fromisoformat(moment.isoformat())
+    return plain.replace(tzinfo=UTC) if plain.tzinfo is None else plain.astimezone(UTC)
 
 
 # ---- 1. refresh --------------------------------------------------------------------------------

@@ -63,7 +63,10 @@ class RunPlan:
 
 
 def _as_utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    """A plain aware UTC ``datetime`` (Airflow hands out pendulum DateTimes, which pandas and Great
+    Expectations do not compare with their timestamps)."""
+    plain = datetime.fromisoformat(moment.isoformat())
+    return plain.replace(tzinfo=UTC) if plain.tzinfo is None else plain.astimezone(UTC)
 
 
 def parse_moment(value: Any, what: str) -> datetime:
