@@ -160,11 +160,11 @@ def cmd_registry(args: argparse.Namespace) -> int:
         print(f"no versions of {settings.model_name} registered at {settings.mlflow_tracking_uri}")
         return 0
     print(f"{settings.model_name} at {settings.mlflow_tracking_uri}")
-    print(f"{'version':>7}  {'aliases':<20} {'status':<9} {'week':<10} {'ndcg@10':>9}  run")
+    print(f"{'version':>7}  {'aliases':<20} {'status':<9} {'week':<10} {'trigger':<9} {'ndcg@10':>9}  run")
     for r in rows:
         print(
             f"{r['version']:>7}  {','.join(r['aliases']) or '-':<20} {r['status'] or '-':<9} "
-            f"{r['week'] or '-':<10} {r['ndcg@10'] or '-':>9}  {r['run_id']}"
+            f"{r['week'] or '-':<10} {r['trigger'] or '-':<9} {r['ndcg@10'] or '-':>9}  {r['run_id']}"
         )
     return 0
 
@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_settings)
     from recsys.cli_ops import add_commands
 
-    add_commands(sub, _day, _with_week)
+    add_commands(sub, _day, _with_week, _moment)
     return parser
 
 

@@ -5,6 +5,7 @@ recsys rollback [--to VERSION] --reason TEXT
 recsys erase USER_ID [--reason TEXT]    right to be forgotten (needs RECSYS_PSEUDONYM_KEY)
 recsys scan --date DATE                 leak scan of what the week's run published
 recsys rekey --new-key-env VAR          rotate the pseudonymization key of the anonymized store
+recsys drift-check [--at DATETIME]      the drift monitor's refresh + check, without Airflow
 """
 
 from __future__ import annotations
@@ -114,7 +115,39 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: Any, day: Any, with_week: Any) -> None:
+def cmd_drift_check(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from recsys.config import PipelineConfig
+    from recsys.monitor import check, refresh
+    from recsys.settings import Settings
+
+    settings = Settings.from_env()
+    config = PipelineConfig.load(settings.config_file)
+    at = args.at or datetime.now(tz=UTC)
+    if config.drift.refresh and not args.no_refresh:
+        refreshed = refresh(at, settings, config)
+        print(f"refresh: {refreshed.get('status')} {refreshed.get('reason') or ''}".rstrip(), file=sys.stderr)
+    result = check(at, settings, config)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"drift check at {at.isoformat()}: {result.decision}")
+    print(f"  {result.message}")
+    if result.report is not None:
+        for name, value in sorted(result.report.metrics.items()):
+            print(f"  {name:<22} {value:.4f}" if value == value else f"  {name:<22} n/a")
+    if result.trigger:
+        print(
+            "  early retrain asked for: airflow dags trigger weekly_retrain -c '"
+            + json.dumps({k: v for k, v in result.retrain_conf().items() if k != "figures"})
+            + "'"
+        )
+    print(f"  MLflow run {result.mlflow_run_id} (experiment {settings.mlflow_experiment}_drift)")
+    return 0
+
+
+def add_commands(sub: Any, day: Any, with_week: Any, moment: Any = None) -> None:
     """Register the commands on the CLI's subparsers; ``with_week`` wraps a handler taking a week."""
     p = sub.add_parser(
         "promote", help="approve this week's candidate: move champion to it (gate must have passed)"
@@ -140,6 +173,12 @@ def add_commands(sub: Any, day: Any, with_week: Any) -> None:
     p.add_argument("--logs", nargs="*", help="Airflow task log folders to scan too")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=with_week(cmd_scan))
+
+    p = sub.add_parser("drift-check", help="check the newest data for drift against the champion's")
+    p.add_argument("--at", type=moment, help="check time, ISO date-time in UTC (default: now)")
+    p.add_argument("--no-refresh", action="store_true", help="do not process the week in progress first")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_drift_check)
 
     p = sub.add_parser("rekey", help="rotate the pseudonymization key of the anonymized store")
     p.add_argument(

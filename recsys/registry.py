@@ -236,6 +236,7 @@ def registry_state(client: MlflowClient, name: str) -> list[dict[str, Any]]:
                 "aliases": sorted(aliases_of.get(str(v.version), [])),
                 "status": v.tags.get(TAG_STATUS, ""),
                 "week": v.tags.get(TAG_WEEK, ""),
+                "trigger": v.tags.get("trigger", ""),
                 "ndcg@10": v.tags.get("ndcg_at_10", ""),
                 "run_id": v.run_id,
             }

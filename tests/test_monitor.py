@@ -186,3 +186,18 @@ def test_refresh_fails_clearly_on_a_bad_batch(world):
     events.write_text("\n".join(broken) + "\n", encoding="utf-8")
     with pytest.raises(ValidationFailed, match="quarantine"):
         refresh(day(2), settings, PipelineConfig())
+
+
+def test_cli_drift_check_reports_and_refuses_bad_times(env, monkeypatch, tmp_path, capsys):
+    from recsys.cli import main
+
+    monkeypatch.setenv("RECSYS_MLFLOW_EXPERIMENT", f"exp_{tmp_path.name}"[:60])
+    with pytest.raises(SystemExit) as exc:
+        main(["drift-check", "--at", "next tuesday"])
+    assert exc.value.code == 2 and "not a date-time" in capsys.readouterr().err
+    assert main(["drift-check", "--at", "2026-11-10T01:00", "--json"]) == 0
+    out = capsys.readouterr().out
+    import json
+
+    result = json.loads(out)
+    assert result["decision"] == "skipped" and result["checked_at"] == "2026-11-10T01:00:00+00:00"

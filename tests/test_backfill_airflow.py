@@ -1,0 +1,425 @@
+"""`airflow backfill create` of weekly_retrain over past weeks, through a real Airflow scheduler.
+
+Synthetic history (weeks 2026-10-11 .. 2026-11-08); the newest week is trained in-process first and
+becomes the `champion` (version 1). Then real Airflow services (`airflow standalone` on loopback,
+started and stopped by this test) backfill the three weeks before it and re-run one of them. The
+test checks that a backfill
+
+* gives each week exactly one partition, one evaluation and one model version (tag ``week``), the
+  versions in week order;
+* never moves `champion` and publishes no recommendations;
+* re-run on a finished week (``--reprocess-behavior completed``) reuses that week's MLflow training
+  run and model version instead of training and registering a duplicate.
+
+What this relies on in Airflow 3.3.2 (airflow/models/backfill.py, DagRun.get_queued_dag_runs_to_set_running):
+
+* backfill runs of a *paused* Dag stay queued: the scheduler starts no run of a paused Dag, so the
+  Dag has to be unpaused. Unpausing a ``catchup=False`` Dag also makes the scheduler create a run for
+  the latest interval; ``[scheduler] use_job_schedule = False`` keeps it from doing that here
+  (backfill runs are created by the CLI, not by the scheduler, so they still run);
+* ``--from-date`` / ``--to-date`` select runs by their data interval *end* (``run_after``); a run's
+  logical date is its interval start, which is the week it works on. Weeks A .. B are backfilled
+  with ``--from-date A+7 --to-date B+7``;
+* a backfill has its own ``max_active_runs`` (10 unless given), the Dag's ``max_active_runs=1`` does
+  not limit it: ``--max-active-runs 1`` makes the weeks run one at a time, oldest first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import PROJECT_ROOT, TEST_KEY
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+BIN = Path(sys.executable).parent
+DAG_ID = "weekly_retrain"
+MODEL = "backfill_als"
+NEWEST = date(2026, 11, 8)  # last synthetic week: the champion's
+HISTORY_WEEKS = 5  # 2026-10-11 .. 2026-11-08
+BACKFILLED = [date(2026, 10, 18), date(2026, 10, 25), date(2026, 11, 1)]
+REPROCESSED = date(2026, 10, 25)
+OVERALL_TIMEOUT = 15 * 60
+FINAL_STATES = ("success", "failed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_tree(proc: subprocess.Popen) -> None:
+    """Stop `airflow standalone` and every process it started (some leave its process group)."""
+    import psutil
+
+    try:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    for p in family:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(family, timeout=60)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def interval_end(week: date) -> str:
+    """The backfill date that selects the run working on ``week`` (its data interval end)."""
+    return (week + timedelta(weeks=1)).isoformat()
+
+
+class Stack:
+    """The running Airflow services, the environment they and their tasks share, and diagnostics."""
+
+    def __init__(self, root: Path, env: dict[str, str], api: httpx.Client, deadline: float):
+        self.root, self.env, self.api, self.deadline = root, env, api, deadline
+
+    # ---- Airflow ----------------------------------------------------------------------------
+
+    def runs(self) -> list[dict]:
+        body = self.api.get(f"/dags/{DAG_ID}/dagRuns", params={"limit": 100}).json()
+        return sorted(body["dag_runs"], key=lambda r: r["logical_date"] or "")
+
+    def backfill_runs(self) -> list[dict]:
+        return [r for r in self.runs() if r["run_type"] == "backfill"]
+
+    def task_states(self, run_id: str) -> dict[str, str | None]:
+        body = self.api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances").json()
+        return {t["task_id"]: t["state"] for t in body["task_instances"]}
+
+    def backfills(self) -> list[dict]:
+        body = self.api.get("/backfills", params={"dag_id": DAG_ID, "limit": 100}).json()
+        return sorted(body["backfills"], key=lambda b: b["id"])
+
+    def airflow(self, *args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [str(BIN / "airflow"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, f"airflow {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+        return done
+
+    def backfill(self, first: date, last: date, *extra: str) -> dict:
+        """`airflow backfill create` for the weeks ``first`` .. ``last``; returns the new backfill."""
+        before = {b["id"] for b in self.backfills()}
+        self.airflow(
+            "backfill",
+            "create",
+            "--dag-id",
+            DAG_ID,
+            "--from-date",
+            interval_end(first),
+            "--to-date",
+            interval_end(last),
+            "--max-active-runs",
+            "1",
+            *extra,
+        )
+        created = [b for b in self.backfills() if b["id"] not in before]
+        assert len(created) == 1, self.backfills()
+        return created[0]
+
+    def wait_backfill_done(self, backfill_id: int) -> list[dict]:
+        """Wait until the backfill is complete and all its runs are final; returns its runs."""
+
+        def done() -> list[dict] | None:
+            backfill = next(b for b in self.backfills() if b["id"] == backfill_id)
+            runs = self.backfill_runs()
+            if backfill["completed_at"] and all(r["state"] in FINAL_STATES for r in runs):
+                return runs
+            if any(r["state"] == "failed" for r in runs):
+                self.fail("a backfill run failed")
+            return None
+
+        return self.wait(done, f"backfill {backfill_id} to complete", interval=5)
+
+    def wait(self, check, what: str, interval: float = 2.0):
+        while time.monotonic() < self.deadline:
+            try:
+                value = check()
+            except httpx.HTTPError:
+                value = None
+            if value:
+                return value
+            time.sleep(interval)
+        self.fail(f"timed out waiting for {what}")
+
+    # ---- diagnostics ------------------------------------------------------------------------
+
+    def diagnostics(self) -> str:
+        lines = []
+        try:
+            for run in self.runs():
+                states = self.task_states(run["dag_run_id"])
+                lines.append(f"run {run['dag_run_id']} ({run['run_type']}): {run['state']} {states}")
+                for task, state in states.items():
+                    if state in ("failed", "upstream_failed", "up_for_retry"):
+                        lines.extend(self.log_tail(run["dag_run_id"], task))
+            lines.append(f"backfills: {self.backfills()}")
+        except Exception as exc:  # noqa: BLE001 - diagnostics must not hide the original failure
+            lines.append(f"(could not read runs from the API: {exc!r})")
+        standalone = self.root / "standalone.log"
+        if standalone.exists():
+            tail = standalone.read_text(errors="replace").splitlines()[-40:]
+            lines += ["--- airflow standalone (last lines) ---", *tail]
+        return "\n".join(lines)
+
+    def log_tail(self, run_id: str, task: str, count: int = 60) -> list[str]:
+        folder = self.root / "airflow" / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task}"
+        files = sorted(folder.glob("**/*.log"))
+        if not files:
+            return [f"--- no log file under {folder} ---"]
+        tail = files[-1].read_text(errors="replace").splitlines()[-count:]
+        return [f"--- {files[-1]} (last {count} lines) ---", *tail]
+
+    def fail(self, message: str):
+        pytest.fail(f"{message}\n{self.diagnostics()}", pytrace=False)
+
+    # ---- MLflow and the lake ----------------------------------------------------------------
+
+    def client(self):
+        from mlflow import MlflowClient
+
+        uri = self.env["MLFLOW_TRACKING_URI"]
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    def versions(self) -> list:
+        return sorted(self.client().search_model_versions(f"name = '{MODEL}'"), key=lambda v: int(v.version))
+
+    def aliases(self) -> dict[str, str]:
+        return {a: str(v) for a, v in (self.client().get_registered_model(MODEL).aliases or {}).items()}
+
+    def champion(self) -> str:
+        return str(self.client().get_model_version_by_alias(MODEL, "champion").version)
+
+    def training_runs(self, week: date) -> list:
+        client = self.client()
+        experiment = client.get_experiment_by_name("weekly_retrain")
+        return client.search_runs(
+            [experiment.experiment_id], filter_string=f"tags.week = '{week.isoformat()}'"
+        )
+
+    def lake(self) -> Path:
+        return Path(self.env["RECSYS_LAKE_DIR"])
+
+    def stage(self, week: date, stage: str) -> dict:
+        path = self.lake() / "runs" / f"week={week.isoformat()}" / f"{stage}.json"
+        assert path.is_file(), f"no {stage} result for week {week}: {path}"
+        return json.loads(path.read_text())
+
+    def partitions(self, *layer: str) -> list[str]:
+        folder = self.lake().joinpath(*layer)
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+SEED_CHAMPION = textwrap.dedent(
+    """
+    import json, sys
+    from datetime import date
+    from recsys.pipeline import StageContext, run_all
+    results = run_all(StageContext.create(date.fromisoformat(sys.argv[1])))
+    print(json.dumps({"register": results["register"], "gate": results["gate"]["passed"]}))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """Synthetic history, a champion trained in-process on the newest week, then Airflow started on it.
+
+    The champion is trained (in a child process: its own Spark JVM) while Airflow starts.
+    """
+    from recsys.data.synthetic import GeneratorConfig, generate
+    from recsys.storage import Lake
+
+    started = time.monotonic()
+    root = tmp_path_factory.mktemp("backfill")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS", "MLFLOW"))}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(root / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            # no scheduled run of the latest interval when the Dag is unpaused: backfill runs only
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            "RECSYS_HOME": str(root / "home"),
+            "RECSYS_LAKE_DIR": str(root / "lake"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+            "RECSYS_MLFLOW_ARTIFACT_ROOT": str(root / "mlflow" / "artifacts"),
+            "RECSYS_MODEL_NAME": MODEL,
+            "RECSYS_SPARK_MASTER": "local[2]",
+            "RECSYS_SPARK_DRIVER_MEMORY": "1g",
+            "RECSYS_PSEUDONYM_KEY": TEST_KEY,
+            "RECSYS_TASK_RETRIES": "0",
+            "PATH": f"{BIN}:{env.get('PATH', '')}",
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
+    (root / "mlflow").mkdir()
+    generate(
+        Lake(root / "lake"),
+        GeneratorConfig(n_users=500, n_items=250, weeks=HISTORY_WEEKS, seed=11),
+        NEWEST,
+    )
+    log = (root / "standalone.log").open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "airflow"), "standalone"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    api = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v2", timeout=30)
+    s = Stack(root, env, api, deadline=started + OVERALL_TIMEOUT)
+    try:
+        # a script file, not `python -c`: pyspark.sql.connect takes a __main__ without __file__ for
+        # its doctest runner and exits 0 on import
+        script = root / "seed_champion.py"
+        script.write_text(SEED_CHAMPION)
+        seeded = subprocess.run(
+            [sys.executable, str(script), NEWEST.isoformat()],
+            env=env,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        lines = seeded.stdout.strip().splitlines()
+        assert seeded.returncode == 0 and lines, f"seeding the champion failed:\n{seeded.stderr[-5000:]}"
+        print(f"\n[{time.monotonic() - started:5.0f}s] champion seeded: {lines[-1][:300]}")
+
+        def ready() -> bool:
+            try:
+                health = api.get("/monitor/health").json()
+                return (
+                    api.get(f"/dags/{DAG_ID}").status_code == 200
+                    and health["scheduler"]["status"] == "healthy"
+                )
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                return False
+
+        s.wait(ready, "the API server, a healthy scheduler and the parsed Dag")
+        print(f"[{time.monotonic() - started:5.0f}s] airflow is up on port {port}")
+        yield s
+    finally:
+        api.close()
+        stop_tree(proc)
+        log.close()
+        print(f"[{time.monotonic() - started:5.0f}s] airflow stopped")
+
+
+def test_backfill_past_weeks_never_moves_champion_and_reuses_runs(stack: Stack):
+    t0 = time.monotonic()
+    stamp = lambda what: print(f"[test {time.monotonic() - t0:5.0f}s] {what}")  # noqa: E731
+
+    # ---- before: the champion is version 1, trained in-process on the newest week ----------
+    before = stack.versions()
+    assert [(str(v.version), v.tags.get("week")) for v in before] == [("1", NEWEST.isoformat())], before
+    assert stack.champion() == "1", "the seeding run's gate did not pass: no champion to protect"
+    assert stack.api.get(f"/dags/{DAG_ID}").json()["is_paused"] is True
+
+    # ---- a backfill of a paused Dag creates its runs, but they do not start ----------------
+    first = stack.backfill(BACKFILLED[0], BACKFILLED[-1])
+    assert first["max_active_runs"] == 1 and first["reprocess_behavior"] == "none", first
+    runs = stack.backfill_runs()
+    assert [r["logical_date"][:10] for r in runs] == [w.isoformat() for w in BACKFILLED], runs
+    assert [r["data_interval_end"][:10] for r in runs] == [interval_end(w) for w in BACKFILLED]
+    time.sleep(10)  # several scheduler loops
+    assert {r["state"] for r in stack.backfill_runs()} == {"queued"}, stack.diagnostics()
+    stamp("backfill created; its runs stay queued while the Dag is paused")
+
+    response = stack.api.patch(f"/dags/{DAG_ID}", json={"is_paused": False})
+    assert response.status_code == 200, response.text
+    runs = stack.wait_backfill_done(first["id"])
+    stamp("backfill complete")
+    assert [r["run_type"] for r in stack.runs()] == ["backfill"] * 3, "only the backfill's runs exist"
+    assert [r["state"] for r in runs] == ["success"] * 3, stack.diagnostics()
+    # one at a time, oldest week first
+    for earlier, later in zip(runs, runs[1:], strict=False):
+        assert earlier["end_date"] <= later["start_date"], (earlier, later)
+
+    # ---- one partition, one evaluation, one model version per week; champion untouched -----
+    processed = sorted(w.isoformat() for w in [*BACKFILLED, NEWEST])
+    assert stack.partitions("anonymized", "events") == [f"week={w}" for w in processed]
+    assert stack.partitions("prepared") == [f"week={w}" for w in processed]
+    versions = stack.versions()
+    assert len(versions) == 1 + len(BACKFILLED), [(v.version, v.tags.get("week")) for v in versions]
+    by_week = {}
+    for week, run in zip(BACKFILLED, runs, strict=True):
+        assert (stack.lake() / "anonymized" / "events" / f"week={week}" / "data.parquet").is_file()
+        assert (stack.lake() / "prepared" / f"week={week}" / "train.parquet").is_file()
+        evaluated = stack.stage(week, "evaluate")
+        assert evaluated["candidate"] and str(evaluated["champion_version"]) == "1", evaluated
+        tagged = [v for v in versions if v.tags.get("week") == week.isoformat()]
+        assert len(tagged) == 1, (week, [(v.version, v.tags) for v in tagged])
+        version = tagged[0]
+        assert version.tags.get("trigger") == "backfill", version.tags
+        trained = stack.stage(week, "train")
+        assert trained["reused"] is False and version.run_id == trained["run_id"], (trained, version)
+        assert len(stack.training_runs(week)) == 1
+        registered = stack.stage(week, "register")
+        assert registered["promotion"] == "never" and registered["version"] == str(version.version), (
+            registered
+        )
+        assert stack.stage(week, "recommend")["status"] == "skipped"
+        states = stack.task_states(run["dag_run_id"])
+        assert states["recommend"] == "skipped" and states["privacy_scan"] == "success", states
+        by_week[week] = int(version.version)
+    assert [by_week[w] for w in BACKFILLED] == sorted(by_week.values()), by_week  # created in week order
+    assert not (stack.lake() / "recommendations" / f"week={BACKFILLED[0]}").exists()
+    assert stack.aliases() == {"champion": "1"}, stack.aliases()
+
+    # ---- re-running a finished week reuses its training run and its model version ----------
+    run_before = next(r for r in runs if r["logical_date"][:10] == REPROCESSED.isoformat())
+    trained_before = stack.stage(REPROCESSED, "train")
+    again = stack.backfill(REPROCESSED, REPROCESSED, "--reprocess-behavior", "completed")
+    assert again["reprocess_behavior"] == "completed", again
+    rerun = stack.wait_backfill_done(again["id"])
+    stamp("re-run of one week complete")
+    # the finished run is cleared and queued again (same run id), no second run of the week
+    assert [r["dag_run_id"] for r in rerun] == [r["dag_run_id"] for r in runs], rerun
+    rerun_run = next(r for r in rerun if r["dag_run_id"] == run_before["dag_run_id"])
+    assert rerun_run["state"] == "success", stack.diagnostics()
+    assert rerun_run["start_date"] > run_before["end_date"], (run_before, rerun_run)
+    trained = stack.stage(REPROCESSED, "train")
+    assert trained["reused"] is True and trained["run_id"] == trained_before["run_id"], trained
+    assert len(stack.training_runs(REPROCESSED)) == 1
+    assert stack.stage(REPROCESSED, "register")["version"] == str(by_week[REPROCESSED])
+    after = stack.versions()
+    assert [(str(v.version), v.tags.get("week")) for v in after] == [
+        (str(v.version), v.tags.get("week")) for v in versions
+    ], "the re-run registered a new model version"
+    assert stack.champion() == "1" and stack.aliases() == {"champion": "1"}

@@ -1,0 +1,112 @@
+"""The drift_monitor DAG through Airflow itself (`airflow dags test`): stable days trigger nothing,
+injected drift triggers exactly one weekly_retrain run (with the reason and the figures in its
+conf), a check while that run is queued triggers no second one, and the early retrain runs through
+Airflow on the week in progress."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT, TEST_KEY
+from tests.test_e2e_airflow import BIN, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+GENERATE = ["--weeks", "3", "--users", "600", "--items", "250", "--seed", "3"]
+DRIFT = ["--drift-from", "2026-11-08", "--drift-kind", "catalogue"]
+# the champion is trained on week 2026-10-25; week 2026-11-01 is stable, 2026-11-08 drifts
+STABLE_CHECKS = ["2026-11-03T01:00:00+00:00", "2026-11-05T01:00:00+00:00"]
+DRIFT_CHECKS = ["2026-11-10T01:00:00+00:00", "2026-11-11T01:00:00+00:00"]
+
+RUNS_SCRIPT = """
+import json
+from airflow.models import DagRun
+from airflow.utils.session import create_session
+with create_session() as session:
+    runs = session.query(DagRun).filter(DagRun.dag_id == "weekly_retrain").all()
+    print(json.dumps([{"run_id": r.run_id, "state": str(r.state), "conf": r.conf or {}} for r in runs]))
+"""
+
+
+def land(env: dict[str, str], through: str) -> None:
+    run([str(BIN / "recsys"), "generate", *GENERATE, *DRIFT, "--through", through], env)
+
+
+def monitor(env: dict[str, str], when: str) -> str:
+    result = run([str(BIN / "airflow"), "dags", "test", "drift_monitor", when], env)
+    output = result.stdout + result.stderr
+    finished = [line for line in output.splitlines() if "DagRun Finished" in line]
+    assert finished and "state=success" in finished[-1], "\n".join(output.splitlines()[-60:])
+    return output
+
+
+def retrain_runs(env: dict[str, str]) -> list[dict]:
+    out = run([str(BIN / "python"), "-c", RUNS_SCRIPT], env).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("drift-airflow")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS", "MLFLOW"))}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(root / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "RECSYS_HOME": str(root / "home"),
+            "RECSYS_SPARK_MASTER": "local[2]",
+            "RECSYS_PSEUDONYM_KEY": TEST_KEY,
+            "RECSYS_MODEL_NAME": "drift_als",
+            "RECSYS_TASK_RETRIES": "0",
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
+    run([str(BIN / "airflow"), "db", "migrate"], env)
+    land(env, STABLE_CHECKS[0])
+    run([str(BIN / "recsys"), "pipeline", "--date", "2026-11-02"], env)  # champion on week 2026-10-25
+    return env
+
+
+def test_stable_days_then_drift_trigger_exactly_one_early_retrain(airflow_env):
+    env = airflow_env
+    for when in STABLE_CHECKS:
+        land(env, when)
+        output = monitor(env, when)
+        assert "no_drift" in output
+        assert retrain_runs(env) == [], "a stable day triggered a retrain"
+
+    land(env, DRIFT_CHECKS[0])
+    output = monitor(env, DRIFT_CHECKS[0])
+    assert "Dag Run triggered successfully" in output
+    runs = retrain_runs(env)
+    assert len(runs) == 1, runs
+    triggered = runs[0]
+    assert triggered["run_id"] == "drift__20261110T010000" and triggered["state"] == "queued"
+    conf = triggered["conf"]
+    assert conf["trigger"] == "drift" and conf["week"] == "2026-11-08"
+    assert conf["through"] == DRIFT_CHECKS[0]
+    assert any("item popularity" in reason for reason in conf["reasons"]), conf["reasons"]
+    assert conf["figures"]["item_popularity_psi"] > 0.25
+
+    # the next day's check still sees drift, but the early retrain is queued: no second one
+    land(env, DRIFT_CHECKS[1])
+    output = monitor(env, DRIFT_CHECKS[1])
+    assert "retrain_running" in output
+    assert len(retrain_runs(env)) == 1
+
+    # the early retrain itself, through Airflow, with the conf the monitor gave it
+    result = run(
+        [str(BIN / "airflow"), "dags", "test", "weekly_retrain", "2026-11-10", "-c", json.dumps(conf)], env
+    )
+    output = result.stdout + result.stderr
+    finished = [line for line in output.splitlines() if "DagRun Finished" in line]
+    assert finished and "state=success" in finished[-1], "\n".join(output.splitlines()[-80:])
+    assert "week 2026-11-08 (in progress, data through 2026-11-10T01:00:00+00:00), drift run" in output
+    newest = json.loads(run([str(BIN / "recsys"), "registry", "--json"], env).stdout)[0]
+    assert newest["trigger"] == "drift" and newest["week"] == "2026-11-08", newest
+    assert "champion" in newest["aliases"] and newest["status"] == "passed"
