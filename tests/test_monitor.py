@@ -201,3 +201,18 @@ def test_cli_drift_check_reports_and_refuses_bad_times(env, monkeypatch, tmp_pat
 
     result = json.loads(out)
     assert result["decision"] == "skipped" and result["checked_at"] == "2026-11-10T01:00:00+00:00"
+
+
+def test_events_landed_after_the_cutoff_are_set_aside_not_counted_as_bad(world):
+    settings, lake, build = world
+    land = build()
+    land(day(4))  # the files hold events up to day 4; the run's cutoff is day 2
+    result = refresh(day(2), settings, PipelineConfig())
+    assert result["status"] == "refreshed"
+    import json
+
+    accounting = json.loads((lake.partition("reports", WEEK) / "accounting.json").read_text())["events"]
+    assert accounting["rows_after_cutoff"] > 0.3 * accounting["rows_read"]  # half the landed days
+    assert accounting["rows_read"] == accounting["rows_valid"] + accounting["rows_quarantined"]
+    assert accounting["quarantine_share"] < 0.05 and accounting["passed"]
+    assert any("after this run's cutoff" in note for note in accounting["notes"])
