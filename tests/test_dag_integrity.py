@@ -77,12 +77,14 @@ def test_timetable_gives_a_real_one_week_interval(dagbag):
     assert partition_week(info.end) == info.start.date()
 
 
-def test_dag_import_is_light_and_needs_no_connections():
-    """Importing the DAG file must not import pyspark, mlflow or great_expectations, nor open connections."""
+@pytest.mark.parametrize("dag_file", ["weekly_retrain.py", "drift_monitor.py"])
+def test_dag_import_is_light_and_needs_no_connections(dag_file):
+    """Importing a DAG file must not import pyspark, mlflow or great_expectations, nor open connections."""
     code = (
         "import sys, runpy\n"
-        f"runpy.run_path({str(DAGS / 'weekly_retrain.py')!r})\n"
-        "heavy = [m for m in ('pyspark', 'mlflow', 'great_expectations', 'recsys.pipeline') if m in sys.modules]\n"
+        f"runpy.run_path({str(DAGS / dag_file)!r})\n"
+        "heavy = [m for m in ('pyspark', 'mlflow', 'great_expectations', 'recsys.pipeline', 'recsys.monitor')"
+        " if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run(
@@ -98,3 +100,28 @@ def test_model_rollback_is_manual_with_params(dagbag):
     assert dag.timetable.__class__.__name__ == "NullTimetable" or dag.schedule is None
     assert set(dag.params.keys()) == {"version", "reason"}
     assert all(task.retries >= 1 for task in dag.tasks)
+
+
+def test_weekly_retrain_takes_week_and_early_retrain_params(dagbag):
+    params = dagbag.dags["weekly_retrain"].params
+    assert {"week", "through", "trigger", "reasons"} <= set(params.keys())
+    assert params["week"] is None and params["through"] is None
+
+
+def test_drift_monitor_shape(dagbag):
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    dag = dagbag.dags["drift_monitor"]
+    assert dag.get_task("refresh").downstream_task_ids == {"check"}
+    assert dag.get_task("check").downstream_task_ids == {"drifted", "trigger_retrain"}
+    assert dag.get_task("drifted").downstream_task_ids == {"trigger_retrain"}
+    trigger = dag.get_task("trigger_retrain")
+    assert type(trigger).__name__ == "TriggerDagRunOperator"
+    assert trigger.trigger_dag_id == "weekly_retrain" and trigger.trigger_dag_id in dagbag.dag_ids
+    assert trigger.skip_when_already_exists and not trigger.wait_for_completion
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    timetable = coerce_to_core_timetable(dag.timetable)
+    info = timetable.infer_manual_data_interval(run_after=datetime(2026, 11, 22, tzinfo=UTC))
+    assert info.end - info.start == timedelta(days=1)
+    for task in dag.tasks:
+        assert task.retries >= 1, f"{task.task_id} has no retries"
