@@ -200,6 +200,21 @@ def user_activity_psi(reference: pd.DataFrame, recent: pd.DataFrame, bins: int =
     return population_stability_index(expected, actual)
 
 
+def aligned_item_counts(
+    reference: pd.DataFrame, recent: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Interactions per item of both windows over the union of their items (None: a side is empty)."""
+    ref = item_counts(reference)
+    rec = item_counts(recent)
+    if ref.empty or rec.empty:
+        return None
+    union = ref.index.union(rec.index)
+    return (
+        ref.reindex(union, fill_value=0).to_numpy(dtype=float),
+        rec.reindex(union, fill_value=0).to_numpy(dtype=float),
+    )
+
+
 def jensen_shannon(reference: pd.DataFrame, recent: pd.DataFrame) -> float:
     """Jensen-Shannon distance (base 2, in [0, 1]) of item interaction shares over the union of items.
 
@@ -208,13 +223,10 @@ def jensen_shannon(reference: pd.DataFrame, recent: pd.DataFrame) -> float:
     distribution over 500 items are already ~0.22 apart (sampling noise in the tail), which is why
     the ``item_js`` check compares its excess over :func:`jensen_shannon_noise` with ``js_max``.
     """
-    ref = item_counts(reference)
-    rec = item_counts(recent)
-    if ref.empty or rec.empty:
+    counts = aligned_item_counts(reference, recent)
+    if counts is None:
         return math.nan
-    union = ref.index.union(rec.index)
-    p = ref.reindex(union, fill_value=0).to_numpy(dtype=float)
-    q = rec.reindex(union, fill_value=0).to_numpy(dtype=float)
+    p, q = counts
     value = float(jensenshannon(p, q, base=2))
     return 0.0 if math.isnan(value) else min(max(value, 0.0), 1.0)  # NaN only from sqrt(-0.0 rounding)
 
@@ -230,13 +242,10 @@ def jensen_shannon_noise(
     windows) and the mean distance of the redrawn pairs is returned. Deterministic for a ``seed``.
     NaN if either side has no interaction.
     """
-    ref = item_counts(reference)
-    rec = item_counts(recent)
-    if ref.empty or rec.empty:
+    counts = aligned_item_counts(reference, recent)
+    if counts is None:
         return math.nan
-    union = ref.index.union(rec.index)
-    p = ref.reindex(union, fill_value=0).to_numpy(dtype=float)
-    q = rec.reindex(union, fill_value=0).to_numpy(dtype=float)
+    p, q = counts
     pooled = (p + q) / (p.sum() + q.sum())
     rng = np.random.default_rng(seed)
     a = rng.multinomial(int(p.sum()), pooled, size=draws).astype(float)

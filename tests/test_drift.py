@@ -250,3 +250,18 @@ def test_to_dict_is_json_safe_without_nan():
     assert "NaN" not in text
     assert data["metrics"]["rating_ks_pvalue"] is None and data["metrics"]["quality_drop"] is None
     assert data["drifted"] is False
+
+
+def test_js_noise_explains_same_distribution_windows_and_grows_as_they_shrink():
+    from recsys.drift import jensen_shannon_noise
+
+    big_a, big_b = synthetic_events(1), synthetic_events(2)
+    small_a, small_b = synthetic_events(3, n_users=80), synthetic_events(4, n_users=80)
+    for a, b in ((big_a, big_b), (small_a, small_b)):
+        excess = jensen_shannon(a, b) - jensen_shannon_noise(a, b)
+        assert abs(excess) < 0.05, excess  # same distribution: the distance is sampling noise
+    assert jensen_shannon_noise(small_a, small_b) > jensen_shannon_noise(big_a, big_b) + 0.05
+    assert jensen_shannon_noise(big_a, big_b) == jensen_shannon_noise(big_a, big_b)  # deterministic
+    # a real shift stands out above the noise
+    shifted = big_b.assign(item_id=big_b["item_id"] + 7)
+    assert jensen_shannon(big_a, shifted) - jensen_shannon_noise(big_a, shifted) > 0.3
