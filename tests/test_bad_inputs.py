@@ -269,15 +269,17 @@ CASES: dict[str, tuple[Case, Quarantined | Failed | Unreadable]] = {
         ),
     ),
     "volume far below the recent range": (
-        Case(history={"rows": 1000}),
+        # half the week has passed at NOW: the lower bound (median / 5) scales to half of it
+        Case(history={"rows": 3000}),
         Failed(
-            r"events: expect_table_row_count_to_be_between failed: 150 rows, expected 200 \.\. 5000 "
-            r"\(rows >= 1; history: .*within 5x of the median 1000 of 3 earlier weeks"
+            r"events: expect_table_row_count_to_be_between failed: 150 rows, expected 300 \.\. 15000 "
+            r"\(rows >= 1; history: .*within 5x of the median 3000 of 3 earlier weeks.*"
+            r"lower bound x 0\.50: week in progress"
         ),
     ),
     "volume far above the recent range": (
         Case(history={"rows": 20}),
-        Failed(r"events: expect_table_row_count_to_be_between failed: 150 rows, expected 4 \.\. 100"),
+        Failed(r"events: expect_table_row_count_to_be_between failed: 150 rows, expected 2 \.\. 100"),
     ),
     "share of ratings far from the recent share": (
         Case(history={"rating_share": 0.9}),
@@ -289,7 +291,7 @@ CASES: dict[str, tuple[Case, Quarantined | Failed | Unreadable]] = {
     "distinct users far below the recent number": (
         Case(history={"distinct_users": 100}),
         Failed(
-            r"events: expect_column_unique_value_count_to_be_between failed: 5 distinct values, expected 20 \.\. 500"
+            r"events: expect_column_unique_value_count_to_be_between failed: 5 distinct values, expected 10 \.\. 500"
         ),
     ),
     # ---- unreadable input: a clear error naming the file and the line ------------------------
