@@ -19,6 +19,28 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 TEST_KEY = "test-key-0123456789abcdef0123456789abcdef"
 
 
+def airflow_subprocess_env(root: Path, **extra: str) -> dict[str, str]:
+    """Environment for the Airflow and ``recsys`` subprocesses of one test: its own AIRFLOW_HOME and
+    RECSYS_HOME under ``root``, the project's DAGs, the test key, local Spark, no task retries, and
+    nothing inherited from the caller's Airflow / MLflow / recsys settings. ``extra`` adds or overrides."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS", "MLFLOW"))}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(root / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "RECSYS_HOME": str(root / "home"),
+            "RECSYS_SPARK_MASTER": "local[2]",
+            "RECSYS_PSEUDONYM_KEY": TEST_KEY,
+            "RECSYS_TASK_RETRIES": "0",  # a failure fails the test now, not after retry delays
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
+    env.update(extra)
+    return env
+
+
 def shared_data_dir() -> Path:
     """MovieLens data: RECSYS_DATA_DIR, else ../shared/data beside the checkout."""
     configured = os.environ.get("RECSYS_DATA_DIR")

@@ -6,11 +6,10 @@ Airflow on the week in progress."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, TEST_KEY
+from tests.conftest import airflow_subprocess_env
 from tests.test_e2e_airflow import BIN, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -51,21 +50,7 @@ def retrain_runs(env: dict[str, str]) -> list[dict]:
 @pytest.fixture(scope="module")
 def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("drift-airflow")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS", "MLFLOW"))}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(root / "airflow"),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "RECSYS_HOME": str(root / "home"),
-            "RECSYS_SPARK_MASTER": "local[2]",
-            "RECSYS_PSEUDONYM_KEY": TEST_KEY,
-            "RECSYS_MODEL_NAME": "drift_als",
-            "RECSYS_TASK_RETRIES": "0",
-            "PYTHONWARNINGS": "ignore",
-        }
-    )
+    env = airflow_subprocess_env(root, RECSYS_MODEL_NAME="drift_als")
     run([str(BIN / "airflow"), "db", "migrate"], env)
     land(env, STABLE_CHECKS[0])
     run([str(BIN / "recsys"), "pipeline", "--date", "2026-11-02"], env)  # champion on week 2026-10-25

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import PROJECT_ROOT, TEST_KEY
+from tests.conftest import PROJECT_ROOT, airflow_subprocess_env
 
 BIN = Path(sys.executable).parent
 UNTIL = "2026-11-23"  # a Monday: the last complete week is 2026-11-15 .. 2026-11-22
@@ -34,21 +33,7 @@ def run(cmd: list[str], env: dict[str, str], timeout: int = 900) -> subprocess.C
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("e2e")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS", "MLFLOW"))}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(root / "airflow"),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "RECSYS_HOME": str(root / "home"),
-            "RECSYS_SPARK_MASTER": "local[2]",
-            "RECSYS_PSEUDONYM_KEY": TEST_KEY,
-            "RECSYS_MODEL_NAME": "e2e_als",
-            "RECSYS_TASK_RETRIES": "0",  # a failure fails the test now, not after retry delays
-            "PYTHONWARNINGS": "ignore",
-        }
-    )
+    env = airflow_subprocess_env(root, RECSYS_MODEL_NAME="e2e_als")
     run([str(BIN / "airflow"), "db", "migrate"], env)
     run(
         [

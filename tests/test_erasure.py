@@ -28,7 +28,7 @@ from recsys.privacy import ERASURE_LOG, erase_user, erased_pseudonyms, read_eras
 from recsys.schemas import RAW_EVENT_COLUMNS, RAW_ITEM_COLUMNS, RAW_USER_COLUMNS
 from recsys.storage import Lake, write_parquet, write_text
 from recsys.validation import validate_week
-from tests.conftest import PROJECT_ROOT, TEST_KEY
+from tests.conftest import PROJECT_ROOT, TEST_KEY, airflow_subprocess_env
 
 KEY = TEST_KEY.encode()
 WEEK2 = week_start_of(date(2025, 5, 14))  # a past week: validation refuses future timestamps
@@ -383,19 +383,7 @@ def _run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 @pytest.mark.integration
 def test_user_erasure_dag_runs_through_airflow_without_logging_the_id(tmp_path):
     root = tmp_path
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS", "MLFLOW"))}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(root / "airflow"),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "RECSYS_HOME": str(root / "home"),
-            "RECSYS_PSEUDONYM_KEY": TEST_KEY,
-            "RECSYS_TASK_RETRIES": "0",
-            "PYTHONWARNINGS": "ignore",
-        }
-    )
+    env = airflow_subprocess_env(root)
     lake = Lake(root / "home" / "lake")
     for week in (WEEK1, WEEK2):
         write_text(events_text(week), raw_file(lake, "events", week))

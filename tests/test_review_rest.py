@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PROJECT_ROOT, TEST_KEY
+from tests.conftest import airflow_subprocess_env
 
 BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -43,26 +43,15 @@ def airflow_stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("review")
     port = free_port()
     (root / "config.json").write_text('{"promotion": "manual"}')
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS", "MLFLOW"))}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(root / "airflow"),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "RECSYS_HOME": str(root / "home"),
-            "RECSYS_SPARK_MASTER": "local[2]",
-            "RECSYS_PSEUDONYM_KEY": TEST_KEY,
-            "RECSYS_TASK_RETRIES": "0",
-            "RECSYS_CONFIG": str(root / "config.json"),
-            "PATH": f"{BIN}:{env.get('PATH', '')}",
-            "PYTHONWARNINGS": "ignore",
-        }
+    env = airflow_subprocess_env(
+        root,
+        AIRFLOW__API__HOST="127.0.0.1",
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+        AIRFLOW__CORE__PARALLELISM="4",
+        RECSYS_CONFIG=str(root / "config.json"),
+        PATH=f"{BIN}:{os.environ.get('PATH', '')}",
     )
     today = datetime.now(tz=UTC).date().isoformat()
     subprocess.run(
