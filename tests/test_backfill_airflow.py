@@ -29,9 +29,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -42,11 +39,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PROJECT_ROOT, TEST_KEY
+from tests.conftest import PROJECT_ROOT
+from tests.standalone import BIN, airflow_standalone, free_port, standalone_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-BIN = Path(sys.executable).parent
 DAG_ID = "weekly_retrain"
 MODEL = "backfill_als"
 NEWEST = date(2026, 11, 8)  # last synthetic week: the champion's
@@ -55,38 +52,6 @@ BACKFILLED = [date(2026, 10, 18), date(2026, 10, 25), date(2026, 11, 1)]
 REPROCESSED = date(2026, 10, 25)
 OVERALL_TIMEOUT = 15 * 60
 FINAL_STATES = ("success", "failed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop_tree(proc: subprocess.Popen) -> None:
-    """Stop `airflow standalone` and every process it started (some leave its process group)."""
-    import psutil
-
-    try:
-        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        family = []
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    for p in family:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(family, timeout=20)
-    for p in alive:
-        try:
-            print(f"killing {p.pid} ({' '.join(p.cmdline())[:100]}): still running 20s after SIGTERM")
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 def moment(text: str) -> datetime:
@@ -270,32 +235,16 @@ def stack(tmp_path_factory):
     started = time.monotonic()
     root = tmp_path_factory.mktemp("backfill")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS", "MLFLOW"))}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(root / "airflow"),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            # no scheduled run of the latest interval when the Dag is unpaused: backfill runs only
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            "RECSYS_HOME": str(root / "home"),
-            "RECSYS_LAKE_DIR": str(root / "lake"),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
-            "RECSYS_MLFLOW_ARTIFACT_ROOT": str(root / "mlflow" / "artifacts"),
-            "RECSYS_MODEL_NAME": MODEL,
-            "RECSYS_SPARK_MASTER": "local[2]",
-            "RECSYS_SPARK_DRIVER_MEMORY": "1g",
-            "RECSYS_PSEUDONYM_KEY": TEST_KEY,
-            "RECSYS_TASK_RETRIES": "0",
-            "PATH": f"{BIN}:{env.get('PATH', '')}",
-            "PYTHONWARNINGS": "ignore",
-        }
+    env = standalone_env(
+        root,
+        port,
+        # no scheduled run of the latest interval when the Dag is unpaused: backfill runs only
+        AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
+        RECSYS_LAKE_DIR=str(root / "lake"),
+        MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+        RECSYS_MLFLOW_ARTIFACT_ROOT=str(root / "mlflow" / "artifacts"),
+        RECSYS_MODEL_NAME=MODEL,
+        RECSYS_SPARK_DRIVER_MEMORY="1g",
     )
     (root / "mlflow").mkdir()
     generate(
@@ -303,17 +252,8 @@ def stack(tmp_path_factory):
         GeneratorConfig(n_users=500, n_items=250, weeks=HISTORY_WEEKS, seed=11),
         NEWEST,
     )
-    log = (root / "standalone.log").open("w")
-    proc = subprocess.Popen(
-        [str(BIN / "airflow"), "standalone"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    api = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v2", timeout=30)
-    s = Stack(root, env, api, deadline=started + OVERALL_TIMEOUT)
-    try:
+    with airflow_standalone(env, root / "standalone.log") as api:
+        s = Stack(root, env, api, deadline=started + OVERALL_TIMEOUT)
         # a script file, not `python -c`: pyspark.sql.connect takes a __main__ without __file__ for
         # its doctest runner and exits 0 on import
         script = root / "seed_champion.py"
@@ -343,11 +283,7 @@ def stack(tmp_path_factory):
         s.wait(ready, "the API server, a healthy scheduler and the parsed Dag")
         print(f"[{time.monotonic() - started:5.0f}s] airflow is up on port {port}")
         yield s
-    finally:
-        api.close()
-        stop_tree(proc)
-        log.close()
-        print(f"[{time.monotonic() - started:5.0f}s] airflow stopped")
+    print(f"[{time.monotonic() - started:5.0f}s] airflow stopped")
 
 
 def test_backfill_past_weeks_never_moves_champion_and_reuses_runs(stack: Stack):

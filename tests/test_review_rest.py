@@ -4,38 +4,16 @@ dag-processor, triggerer on loopback), started by this test and stopped after it
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import airflow_subprocess_env
+from tests.standalone import BIN, airflow_standalone, answers, free_port, standalone_env, wait_for
 
-BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(check, timeout: float, what: str, interval: float = 2.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +21,7 @@ def airflow_stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("review")
     port = free_port()
     (root / "config.json").write_text('{"promotion": "manual"}')
-    env = airflow_subprocess_env(
-        root,
-        AIRFLOW__API__HOST="127.0.0.1",
-        AIRFLOW__API__PORT=str(port),
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
-        AIRFLOW__CORE__PARALLELISM="4",
-        RECSYS_CONFIG=str(root / "config.json"),
-        PATH=f"{BIN}:{os.environ.get('PATH', '')}",
-    )
+    env = standalone_env(root, port, RECSYS_CONFIG=str(root / "config.json"))
     today = datetime.now(tz=UTC).date().isoformat()
     subprocess.run(
         [
@@ -72,54 +41,9 @@ def airflow_stack(tmp_path_factory):
         capture_output=True,
         timeout=120,
     )
-    log = (root / "standalone.log").open("w")
-    proc = subprocess.Popen(
-        [str(BIN / "airflow"), "standalone"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    api = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v2", timeout=30)
-    try:
-        wait_for(lambda: _ok(api, "/dags/weekly_retrain"), 240, "the API server and the parsed DAG")
+    with airflow_standalone(env, root / "standalone.log") as api:
+        wait_for(lambda: answers(api, "/dags/weekly_retrain"), 240, "the API server and the parsed DAG")
         yield api, env, root
-    finally:
-        api.close()
-        stop_tree(proc)
-        log.close()
-
-
-def stop_tree(proc: subprocess.Popen) -> None:
-    """Stop `airflow standalone` and every process it started (some leave its process group)."""
-    import psutil
-
-    try:
-        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        family = []
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    for p in family:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(family, timeout=60)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-
-
-def _ok(api: httpx.Client, path: str) -> bool:
-    try:
-        return api.get(path).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def task_states(api: httpx.Client, run_id: str) -> dict[str, str | None]:
