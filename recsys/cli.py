@@ -33,6 +33,21 @@ from pathlib import Path
 from recsys.errors import RecsysError
 
 EXIT_USAGE = 2
+# commands that read or write the lake: with RECSYS_LAKE_URI they run on a working copy synced with S3
+LAKE_COMMANDS = frozenset(
+    {
+        "generate",
+        "load-movielens",
+        "stage",
+        "pipeline",
+        "summary",
+        "validate",
+        "promote",
+        "scan",
+        "rekey",
+        "erase",
+    }
+)
 
 
 def _day(text: str) -> date:
@@ -332,6 +347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.command in LAKE_COMMANDS:
+            from recsys.lakesync import synced_lake
+            from recsys.settings import Settings
+
+            with synced_lake(Settings.from_env()):  # with RECSYS_LAKE_URI: pull before, push after
+                return int(args.func(args))
         return int(args.func(args))
     except RecsysError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -136,12 +136,22 @@ def refresh(
     Returns what was done, or ``{"status": "skipped", "reason": ...}`` when the week has no raw
     events yet. Raises the stages' errors (a bad batch fails the refresh, as it fails a retrain).
     """
-    from recsys.pipeline import StageContext, run_stage
 
     now = _utc(now)
     week = week_start_of(now)
     start, _ = week_bounds(week)
     settings = settings or Settings.from_env()
+    from recsys.lakesync import synced_lake
+
+    with synced_lake(settings):
+        return _refresh(now, week, start, settings, config, key)
+
+
+def _refresh(
+    now: datetime, week: date, start: datetime, settings: Settings, config: Any, key: bytes | None
+) -> dict[str, Any]:
+    from recsys.pipeline import StageContext, run_stage
+
     lake = Lake(settings.lake_dir)
     if now <= start or not lake.raw_files("events", week):
         return {
@@ -244,12 +254,19 @@ def check(
 ) -> CheckResult:
     """One drift check at ``now`` (see the module docstring); logged to MLflow, returned."""
     from recsys.config import PipelineConfig
-    from recsys.registry import TAG_WEEK, champion_version, load_factor_model
-    from recsys.tracking import configure
+    from recsys.lakesync import synced_lake
 
     now = _utc(now)
     settings = settings or Settings.from_env()
     config = config or PipelineConfig.load(settings.config_file)
+    with synced_lake(settings):
+        return _check(now, settings, config, retrain_running)
+
+
+def _check(now: datetime, settings: Settings, config: Any, retrain_running: bool) -> CheckResult:
+    from recsys.registry import TAG_WEEK, champion_version, load_factor_model
+    from recsys.tracking import configure
+
     drift: DriftConfig = config.drift
     lake = Lake(settings.lake_dir)
     client = configure(settings)

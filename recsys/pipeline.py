@@ -573,9 +573,12 @@ STAGE_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
 
 
 def run_stage(stage: str, ctx: StageContext, **kwargs: Any) -> dict[str, Any]:
+    from recsys.lakesync import synced_lake
+
     if stage not in STAGE_FUNCTIONS:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGE_FUNCTIONS)}")
-    return STAGE_FUNCTIONS[stage](ctx, **kwargs)
+    with synced_lake(ctx.settings):  # with RECSYS_LAKE_URI: pull from S3 before, push after
+        return STAGE_FUNCTIONS[stage](ctx, **kwargs)
 
 
 def run_all(ctx: StageContext, progress: Callable[[str], None] | None = None) -> dict[str, Any]:

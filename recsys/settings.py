@@ -9,6 +9,9 @@ variable                        default                                    meani
 =============================== ========================================== ==============================
 RECSYS_HOME                     ``./var`` (current directory)              root of all local state
 RECSYS_LAKE_DIR                 ``$RECSYS_HOME/lake``                      data lake (raw .. recommendations)
+RECSYS_LAKE_URI                 (none: the lake is the local folder)       ``s3://bucket/prefix``: the lake
+                                                                           in S3, RECSYS_LAKE_DIR its working
+                                                                           copy (``recsys.lakesync``)
 MLFLOW_TRACKING_URI             ``sqlite:///$RECSYS_HOME/mlflow/mlflow.db`` MLflow tracking + registry store
 RECSYS_MLFLOW_ARTIFACT_ROOT     ``$RECSYS_HOME/mlflow/artifacts``          artifact root of new experiments
 RECSYS_MLFLOW_EXPERIMENT        ``weekly_retrain``                         experiment of the training runs
@@ -45,6 +48,7 @@ class Settings:
     spark_driver_memory: str
     data_dir: Path | None
     config_file: Path | None = None
+    lake_uri: str | None = None  # s3://bucket/prefix: the lake lives in S3 (through boto3)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -76,7 +80,17 @@ class Settings:
             config_file=Path(env["RECSYS_CONFIG"]).expanduser().resolve()
             if env.get("RECSYS_CONFIG")
             else None,
+            lake_uri=_lake_uri(env.get("RECSYS_LAKE_URI")),
         )
+
+
+def _lake_uri(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    uri = raw.strip().rstrip("/")
+    if not uri.startswith("s3://") or len(uri) <= len("s3://") or uri.startswith("s3:///"):
+        raise ConfigError(f"RECSYS_LAKE_URI={raw!r}: expected s3://bucket or s3://bucket/prefix")
+    return uri
 
 
 def pseudonym_key(env: dict[str, str] | None = None) -> bytes:

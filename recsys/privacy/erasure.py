@@ -164,6 +164,15 @@ def erase_user(
     ``erasures/log.jsonl``; ``record.found`` is False (and a warning logged) when the user had no
     row anywhere.
     """
+    from recsys.lakesync import synced_lake
+
+    with synced_lake(settings):
+        return _erase_user(settings, user_id, key, requested_by, reason)
+
+
+def _erase_user(
+    settings: Settings, user_id: str, key: bytes, requested_by: str, reason: str
+) -> ErasureRecord:
     from recsys.anonymize import pseudonymize
 
     uid = str(user_id).strip() if user_id is not None else ""
