@@ -14,6 +14,8 @@ RECSYS_LAKE_URI                 (none: the lake is the local folder)       ``s3:
                                                                            copy (``recsys.lakesync``)
 MLFLOW_TRACKING_URI             ``sqlite:///$RECSYS_HOME/mlflow/mlflow.db`` MLflow tracking + registry store
 RECSYS_MLFLOW_ARTIFACT_ROOT     ``$RECSYS_HOME/mlflow/artifacts``          artifact root of new experiments
+                                (none with an http(s) tracking server:     (local path or s3://...)
+                                the server's ``--artifacts-destination``)
 RECSYS_MLFLOW_EXPERIMENT        ``weekly_retrain``                         experiment of the training runs
 RECSYS_MODEL_NAME               ``recsys_als``                             registered model name
 RECSYS_SPARK_MASTER             ``local[*]``                               Spark master URL
@@ -21,6 +23,9 @@ RECSYS_SPARK_DRIVER_MEMORY      ``2g``                                     Spark
 RECSYS_PSEUDONYM_KEY            (none: required by the anonymize stage)    HMAC key for user pseudonyms
 RECSYS_DATA_DIR                 ``../shared/data`` if it exists            MovieLens datasets (optional)
 RECSYS_CONFIG                   (none: built-in defaults)                  JSON file of stage configs
+RECSYS_NOTIFY                   ``log``                                    where notifications go
+                                                                           (``recsys.notify``), e.g.
+                                                                           ``log,email:ops@example.com``
 =============================== ========================================== ==============================
 """
 
@@ -57,7 +62,9 @@ class Settings:
         lake = Path(env.get("RECSYS_LAKE_DIR") or home / "lake").expanduser().resolve()
         mlflow_dir = home / "mlflow"
         tracking = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir / 'mlflow.db'}"
-        artifacts = env.get("RECSYS_MLFLOW_ARTIFACT_ROOT") or str(mlflow_dir / "artifacts")
+        # a tracking server (http/https) keeps artifacts where it is configured to: "" leaves it to it
+        remote = tracking.startswith(("http://", "https://"))
+        artifacts = env.get("RECSYS_MLFLOW_ARTIFACT_ROOT") or ("" if remote else str(mlflow_dir / "artifacts"))
         data_dir_raw = env.get("RECSYS_DATA_DIR")
         if data_dir_raw:
             data_dir: Path | None = Path(data_dir_raw).expanduser().resolve()
@@ -110,3 +117,15 @@ def pseudonym_key(env: dict[str, str] | None = None) -> bytes:
     if len(key) < MIN_KEY_BYTES:
         raise ConfigError(f"{PSEUDONYM_KEY_ENV} is too short: use at least {MIN_KEY_BYTES} characters")
     return key
+
+
+NOTIFY_ENV = "RECSYS_NOTIFY"
+
+
+def notify_spec(env: dict[str, str] | None = None) -> str:
+    """Where notifications go (``RECSYS_NOTIFY``, default ``log``), parsed by :mod:`recsys.notify`.
+
+    Apart from :class:`Settings`, so a failure notification still goes out when another setting is bad.
+    """
+    env = os.environ if env is None else env
+    return (env.get(NOTIFY_ENV) or "").strip() or "log"

@@ -35,8 +35,11 @@ def configure(settings: Settings, experiment: str | None = None) -> MlflowClient
         raise ConfigError(f"cannot reach MLflow at {uri}: {exc.__class__.__name__}: {exc}") from None
     if found is None:
         root = settings.mlflow_artifact_root
-        location = root if "://" in root else Path(root).resolve().as_uri()
-        mlflow.create_experiment(name, artifact_location=f"{location}/{name}")
+        if root:
+            location = root if "://" in root else Path(root).resolve().as_uri()
+            mlflow.create_experiment(name, artifact_location=f"{location}/{name}")
+        else:  # a tracking server stores (or proxies) the artifacts where it is configured to
+            mlflow.create_experiment(name)
     mlflow.set_experiment(name)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
