@@ -117,12 +117,18 @@ def postgres(root: Path, databases: tuple[str, ...] = ("airflow", "mlflow")) -> 
     """A throwaway cluster on a free loopback port (as the ``postgres`` user when run as root)."""
     ensure_debian_packages({"/usr/lib/postgresql/*/bin/pg_ctl": "postgresql"})
     bindir = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))[-1]).parent
-    data, sockets = root / "pgdata", root / "pgsock"
+    import tempfile
+
+    # pytest's temporary folders are private to their owner: the cluster gets its own folder, which
+    # the postgres user can reach when the tests run as root (PostgreSQL refuses to run as root)
     root.mkdir(parents=True, exist_ok=True)
-    sockets.mkdir(exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="recsys-pg-"))
+    data, sockets = root / "pgdata", root / "pgsock"
+    sockets.mkdir()
     as_postgres: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+    if os.geteuid() == 0:
         as_postgres = ["runuser", "-u", "postgres", "--"]
+        root.chmod(0o755)
         shutil.chown(root, "postgres")
         shutil.chown(sockets, "postgres")
     password = "recsys-test"
@@ -168,6 +174,7 @@ def postgres(root: Path, databases: tuple[str, ...] = ("airflow", "mlflow")) -> 
         yield server
     finally:
         run([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # ---- S3 ---------------------------------------------------------------------------------------------
