@@ -23,11 +23,14 @@ import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 
+from recsys.notify import RecsysNotifier
+
 DEFAULT_ARGS = {
     "owner": "recsys",
     "retries": int(os.environ.get("RECSYS_TASK_RETRIES", "2")),
     "retry_delay": timedelta(minutes=2),
     "retry_exponential_backoff": True,
+    "on_failure_callback": RecsysNotifier("task_failed"),  # the error, after the last try
 }
 RETRAIN_DAG = "weekly_retrain"
 
@@ -46,6 +49,7 @@ def _check_time() -> pendulum.DateTime:
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    on_failure_callback=RecsysNotifier("run_failed"),
     tags=["recsys", "drift", "mlflow"],
     doc_md=__doc__,
 )
@@ -87,6 +91,7 @@ def drift_monitor() -> None:
         conf=checked["conf"],
         skip_when_already_exists=True,  # a retried monitor run does not retrain twice
         wait_for_completion=False,
+        on_success_callback=RecsysNotifier("drift_retrain"),  # only when it started a run
     )
     refresh() >> checked
     drifted(checked) >> trigger_retrain

@@ -21,6 +21,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
+from recsys.notify import RecsysNotifier
+
 log = logging.getLogger("recsys.dags.user_erasure")
 
 DEFAULT_ARGS = {
@@ -28,6 +30,7 @@ DEFAULT_ARGS = {
     "retries": int(os.environ.get("RECSYS_TASK_RETRIES", "2")),
     "retry_delay": timedelta(minutes=2),
     "retry_exponential_backoff": True,
+    "on_failure_callback": RecsysNotifier("task_failed"),  # the error, after the last try
 }
 
 

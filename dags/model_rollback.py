@@ -13,6 +13,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
+from recsys.notify import RecsysNotifier
+
 
 @dag(
     dag_id="model_rollback",
@@ -25,6 +27,7 @@ from airflow.sdk import Param, dag, get_current_context, task
         "owner": "recsys",
         "retries": int(os.environ.get("RECSYS_TASK_RETRIES", "2")),
         "retry_delay": timedelta(minutes=1),
+        "on_failure_callback": RecsysNotifier("task_failed"),
     },
     params={
         "version": Param("", type="string", description="version to restore; empty = the previous champion"),

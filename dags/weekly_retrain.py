@@ -16,6 +16,8 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
 
+from recsys.notify import RecsysNotifier
+
 log = logging.getLogger(__name__)
 
 DEFAULT_ARGS = {
@@ -24,6 +26,7 @@ DEFAULT_ARGS = {
     "retries": int(os.environ.get("RECSYS_TASK_RETRIES", "2")),
     "retry_delay": timedelta(minutes=2),
     "retry_exponential_backoff": True,
+    "on_failure_callback": RecsysNotifier("task_failed"),  # the error, after the last try
 }
 
 
@@ -63,6 +66,7 @@ def _task_log_dirs(dag_id: str, run_id: str) -> list:
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    on_failure_callback=RecsysNotifier("run_failed"),
     tags=["recsys", "retrain", "mlflow", "spark"],
     doc_md=__doc__,
     params={
@@ -111,7 +115,8 @@ def weekly_retrain() -> None:
     def gate() -> dict:
         return _run("gate")
 
-    @task(execution_timeout=timedelta(minutes=10))
+    # a rejected candidate is registered (validation_status=rejected), not a failure: notify here
+    @task(execution_timeout=timedelta(minutes=10), on_success_callback=RecsysNotifier("gate_rejected"))
     def register() -> dict:
         return _run("register")
 
