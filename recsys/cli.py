@@ -360,6 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, PermissionError) as exc:
         print(f"error: {exc.__class__.__name__}: {_first_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except ConnectionError as exc:  # a service (S3, MLflow server, Spark master) is not reachable
+        print(f"error: {_first_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

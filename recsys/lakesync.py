@@ -36,6 +36,10 @@ from recsys.settings import Settings
 log = logging.getLogger(__name__)
 
 MANIFEST = ".s3-manifest.json"
+#: S3 error codes that a retry cannot fix
+CONFIG_ERROR_CODES = frozenset(
+    {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
+)
 _depth = threading.local()
 
 
@@ -108,7 +112,7 @@ class S3Lake:
         return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
     def _remote(self) -> dict[str, dict[str, Any]]:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         objects: dict[str, dict[str, Any]] = {}
         paginator = self.client.get_paginator("list_objects_v2")
@@ -120,8 +124,14 @@ class S3Lake:
                     rel = self._rel(obj["Key"])
                     if rel and _is_synced(rel):
                         objects[rel] = {"etag": obj["ETag"], "size": obj["Size"]}
-        except (BotoCoreError, ClientError) as exc:
-            raise ConfigError(f"cannot list the lake {self.uri}: {exc}") from None
+        except (NoCredentialsError, ClientError) as exc:
+            code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+            if isinstance(exc, NoCredentialsError) or code in CONFIG_ERROR_CODES:
+                # wrong bucket, credentials or permissions: retrying cannot help
+                raise ConfigError(f"cannot list the lake {self.uri}: {exc}") from None
+            raise  # throttling, a server error: the task's retries may help
+        except BotoCoreError as exc:  # endpoint unreachable, timeouts: retryable, with the lake named
+            raise ConnectionError(f"cannot reach the lake {self.uri}: {exc}") from exc
         return objects
 
     # ---- pull / push ---------------------------------------------------------------------------
