@@ -26,6 +26,8 @@ RECSYS_CONFIG                   (none: built-in defaults)                  JSON 
 RECSYS_NOTIFY                   ``log``                                    where notifications go
                                                                            (``recsys.notify``), e.g.
                                                                            ``log,email:ops@example.com``
+RECSYS_MLFLOW_PUBLIC_URL        http(s) tracking URI, else 127.0.0.1:5000  MLflow UI address in the links
+                                                                           of the Airflow UI
 =============================== ========================================== ==============================
 """
 
@@ -39,6 +41,8 @@ from recsys.errors import ConfigError
 
 PSEUDONYM_KEY_ENV = "RECSYS_PSEUDONYM_KEY"
 MIN_KEY_BYTES = 16
+#: where `make ui` serves the MLflow UI: the links' default when tracking is not over http(s)
+DEFAULT_MLFLOW_PUBLIC_URL = "http://127.0.0.1:5000"
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class Settings:
     data_dir: Path | None
     config_file: Path | None = None
     lake_uri: str | None = None  # s3://bucket/prefix: the lake lives in S3 (through boto3)
+    # the MLflow UI as a browser reaches it (links from the Airflow UI to runs and model versions)
+    mlflow_public_url: str = DEFAULT_MLFLOW_PUBLIC_URL
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -64,7 +70,9 @@ class Settings:
         tracking = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir / 'mlflow.db'}"
         # a tracking server (http/https) keeps artifacts where it is configured to: "" leaves it to it
         remote = tracking.startswith(("http://", "https://"))
-        artifacts = env.get("RECSYS_MLFLOW_ARTIFACT_ROOT") or ("" if remote else str(mlflow_dir / "artifacts"))
+        artifacts = env.get("RECSYS_MLFLOW_ARTIFACT_ROOT") or (
+            "" if remote else str(mlflow_dir / "artifacts")
+        )
         data_dir_raw = env.get("RECSYS_DATA_DIR")
         if data_dir_raw:
             data_dir: Path | None = Path(data_dir_raw).expanduser().resolve()
@@ -88,6 +96,10 @@ class Settings:
             if env.get("RECSYS_CONFIG")
             else None,
             lake_uri=_lake_uri(env.get("RECSYS_LAKE_URI")),
+            mlflow_public_url=(
+                env.get("RECSYS_MLFLOW_PUBLIC_URL")
+                or (_without_credentials(tracking) if remote else DEFAULT_MLFLOW_PUBLIC_URL)
+            ).rstrip("/"),
         )
 
 
@@ -98,6 +110,14 @@ def _lake_uri(raw: str | None) -> str | None:
     if not uri.startswith("s3://") or len(uri) <= len("s3://") or uri.startswith("s3:///"):
         raise ConfigError(f"RECSYS_LAKE_URI={raw!r}: expected s3://bucket or s3://bucket/prefix")
     return uri
+
+
+def _without_credentials(uri: str) -> str:
+    """``uri`` without ``user:password@``: a link a browser follows must not carry a login."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def pseudonym_key(env: dict[str, str] | None = None) -> bytes:
