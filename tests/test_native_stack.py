@@ -139,7 +139,7 @@ def test_weekly_dag_on_the_native_stack(tmp_path):
             ],
             env,
         )
-        dates = run([str(BIN / "recsys"), "run-dates", "--until", UNTIL, "--weeks", "2"], env).stdout.split()
+        dates = run([str(BIN / "recsys"), "run-dates", "--until", UNTIL, "--weeks", "1"], env).stdout.split()
         for day in dates:
             result = run([str(BIN / "airflow"), "dags", "test", "weekly_retrain", day], env)
             finished = [
