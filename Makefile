@@ -24,13 +24,14 @@ RUN_WEEKS ?= 2
 # Week to end on (any day; the last complete week before it is used). Default: today.
 UNTIL ?= $(shell date -u +%F)
 
-.PHONY: help install run test lint ui generate clean
+.PHONY: help install run test lint ui generate clean bench
 
 help:
 	@echo "make run    set up (venv, Airflow DB, data) and run the weekly retrain DAG end to end"
 	@echo "make test   run the whole test suite"
 	@echo "make ui     Airflow UI on http://127.0.0.1:8080 and MLflow UI on http://127.0.0.1:5000"
 	@echo "make lint   ruff"
+	@echo "make bench  benchmarks against stock Spark (writes docs/benchmarks.md)"
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON_BIN) >/dev/null || { echo "error: $(PYTHON_BIN) not found (Python 3.11 is required)"; exit 2; }
@@ -71,6 +72,10 @@ run: $(STAMP) $(KEY_FILE) $(AIRFLOW_HOME)/airflow.db
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Benchmarks (figures printed and written to docs/benchmarks.md); run on a quiet machine.
+bench: $(STAMP)
+	$(BIN)/python -m bench.recommend
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -31,11 +31,14 @@ class ALSConfig(BaseModel):
     seed: int = 42
 
 
-def train_als(train: pd.DataFrame, config: ALSConfig, spark: SparkSession) -> FactorModel:
-    """Fit ALS on (user, item_id, strength[, rating]) pairs and return the factors.
+def fit_spark_als(
+    train: pd.DataFrame, config: ALSConfig, spark: SparkSession
+) -> tuple[Any, np.ndarray, np.ndarray, float]:
+    """Fit Spark's ALS on (user, item_id, strength[, rating]) pairs.
 
-    Implicit mode learns from ``strength`` as confidence; explicit mode from ``rating`` (pairs
-    without a rating are left out).
+    Returns the fitted ``ALSModel`` (its user / item ids are positions in the returned ``users`` /
+    ``items`` arrays), those arrays, and the fit time in seconds. Implicit mode learns from
+    ``strength`` as confidence; explicit mode from ``rating`` (pairs without a rating are left out).
     """
     from pyspark.ml.recommendation import ALS
 
@@ -69,30 +72,39 @@ def train_als(train: pd.DataFrame, config: ALSConfig, spark: SparkSession) -> Fa
         seed=config.seed,
     )
     fitted = als.fit(sdf)
-    user_factors = _dense(fitted.userFactors.toPandas(), len(users), config.rank)
-    item_factors = _dense(fitted.itemFactors.toPandas(), len(items), config.rank)
+    return fitted, users, items, time.perf_counter() - started
+
+
+def train_als(train: pd.DataFrame, config: ALSConfig, spark: SparkSession) -> FactorModel:
+    """Fit ALS (:func:`fit_spark_als`) and return the factors as a :class:`FactorModel`."""
+    started = time.perf_counter()
+    fitted, users, items, _ = fit_spark_als(train, config, spark)
+    model = factor_model(fitted, users, items, train, config)
     seconds = time.perf_counter() - started
+    model.meta.update({"fit_seconds": round(seconds, 3), "spark_version": spark.version})
     log.info(
         "ALS rank=%d on %d pairs (%d users, %d items) in %.1fs",
         config.rank,
-        len(frame),
+        len(train),
         len(users),
         len(items),
         seconds,
     )
+    return model
+
+
+def factor_model(
+    fitted: Any, users: np.ndarray, items: np.ndarray, train: pd.DataFrame, config: ALSConfig
+) -> FactorModel:
+    """The factors of a fitted ``ALSModel`` (from :func:`fit_spark_als`) as a :class:`FactorModel`."""
     return FactorModel(
         users=users,
         items=items,
-        user_factors=user_factors,
-        item_factors=item_factors,
+        user_factors=_dense(fitted.userFactors.toPandas(), len(users), config.rank),
+        item_factors=_dense(fitted.itemFactors.toPandas(), len(items), config.rank),
         seen=seen_matrix(train, users, items),
         popular=popularity_order(train),
-        meta={
-            "kind": "als",
-            "config": config.model_dump(),
-            "fit_seconds": round(seconds, 3),
-            "spark_version": spark.version,
-        },
+        meta={"kind": "als", "config": config.model_dump()},
     )
 
 
