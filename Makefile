@@ -76,6 +76,7 @@ test: $(STAMP)
 # Benchmarks (figures printed and written to docs/benchmarks.md); run on a quiet machine.
 bench: $(STAMP)
 	$(BIN)/python -m bench.recommend
+	$(BIN)/python -m bench.train
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
