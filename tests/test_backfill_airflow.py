@@ -87,13 +87,23 @@ class Stack:
         return sorted(body["backfills"], key=lambda b: b["id"])
 
     def airflow(self, *args: str) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            [str(BIN / "airflow"), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        # The test's metadata DB is SQLite, which allows one writer at a time: a CLI write can meet
+        # the running scheduler's and fail with "database is locked" (the transaction is rolled
+        # back). Try again then, as an operator would; PostgreSQL (the team stack) has no such limit.
+        for attempt in range(4):
+            done = subprocess.run(
+                [str(BIN / "airflow"), *args],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+            if done.returncode == 0 or "database is locked" not in done.stdout + done.stderr:
+                break
+            print(
+                f"airflow {' '.join(args[:2])}: SQLite database locked, attempt {attempt + 1}; trying again"
+            )
+            time.sleep(3)
         assert done.returncode == 0, f"airflow {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
         return done
 
