@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from recsys.report import _CSS, _e, _fmt, _note
+from recsys.report import _CSS, _e, _fmt, _note, _number
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -267,13 +267,8 @@ def _json_ready(value: Any) -> Any:
 
 
 def _float(value: Any) -> float | None:
-    if value is None or isinstance(value, bool) or value in ("", "n/a"):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+    """A finite number from a tag value (tags say "" or "n/a" for none), else None."""
+    return None if value in ("", "n/a") else _number(value)
 
 
 def _reasons(raw: str | None) -> list[str]:
