@@ -10,7 +10,7 @@ import json
 import pytest
 
 from tests.conftest import airflow_subprocess_env
-from tests.test_e2e_airflow import BIN, run
+from tests.test_e2e_airflow import BIN, dags_test, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -35,11 +35,7 @@ def land(env: dict[str, str], through: str) -> None:
 
 
 def monitor(env: dict[str, str], when: str) -> str:
-    result = run([str(BIN / "airflow"), "dags", "test", "drift_monitor", when], env)
-    output = result.stdout + result.stderr
-    finished = [line for line in output.splitlines() if "DagRun Finished" in line]
-    assert finished and "state=success" in finished[-1], "\n".join(output.splitlines()[-60:])
-    return output
+    return dags_test(env, "drift_monitor", when)
 
 
 def retrain_runs(env: dict[str, str]) -> list[dict]:
@@ -85,12 +81,7 @@ def test_stable_days_then_drift_trigger_exactly_one_early_retrain(airflow_env):
     assert len(retrain_runs(env)) == 1
 
     # the early retrain itself, through Airflow, with the conf the monitor gave it
-    result = run(
-        [str(BIN / "airflow"), "dags", "test", "weekly_retrain", "2026-11-10", "-c", json.dumps(conf)], env
-    )
-    output = result.stdout + result.stderr
-    finished = [line for line in output.splitlines() if "DagRun Finished" in line]
-    assert finished and "state=success" in finished[-1], "\n".join(output.splitlines()[-80:])
+    output = dags_test(env, "weekly_retrain", "2026-11-10", "-c", json.dumps(conf))
     assert "week 2026-11-08 (in progress, data through 2026-11-10T01:00:00+00:00), drift run" in output
     newest = json.loads(run([str(BIN / "recsys"), "registry", "--json"], env).stdout)[0]
     assert newest["trigger"] == "drift" and newest["week"] == "2026-11-08", newest

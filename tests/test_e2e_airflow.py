@@ -30,6 +30,15 @@ def run(cmd: list[str], env: dict[str, str], timeout: int = 900) -> subprocess.C
     return result
 
 
+def dags_test(env: dict[str, str], dag_id: str, day: str, *extra: str) -> str:
+    """`airflow dags test DAG_ID DAY [EXTRA...]`; asserts the run succeeded and returns its output."""
+    result = run([str(BIN / "airflow"), "dags", "test", dag_id, day, *extra], env)
+    output = result.stdout + result.stderr
+    finished = [line for line in output.splitlines() if "DagRun Finished" in line]
+    assert finished and "state=success" in finished[-1], "\n".join(output.splitlines()[-80:])
+    return output
+
+
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("e2e")
@@ -53,11 +62,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory):
     dates = run([str(BIN / "recsys"), "run-dates", "--until", UNTIL, "--weeks", "2"], env).stdout.split()
     logs = []
     for day in dates:
-        result = run([str(BIN / "airflow"), "dags", "test", "weekly_retrain", day], env)
-        output = result.stdout + result.stderr
-        finished = [line for line in output.splitlines() if "DagRun Finished" in line]
-        assert finished and "state=success" in finished[-1], "\n".join(output.splitlines()[-80:])
-        logs.append(output)
+        logs.append(dags_test(env, "weekly_retrain", day))
     return {"root": root, "env": env, "dates": dates, "logs": logs, "lake": root / "home" / "lake"}
 
 

@@ -20,7 +20,7 @@ from tests.services import (
     s3_server,
     spark_standalone,
 )
-from tests.test_e2e_airflow import BIN, run
+from tests.test_e2e_airflow import BIN, dags_test, run
 
 BUCKET = "recsys"
 MODEL = "stack_als"
@@ -141,11 +141,7 @@ def test_weekly_dag_on_the_native_stack(tmp_path):
         )
         dates = run([str(BIN / "recsys"), "run-dates", "--until", UNTIL, "--weeks", "1"], env).stdout.split()
         for day in dates:
-            result = run([str(BIN / "airflow"), "dags", "test", "weekly_retrain", day], env)
-            finished = [
-                line for line in (result.stdout + result.stderr).splitlines() if "DagRun Finished" in line
-            ]
-            assert finished and "state=success" in finished[-1], (result.stdout + result.stderr)[-5000:]
+            dags_test(env, "weekly_retrain", day)
 
         # Airflow's metadata is in PostgreSQL
         states = pg.query("airflow", "select state from dag_run where dag_id = 'weekly_retrain'")
