@@ -9,7 +9,9 @@ Spark needed to serve, and no per-user Python loop over items.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,40 +94,58 @@ class FactorModel:
         Known users are scored with their factors; their training items (and ``exclude``) are never
         recommended. Unknown users get the most popular items they have not been excluded from,
         with a NaN score (so callers can tell a fallback from a model score).
+
+        Blocks of users are scored with one matrix product each and reduced to their top ``k`` by
+        :func:`top_k` (chunk maxima first, then only the winning chunks), on a thread per core:
+        numpy and BLAS release the GIL.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        item_pos = {int(item): j for j, item in enumerate(self.items.tolist())}
-        known = [(u, self._user_index[u]) for u in users if u in self._user_index]
-        unknown = [u for u in users if u not in self._user_index]
-        frames: list[pd.DataFrame] = []
+        positions = pd.Index(self.users).get_indexer(pd.Index(list(users), dtype=object))
+        requested = np.asarray(list(users), dtype=object)
+        rows = positions[positions >= 0]
+        known_users = requested[positions >= 0]
+        unknown = requested[positions < 0].tolist()
         kk = min(k, len(self.items))
-        for start in range(0, len(known), BLOCK_USERS):
-            block = known[start : start + BLOCK_USERS]
-            rows = np.fromiter((i for _, i in block), dtype=np.int64, count=len(block))
-            scores = self.user_factors[rows] @ self.item_factors.T
+        banned = self._exclusions(known_users, exclude) if exclude else None
+        n_items = len(self.items)
+        item_factors_t = np.zeros((self.rank, -(-n_items // CHUNK) * CHUNK), dtype=self.item_factors.dtype)
+        item_factors_t[:, :n_items] = self.item_factors.T
+        blocks = [
+            (start, rows[start : start + self._block_users()])
+            for start in range(0, len(rows), self._block_users())
+        ]
+
+        def score(block: tuple[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+            start, block_rows = block
+            scores = self.user_factors[block_rows] @ item_factors_t
+            scores[:, n_items:] = -np.inf  # padding up to whole chunks: top_k then copies nothing
             if exclude_seen:
-                sub = self.seen[rows]
-                scores[sub.nonzero()] = -np.inf
-            if exclude:
-                for r, (user, _) in enumerate(block):
-                    cols = [item_pos[int(i)] for i in exclude.get(user, ()) if int(i) in item_pos]
-                    if cols:
-                        scores[r, cols] = -np.inf
-            top = np.argpartition(-scores, kth=kk - 1, axis=1)[:, :kk]
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            top = np.take_along_axis(top, order, axis=1)
-            top_scores = np.take_along_axis(top_scores, order, axis=1)
+                scores[self.seen[block_rows].nonzero()] = -np.inf
+            if banned is not None:
+                scores[banned[start : start + len(block_rows)].nonzero()] = -np.inf
+            top, values = top_k(scores, kk)
+            return np.minimum(top, n_items - 1), values  # a padding column only wins with -inf
+
+        workers = min(len(blocks), os.cpu_count() or 1)
+        if workers > 1:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(score, blocks))
+        else:
+            results = [score(block) for block in blocks]
+        frames: list[pd.DataFrame] = []
+        if results:
+            top = np.concatenate([t for t, _ in results])
+            top_scores = np.concatenate([s for _, s in results])
             frame = pd.DataFrame(
                 {
-                    "user": np.repeat([u for u, _ in block], kk),
-                    "rank": np.tile(np.arange(1, kk + 1), len(block)),
+                    "user": np.repeat(known_users, kk),
+                    "rank": np.tile(np.arange(1, kk + 1, dtype=np.int64), len(known_users)),
                     "item_id": self.items[top.ravel()].astype(np.int64),
                     "score": top_scores.ravel().astype(np.float64),
                 }
             )
-            frames.append(frame[np.isfinite(frame["score"])])
+            frames.append(frame[np.isfinite(frame["score"].to_numpy())])
         if unknown:
             frames.append(self._popular_for(unknown, k, exclude or {}))
         if not frames:
@@ -140,6 +160,34 @@ class FactorModel:
         out = pd.concat(frames, ignore_index=True)
         return out[RECOMMENDATION_COLUMNS]
 
+    def _block_users(self) -> int:
+        """Users per scoring block: about 8 MiB of float32 scores, between 64 and BLOCK_USERS."""
+        return int(max(64, min(BLOCK_USERS, (8 << 20) // (4 * max(len(self.items), 1)))))
+
+    def _exclusions(self, users: np.ndarray, exclude: dict[str, Iterable[int]]) -> sparse.csr_matrix:
+        """``exclude`` as a (len(users), n_items) sparse matrix; item ids the model lacks are ignored."""
+        user_rows: list[np.ndarray] = []
+        item_ids: list[np.ndarray] = []
+        for r, user in enumerate(users.tolist()):
+            chosen = exclude.get(user)
+            if chosen is None:
+                continue
+            ids = np.fromiter((int(i) for i in chosen), dtype=np.int64)
+            user_rows.append(np.full(len(ids), r, dtype=np.int64))
+            item_ids.append(ids)
+        if not item_ids:
+            return sparse.csr_matrix((len(users), len(self.items)), dtype=np.float32)
+        cols = self._item_index().get_indexer(np.concatenate(item_ids))
+        rows = np.concatenate(user_rows)
+        keep = cols >= 0
+        return sparse.csr_matrix(
+            (np.ones(int(keep.sum()), dtype=np.float32), (rows[keep], cols[keep])),
+            shape=(len(users), len(self.items)),
+        )
+
+    def _item_index(self) -> pd.Index:
+        return pd.Index(self.items.astype(np.int64))
+
     def _popular_for(self, users: list[str], k: int, exclude: dict[str, Iterable[int]]) -> pd.DataFrame:
         rows = []
         for user in users:
@@ -147,6 +195,44 @@ class FactorModel:
             picks = [int(i) for i in self.popular[: k + len(banned)] if int(i) not in banned][:k]
             rows.extend((user, r + 1, item, np.nan) for r, item in enumerate(picks))
         return pd.DataFrame(rows, columns=RECOMMENDATION_COLUMNS)
+
+
+CHUNK = 16  # items per chunk of the two-stage top-k
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column positions and values of each row's ``k`` highest scores, best first.
+
+    Two stages instead of one ``argpartition`` over every score: the columns are split into chunks of
+    :data:`CHUNK` (chunk ``j`` = columns ``j, j + n, j + 2n, ...``), each chunk's maximum is taken
+    (an elementwise max of contiguous rows, vectorised), the ``k`` chunks with the highest maxima
+    are kept, and the top ``k`` is chosen among their columns only. Exact: a chunk holding one of
+    the top ``k`` scores has a maximum at least the ``k``-th best score, and at most ``k`` chunks
+    can (ties at the ``k``-th score may pick either of the tied columns, as ``argpartition`` does).
+    """
+    n_rows, n_cols = scores.shape
+    k = min(k, n_cols)
+    if n_rows == 0 or n_cols <= 4 * k * CHUNK:
+        top = np.argpartition(scores, n_cols - k, axis=1)[:, n_cols - k :]
+        values = np.take_along_axis(scores, top, axis=1)
+    else:
+        n_chunks = -(-n_cols // CHUNK)
+        padded = n_chunks * CHUNK
+        if padded != n_cols:
+            wide = np.full((n_rows, padded), -np.inf, dtype=scores.dtype)
+            wide[:, :n_cols] = scores
+            scores = wide
+        by_chunk = scores.reshape(n_rows, CHUNK, n_chunks)
+        best = np.argpartition(by_chunk.max(axis=1), n_chunks - k, axis=1)[:, n_chunks - k :]
+        candidates = np.take_along_axis(by_chunk, best[:, None, :], axis=2).reshape(n_rows, CHUNK * k)
+        pick = np.argpartition(candidates, CHUNK * k - k, axis=1)[:, CHUNK * k - k :]
+        values = np.take_along_axis(candidates, pick, axis=1)
+        columns = (np.arange(CHUNK)[None, :, None] * n_chunks + best[:, None, :]).reshape(n_rows, CHUNK * k)
+        # a padding column (score -inf) can only win in a row with fewer than k finite scores; it
+        # keeps its -inf score, and its position is clipped into range
+        top = np.minimum(np.take_along_axis(columns, pick, axis=1), n_cols - 1)
+    order = np.argsort(-values, axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(values, order, axis=1)
 
 
 def popularity_order(train: pd.DataFrame) -> np.ndarray:

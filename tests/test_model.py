@@ -71,3 +71,56 @@ def test_blocked_scoring_matches_brute_force():
     recs = model.recommend(users.tolist(), k=5)
     brute = np.argsort(-(uf @ itf.T), axis=1)[:, :5]
     assert (recs["item_id"].to_numpy().reshape(5000, 5) == items[brute]).mean() > 0.999
+
+
+@pytest.mark.parametrize("n_items", [7, 640, 641, 3706, 10_000])
+@pytest.mark.parametrize("k", [1, 10, 25])
+def test_top_k_matches_a_full_sort(n_items, k):
+    from recsys.model import top_k
+
+    rng = np.random.default_rng(n_items * 31 + k)
+    scores = rng.normal(size=(300, n_items)).astype(np.float32)
+    before = scores.copy()
+    top, values = top_k(scores, k)
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, n_items)]
+    np.testing.assert_array_equal(top, expected)  # continuous scores: no ties, so the order is unique
+    np.testing.assert_array_equal(values, np.take_along_axis(scores, expected, axis=1))
+    np.testing.assert_array_equal(scores, before)  # the input is left alone
+
+
+def test_top_k_rows_with_fewer_finite_scores_than_k():
+    from recsys.model import top_k
+
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(4, 5000)).astype(np.float32)
+    scores[0, :] = -np.inf
+    scores[0, [17, 4999]] = [2.0, 1.0]  # only two finite scores in row 0
+    scores[1, :] = -np.inf  # nothing left in row 1
+    top, values = top_k(scores, 10)
+    assert top.shape == (4, 10) and (top >= 0).all() and (top < 5000).all()
+    assert top[0, :2].tolist() == [17, 4999] and np.isneginf(values[0, 2:]).all()
+    assert np.isneginf(values[1]).all()
+
+
+def test_large_catalogue_recommend_excludes_seen_and_extra_items_exactly():
+    rng = np.random.default_rng(11)
+    n_users, n_items = 700, 4000
+    users = np.array([f"u{i}" for i in range(n_users)])
+    items = np.arange(100, 100 + n_items, dtype=np.int64)
+    uf = rng.normal(size=(n_users, 8)).astype(np.float32)
+    itf = rng.normal(size=(n_items, 8)).astype(np.float32)
+    brute = uf @ itf.T
+    seen_pairs = pd.DataFrame(
+        {"user": np.repeat(users, 30), "item_id": items[np.argsort(-brute, axis=1)[:, :30].ravel()]}
+    )
+    model = FactorModel(users, items, uf, itf, seen_matrix(seen_pairs, users, items), popular=items)
+    # u0 is also barred from its 31st..35th best items and from an item id the model does not know
+    extra = items[np.argsort(-brute[0])[30:35]].tolist() + [99]
+    recs = model.recommend(["stranger", *users.tolist()], k=10, exclude={"u0": extra})
+    brute[np.arange(n_users)[:, None], np.argsort(-brute, axis=1)[:, :30]] = -np.inf
+    brute[0, extra[:-1] - items[0]] = -np.inf
+    expected = items[np.argsort(-brute, axis=1)[:, :10]]
+    got = recs[recs.user != "stranger"]["item_id"].to_numpy().reshape(n_users, 10)
+    np.testing.assert_array_equal(got, expected)
+    assert recs[recs.user == "stranger"]["score"].isna().all()
+    assert recs["user"].iloc[0] == "u0"  # known users first, in the order asked
