@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
+import numpy as np
 import pandas as pd
 
 from bench.common import SHAPES, generated_pairs, measure, movielens_pairs, table, write_section
@@ -21,15 +23,43 @@ from bench.common import SHAPES, generated_pairs, measure, movielens_pairs, tabl
 K = 10
 
 
-def agreement(spark_lists: dict[str, list[int]], ours: dict[str, list[int]]) -> tuple[float, float]:
-    """(share of users with the same top-K set, share with the same ordered list)."""
-    same_set = same_list = 0
+REPEATS = 3
+
+
+def agreement(
+    spark_lists: dict[str, list[int]],
+    ours: dict[str, list[int]],
+    model,  # noqa: ANN001
+) -> tuple[float, float, float]:
+    """(share of users with the same top-K set, with the same ordered list, and with lists whose
+    scores agree item by item within float32 rounding: a different item there is a tie)."""
+    same_set = same_list = same_scores = 0
+    user_pos = {u: i for i, u in enumerate(model.users.tolist())}
+    item_pos = {int(item): j for j, item in enumerate(model.items.tolist())}
     for user, items in spark_lists.items():
         mine = ours.get(user, [])
         same_set += set(items) == set(mine)
         same_list += list(items) == list(mine)
+        vector = model.user_factors[user_pos[user]].astype(np.float64)
+        theirs_scores = model.item_factors[[item_pos[i] for i in items]].astype(np.float64) @ vector
+        my_scores = model.item_factors[[item_pos[i] for i in mine]].astype(np.float64) @ vector
+        tolerance = 1e-5 * max(float(np.abs(theirs_scores).max(initial=0.0)), 1.0)
+        same_scores += len(mine) == len(items) and bool(
+            np.allclose(np.sort(theirs_scores), np.sort(my_scores), rtol=0, atol=tolerance)
+        )
     n = max(len(spark_lists), 1)
-    return same_set / n, same_list / n
+    return same_set / n, same_list / n, same_scores / n
+
+
+def median_seconds(run, repeats: int = REPEATS):  # noqa: ANN001, ANN201
+    """(median wall seconds over ``repeats`` calls of ``run``, the last result, the Measure of all)."""
+    times = []
+    with measure() as whole:
+        for _ in range(repeats):
+            started = time.perf_counter()
+            result = run()
+            times.append(time.perf_counter() - started)
+    return float(np.median(times)), result, whole
 
 
 def run_one(name: str, pairs: pd.DataFrame, spark) -> list[object]:  # noqa: ANN001
@@ -42,36 +72,37 @@ def run_one(name: str, pairs: pd.DataFrame, spark) -> list[object]:  # noqa: ANN
         f"[{name}] {len(pairs):,} pairs, {len(users):,} users, {len(items):,} items; fit {fit_seconds:.1f}s"
     )
 
-    with measure() as spark_time:
-        recs = fitted.recommendForAllUsers(K).toPandas()
+    spark_seconds, recs, spark_time = median_seconds(lambda: fitted.recommendForAllUsers(K).toPandas())
     spark_lists = {
         str(users[row.u]): [int(items[r["i"]]) for r in row.recommendations] for row in recs.itertuples()
     }
-    print(
-        f"[{name}] Spark recommendForAllUsers: {spark_time.seconds:.2f}s, peak {spark_time.peak_gib:.2f} GiB"
-    )
+    print(f"[{name}] Spark recommendForAllUsers: {spark_seconds:.3f}s, peak {spark_time.peak_gib:.2f} GiB")
 
-    with measure() as our_time:
-        ours_frame = model.recommend(list(users), k=K, exclude_seen=False)
+    everyone = list(users)
+    our_seconds, ours_frame, our_time = median_seconds(
+        lambda: model.recommend(everyone, k=K, exclude_seen=False)
+    )
     ours = {
         u: g["item_id"].astype(int).tolist()
         for u, g in ours_frame.sort_values(["user", "rank"]).groupby("user")
     }
-    print(f"[{name}] project (numpy blocks): {our_time.seconds:.2f}s, peak {our_time.peak_gib:.2f} GiB")
+    print(f"[{name}] project (numpy blocks): {our_seconds:.3f}s, peak {our_time.peak_gib:.2f} GiB")
 
-    same_set, same_list = agreement(spark_lists, ours)
-    speedup = spark_time.seconds / max(our_time.seconds, 1e-9)
+    same_set, same_list, same_scores = agreement(spark_lists, ours, model)
+    speedup = spark_seconds / max(our_seconds, 1e-9)
     print(
-        f"[{name}] speed-up {speedup:.1f}x; same top-{K} set for {same_set:.1%} of users, same order {same_list:.1%}"
+        f"[{name}] speed-up {speedup:.1f}x; same top-{K} set for {same_set:.1%} of users, same order "
+        f"{same_list:.1%}, same scores (differences only between float32 ties) {same_scores:.1%}"
     )
     return [
         name,
         f"{len(users):,} x {len(items):,}",
-        spark_time.seconds,
-        our_time.seconds,
+        spark_seconds,
+        our_seconds,
         f"{speedup:.1f}x",
         f"{same_set:.2%}",
         f"{same_list:.2%}",
+        f"{same_scores:.2%}",
         f"{spark_time.peak_gib:.2f} / {our_time.peak_gib:.2f}",
     ]
 
@@ -101,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Top-{K} for every user from the same ALS factors (the project's default ALS config, rank "
         f"{ALSConfig().rank}), collected on the driver. Spark: `ALSModel.recommendForAllUsers`; project: "
         "`FactorModel.recommend` (blocked numpy matrix products + `argpartition`), seen items not "
-        "excluded by either so the lists must agree. Peak memory: this process and the Spark JVM.\n\n"
+        "excluded by either so the lists must agree. Seconds: median of "
+        f"{REPEATS} runs each. *Same scores*: both lists hold the same scores within float32 rounding, "
+        "so any different item is a tie at the cut. Peak memory: this process and the Spark JVM.\n\n"
         + table(
             [
                 "data",
@@ -111,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 "speed-up",
                 "same set",
                 "same order",
+                "same scores",
                 "peak GiB (Spark / project)",
             ],
             rows,
