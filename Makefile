@@ -77,6 +77,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.recommend
 	$(BIN)/python -m bench.train
+	$(BIN)/python -m bench.scaling
+	$(BIN)/python -m bench.dag
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -255,7 +256,11 @@ def find_training_run(ctx: StageContext, train_digest: str, config_digest: str) 
     from recsys.train import ALSConfig
 
     als = ALSConfig.model_validate(
-        {k.removeprefix("als."): v for k, v in run.data.params.items() if k.startswith("als.")}
+        {  # MLflow keeps params as strings: an unset option (None) comes back as "None"
+            k.removeprefix("als."): v
+            for k, v in run.data.params.items()
+            if k.startswith("als.") and v != "None"
+        }
     )
     metrics = run.data.metrics
     return {
@@ -578,7 +583,14 @@ def run_stage(stage: str, ctx: StageContext, **kwargs: Any) -> dict[str, Any]:
     if stage not in STAGE_FUNCTIONS:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGE_FUNCTIONS)}")
     with synced_lake(ctx.settings):  # with RECSYS_LAKE_URI: pull from S3 before, push after
-        return STAGE_FUNCTIONS[stage](ctx, **kwargs)
+        started = time.perf_counter()
+        result = STAGE_FUNCTIONS[stage](ctx, **kwargs)
+        seconds = round(time.perf_counter() - started, 3)
+        log.info("stage %s for week %s: %.2fs of compute", stage, ctx.week, seconds)
+        if isinstance(result, dict) and result.get("stage") == stage:
+            # the stage's own time, apart from the orchestration around it (bench/dag.py sums these)
+            result = ctx.record(stage, {**result, "compute_seconds": seconds})
+        return result
 
 
 def run_all(ctx: StageContext, progress: Callable[[str], None] | None = None) -> dict[str, Any]:

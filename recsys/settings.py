@@ -19,7 +19,7 @@ RECSYS_MLFLOW_ARTIFACT_ROOT     ``$RECSYS_HOME/mlflow/artifacts``          artif
 RECSYS_MLFLOW_EXPERIMENT        ``weekly_retrain``                         experiment of the training runs
 RECSYS_MODEL_NAME               ``recsys_als``                             registered model name
 RECSYS_SPARK_MASTER             ``local[*]``                               Spark master URL
-RECSYS_SPARK_DRIVER_MEMORY      ``2g``                                     Spark driver memory
+RECSYS_SPARK_DRIVER_MEMORY      ``auto``                                   Spark driver memory (auto: RAM / 4, 1g-8g)
 RECSYS_PSEUDONYM_KEY            (none: required by the anonymize stage)    HMAC key for user pseudonyms
 RECSYS_DATA_DIR                 ``../shared/data`` if it exists            MovieLens datasets (optional)
 RECSYS_CONFIG                   (none: built-in defaults)                  JSON file of stage configs
@@ -34,6 +34,7 @@ RECSYS_MLFLOW_PUBLIC_URL        http(s) tracking URI, else 127.0.0.1:5000  MLflo
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +91,7 @@ class Settings:
             mlflow_experiment=env.get("RECSYS_MLFLOW_EXPERIMENT") or "weekly_retrain",
             model_name=model_name,
             spark_master=env.get("RECSYS_SPARK_MASTER") or "local[*]",
-            spark_driver_memory=env.get("RECSYS_SPARK_DRIVER_MEMORY") or "2g",
+            spark_driver_memory=_driver_memory(env.get("RECSYS_SPARK_DRIVER_MEMORY")),
             data_dir=data_dir,
             config_file=Path(env["RECSYS_CONFIG"]).expanduser().resolve()
             if env.get("RECSYS_CONFIG")
@@ -101,6 +102,15 @@ class Settings:
                 or (_without_credentials(tracking) if remote else DEFAULT_MLFLOW_PUBLIC_URL)
             ).rstrip("/"),
         )
+
+
+def _driver_memory(raw: str | None) -> str:
+    value = (raw or "auto").strip().lower()
+    if value != "auto" and not re.fullmatch(r"[1-9][0-9]*[kmgt]?", value):
+        raise ConfigError(
+            f"RECSYS_SPARK_DRIVER_MEMORY={raw!r}: expected auto or a JVM size such as 2g or 4096m"
+        )
+    return value
 
 
 def _lake_uri(raw: str | None) -> str | None:

@@ -11,6 +11,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from recsys.model import FactorModel, popularity_order, seen_matrix
+from recsys.spark import als_sizing
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -23,11 +24,19 @@ class ALSConfig(BaseModel):
 
     rank: int = Field(16, ge=1, le=1024)
     max_iter: int = Field(10, ge=1, le=200)
-    reg_param: float = Field(1.0, ge=0.0)
+    reg_param: float = Field(
+        0.1, ge=0.0, description="L2 weight, scaled by each user's / item's number of pairs (Spark's ALS-WR)"
+    )
     alpha: float = Field(1.0, ge=0.0, description="confidence scale for implicit feedback")
     implicit_prefs: bool = True
     nonnegative: bool = False
-    num_blocks: int = Field(2, ge=1, le=1024, description="user and item blocks (parallelism of one solve)")
+    num_blocks: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="user and item blocks (parallelism of one solve); None: from the data size and the "
+        "session's parallelism (recsys.spark.als_sizing)",
+    )
     seed: int = 42
 
 
@@ -54,6 +63,10 @@ def fit_spark_als(
             "r": (data["strength"] if config.implicit_prefs else data["rating"]).astype(np.float32),
         }
     )
+    sizing = als_sizing(
+        len(frame), spark.sparkContext.defaultParallelism, config.max_iter, blocks=config.num_blocks
+    )
+    log.info("ALS on %d pairs: %s", len(frame), sizing.describe())
     started = time.perf_counter()
     sdf = spark.createDataFrame(frame)
     als = ALS(
@@ -63,8 +76,9 @@ def fit_spark_als(
         alpha=config.alpha,
         implicitPrefs=config.implicit_prefs,
         nonnegative=config.nonnegative,
-        numUserBlocks=config.num_blocks,
-        numItemBlocks=config.num_blocks,
+        numUserBlocks=sizing.blocks,
+        numItemBlocks=sizing.blocks,
+        checkpointInterval=sizing.checkpoint_interval,
         userCol="u",
         itemCol="i",
         ratingCol="r",

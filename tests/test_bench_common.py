@@ -16,10 +16,26 @@ def test_generated_pairs_have_the_asked_shape_and_distinct_pairs():
     assert pairs.equals(again)  # same seed, same data
 
 
-def test_agreement_counts_sets_and_order():
+def test_agreement_counts_sets_order_and_ties():
+    import numpy as np
+    import pandas as pd
+
+    from recsys.model import FactorModel, seen_matrix
+
+    users = np.array(["a", "b", "c"])
+    items = np.arange(1, 12, dtype=np.int64)
+    # one factor: item i scores i for every user, except items 9 and 10 which tie at 9.0
+    item_factors = items.astype(np.float32).reshape(-1, 1)
+    item_factors[9] = 9.0
+    empty = pd.DataFrame({"user": pd.Series(dtype=str), "item_id": pd.Series(dtype=np.int64)})
+    model = FactorModel(
+        users, items, np.ones((3, 1), np.float32), item_factors, seen_matrix(empty, users, items), items
+    )
     spark = {"a": [1, 2, 3], "b": [4, 5, 6], "c": [7, 8, 9]}
-    ours = {"a": [1, 2, 3], "b": [5, 4, 6], "c": [7, 8, 10]}
-    assert agreement(spark, ours) == (2 / 3, 1 / 3)
+    ours = {"a": [1, 2, 3], "b": [5, 4, 6], "c": [7, 8, 10]}  # c: 10 ties with 9
+    assert agreement(spark, ours, model) == (2 / 3, 1 / 3, 1.0)
+    ours["c"] = [7, 8, 11]  # 11 scores higher than 9: a real difference
+    assert agreement(spark, ours, model)[2] == 2 / 3
 
 
 def test_sections_are_replaced_in_place(tmp_path, monkeypatch):

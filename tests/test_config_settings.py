@@ -68,3 +68,20 @@ def test_bad_config_files_name_the_problem(tmp_path, content, message):
         PipelineConfig.load(path)
     with pytest.raises(ConfigError, match="not found"):
         PipelineConfig.load(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("value", ["lots", "2 g", "0g", "-1g", "2gb"])
+def test_bad_driver_memory_is_refused(tmp_path, value):
+    with pytest.raises(ConfigError, match="RECSYS_SPARK_DRIVER_MEMORY"):
+        Settings.from_env({"RECSYS_HOME": str(tmp_path), "RECSYS_SPARK_DRIVER_MEMORY": value})
+
+
+def test_driver_memory_defaults_to_auto_and_keeps_jvm_sizes(tmp_path):
+    from recsys.spark import auto_driver_memory, driver_memory
+
+    auto = Settings.from_env({"RECSYS_HOME": str(tmp_path)})
+    assert auto.spark_driver_memory == "auto"
+    assert driver_memory(auto) in {f"{g}g" for g in range(1, 9)}
+    fixed = Settings.from_env({"RECSYS_HOME": str(tmp_path), "RECSYS_SPARK_DRIVER_MEMORY": "3G"})
+    assert driver_memory(fixed) == "3g"
+    assert [auto_driver_memory(g * 2**30) for g in (2, 8, 24, 64)] == ["1g", "2g", "6g", "8g"]
