@@ -239,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--shapes", nargs="+", default=["ml-100k", "ml-latest-small", "ml-1m shape"])
+    parser.add_argument(
+        "--shapes", nargs="+", default=["ml-100k", "ml-latest-small", "ml-1m shape", "ml-10m shape"]
+    )
     parser.add_argument(
         "--tuned", nargs="*", default=["ml-100k", "ml-latest-small"], help="datasets to tune on"
     )
