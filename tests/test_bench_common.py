@@ -47,3 +47,67 @@ def test_sections_are_replaced_in_place(tmp_path, monkeypatch):
     assert "gamma" in text and "alpha" not in text and "beta" in text
     assert text.index("First") < text.index("Second") and text.count("<!-- bench:one -->") == 1
     assert "Machine:" in text and "cores" in text
+
+
+def test_dag_bench_reads_task_times_and_the_run_span(tmp_path):
+    import sqlite3
+
+    from bench.dag import task_times
+
+    with sqlite3.connect(tmp_path / "airflow.db") as db:
+        db.execute(
+            "create table task_instance (dag_id text, task_id text, duration real, state text, "
+            "start_date text, end_date text)"
+        )
+        db.executemany(
+            "insert into task_instance values (?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    "weekly_retrain",
+                    "ingest",
+                    2.5,
+                    "success",
+                    "2026-11-24 01:00:00.000000",
+                    "2026-11-24 01:00:02.500000",
+                ),
+                (
+                    "weekly_retrain",
+                    "train",
+                    10.0,
+                    "success",
+                    "2026-11-24 01:00:03.000000",
+                    "2026-11-24 01:00:13.000000",
+                ),
+                (
+                    "weekly_retrain",
+                    "review",
+                    None,
+                    "skipped",
+                    "2026-11-24 01:00:14.000000",
+                    "2026-11-24 01:00:14.000000",
+                ),
+                (
+                    "other_dag",
+                    "train",
+                    99.0,
+                    "success",
+                    "2026-11-24 00:00:00.000000",
+                    "2026-11-24 02:00:00.000000",
+                ),
+            ],
+        )
+    tasks, span = task_times(tmp_path, "weekly_retrain")
+    assert tasks == {"ingest": 2.5, "train": 10.0}  # skipped tasks and other DAGs left out
+    assert span == 14.0
+
+
+def test_scaling_plot_is_written(tmp_path, monkeypatch):
+    import bench.scaling as scaling
+
+    monkeypatch.setattr(scaling, "PLOT", tmp_path / "scaling.png")
+    rows = [
+        ["100k", 100_000, "1 x 1", 2.0, 5.0, 0.01, 0.8, 1.0],
+        ["1m", 1_000_000, "1 x 1", 8.0, 12.0, 0.05, 1.0, 2.0],
+    ]
+    scaling.plot(rows)
+    assert scaling.PLOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
