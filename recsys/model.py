@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import sparse
+from threadpoolctl import threadpool_limits
 
 BLOCK_USERS = 2048
 RECOMMENDATION_COLUMNS = ["user", "rank", "item_id", "score"]
@@ -129,7 +130,12 @@ class FactorModel:
 
         workers = min(len(blocks), os.cpu_count() or 1)
         if workers > 1:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
+            # one BLAS thread per block: BLAS's own pool on top of ours oversubscribes the cores and
+            # its idle threads spin against the scoring threads
+            with (
+                threadpool_limits(limits=1, user_api="blas"),
+                ThreadPoolExecutor(max_workers=workers) as pool,
+            ):
                 results = list(pool.map(score, blocks))
         else:
             results = [score(block) for block in blocks]
