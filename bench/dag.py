@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     body = (
         f"{events:,} raw event lines over {WINDOW_WEEKS} weekly partitions ({SHAPES['ml-1m shape'][0]:,} users, "
         f"{SHAPES['ml-1m shape'][1]:,} titles); the window prepares to {pairs:,} (user, title) pairs "
-        f"(train + holdout: {prepared.get('train_pairs', '?')} + {prepared.get('holdout_pairs', '?')}). "
+        f"(train + holdout: {int(prepared.get('train_pairs', 0)):,} + {int(prepared.get('holdout_pairs', 0)):,}). "
         "The 11 earlier weeks were ingested, validated and anonymized before (as earlier weekly "
         "runs would have); the DAG run does the new week and everything after. Embedded defaults: "
         "SQLite metadata, local Spark, local MLflow store.\n\n"
