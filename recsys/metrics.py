@@ -300,3 +300,49 @@ def novelty(
                 bits += log_total - math.log2(value)
                 slots += 1
     return bits / slots if slots else math.nan
+
+
+def intra_list_diversity(
+    recs: Mapping[Any, Sequence[Item]], item_genres: Mapping[Item, Collection[str]], k: int | None = None
+) -> float:
+    """Mean over lists of the mean pairwise genre distance ``1 - Jaccard(genres_a, genres_b)``.
+
+    1.0: no two items of a list share a genre; 0.0: every item has the same genres. Items without
+    genres (or unknown to ``item_genres``) are left out of the pairs; lists with fewer than two
+    such items are skipped. NaN when no list has a pair.
+    """
+    per_list: list[float] = []
+    for ranked in recs.values():
+        sets = [
+            frozenset(item_genres.get(item) or ()) for item in (ranked if k is None else truncate(ranked, k))
+        ]
+        sets = [s for s in sets if s]
+        if len(sets) < 2:
+            continue
+        distances = [1.0 - len(a & b) / len(a | b) for i, a in enumerate(sets) for b in sets[i + 1 :]]
+        per_list.append(sum(distances) / len(distances))
+    return sum(per_list) / len(per_list) if per_list else math.nan
+
+
+def gini_concentration(recs: Mapping[Any, Sequence[Item]], catalog_size: int, k: int | None = None) -> float:
+    """Gini coefficient of how often each catalogue item is recommended (0: every item equally
+    often; towards 1: a few blockbusters take every slot). Items never recommended count as 0.
+    NaN when nothing is recommended. Raises ValueError as :func:`catalog_coverage` does."""
+    catalog_size = _positive_int(catalog_size, "catalog_size")
+    counts: dict[Item, int] = {}
+    for ranked in recs.values():
+        for item in ranked if k is None else truncate(ranked, k):
+            counts[item] = counts.get(item, 0) + 1
+    if len(counts) > catalog_size:
+        raise ValueError(
+            f"{len(counts)} distinct items recommended but catalog_size is {catalog_size}: "
+            "pass the size of the catalogue the recommendations were drawn from"
+        )
+    if not counts:
+        return math.nan
+    values = np.sort(
+        np.concatenate([np.zeros(catalog_size - len(counts)), np.fromiter(counts.values(), float)])
+    )
+    n = len(values)
+    ranks = np.arange(1, n + 1)
+    return float((2 * (ranks * values).sum()) / (n * values.sum()) - (n + 1) / n)

@@ -288,3 +288,28 @@ def test_novelty_rejects_bad_popularity():
 def test_metric_key():
     assert m.metric_key("ndcg", 10) == "ndcg@10"
     assert m.RANKING_METRICS == ("precision", "recall", "ndcg", "map", "hit_rate")
+
+
+def test_intra_list_diversity_known_answers():
+    from recsys.metrics import intra_list_diversity
+
+    genres = {1: {"Horror"}, 2: {"Horror"}, 3: {"Comedy"}, 4: {"Horror", "Comedy"}, 5: set()}
+    assert intra_list_diversity({"u": [1, 2]}, genres) == 0.0
+    assert intra_list_diversity({"u": [1, 3]}, genres) == 1.0
+    # pairs (1,3)=1, (1,4)=0.5, (3,4)=0.5 -> 2/3; item 5 (no genres) and 99 (unknown) are left out
+    assert math.isclose(intra_list_diversity({"u": [1, 3, 4, 5, 99]}, genres), 2 / 3)
+    assert math.isclose(intra_list_diversity({"a": [1, 2], "b": [1, 3], "c": [1]}, genres), 0.5)
+    assert intra_list_diversity({"u": [1, 3]}, genres, k=1) != intra_list_diversity({"u": [1, 3]}, genres)
+    assert math.isnan(intra_list_diversity({"u": [5, 99]}, genres))
+
+
+def test_gini_concentration_known_answers():
+    from recsys.metrics import gini_concentration
+
+    assert gini_concentration({"a": [1, 2], "b": [3, 4]}, catalog_size=4) == pytest.approx(0.0)
+    # one item takes every slot of a 4-item catalogue: (n - 1) / n
+    assert gini_concentration({"a": [1], "b": [1], "c": [1]}, catalog_size=4) == pytest.approx(0.75)
+    assert gini_concentration({"a": [1, 2]}, catalog_size=2, k=1) == pytest.approx(0.5)
+    assert math.isnan(gini_concentration({"a": []}, catalog_size=3))
+    with pytest.raises(ValueError, match="catalog_size"):
+        gini_concentration({"a": [1, 2, 3]}, catalog_size=2)
