@@ -7,6 +7,8 @@ items of this window), and the same metric functions score all three.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -62,3 +64,57 @@ def score_model(
     metrics[f"novelty@{k}"] = float(novelty(lists, popularity)) if popularity else math.nan
     metrics.update(rating_errors(model, holdout))
     return {key: float(value) for key, value in metrics.items()}
+
+
+SEGMENTS = ("all", "cold_users", "warm_users", "new_items")
+
+
+def score_segments(
+    model: Any,
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+    k: int,
+    catalog_size: int,
+    cold_user_max: int = 5,
+    item_genres: Mapping[int, Collection[str]] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Ranking metrics overall and per segment, from one ranking of every holdout user.
+
+    * ``cold_users``: users with fewer than ``cold_user_max`` training pairs (none counts);
+    * ``warm_users``: the others;
+    * ``new_items``: only the held-out pairs on items absent from training (relevance of what no
+      collaborative model could have learned), for the users who have such pairs.
+
+    ``all`` also has coverage, Gini concentration and, with ``item_genres``, intra-list diversity.
+    A segment without users has NaN metrics (``users_evaluated`` = 0). ``model`` is anything with
+    ``recommend(users, k, exclude)`` (a FactorModel, a HybridModel).
+    """
+    from recsys.metrics import gini_concentration, intra_list_diversity
+
+    truth = truth_sets(holdout)
+    users = sorted(truth)
+    recs = model.recommend(users, k=k, exclude=train_items(train[train["user"].isin(users)]))
+    lists = recommendation_lists(recs)
+    counts = train.groupby("user").size()
+    cold = {u for u in users if int(counts.get(u, 0)) < cold_user_max}
+    known_items = set(train["item_id"].astype(int).tolist())
+    new_truth = {u: {i for i in items if i not in known_items} for u, items in truth.items()}
+    parts = {
+        "all": truth,
+        "cold_users": {u: truth[u] for u in users if u in cold},
+        "warm_users": {u: truth[u] for u in users if u not in cold},
+        "new_items": {u: items for u, items in new_truth.items() if items},
+    }
+    out: dict[str, dict[str, float]] = {}
+    for name, part in parts.items():
+        metrics = {
+            key: float(v) for key, v in ranking_metrics({u: lists.get(u, []) for u in part}, part, k).items()
+        }
+        out[name] = metrics
+    distinct = len({item for items in lists.values() for item in items})
+    size = max(catalog_size, distinct, 1)
+    out["all"][f"coverage@{k}"] = float(catalog_coverage(lists, size))
+    out["all"][f"gini@{k}"] = float(gini_concentration(lists, size))
+    if item_genres is not None:
+        out["all"][f"diversity@{k}"] = float(intra_list_diversity(lists, item_genres, k))
+    return out

@@ -87,3 +87,36 @@ def test_rating_errors_for_explicit_models():
     errors = rating_errors(model, holdout)
     # predictions 4 and 2 against ratings 5 and 2: errors 1 and 0
     assert errors["rmse"] == pytest.approx(np.sqrt(0.5)) and errors["mae"] == pytest.approx(0.5)
+
+
+def test_score_segments_known_answer():
+    from recsys.evaluate import score_segments
+
+    users = np.array(["warm", "cold"])
+    items = np.array([1, 2, 3, 4], dtype=np.int64)
+    # "warm" has 3 training pairs, "cold" 1; items 4 and 5 are in no training pair (new items)
+    train = pd.DataFrame({"user": ["warm", "warm", "warm", "cold"], "item_id": [1, 2, 3, 1]})
+    model = FactorModel(
+        users,
+        items,
+        np.array([[1.0], [1.0]], dtype=np.float32),
+        np.array([[4.0], [3.0], [2.0], [1.0]], dtype=np.float32),
+        seen_matrix(train, users, items),
+        popular=np.array([1, 2, 3, 4]),
+    )
+    # warm gets 4 (the only unseen item): right; cold gets 2: wrong (it wanted 3), and wanted new item 5
+    holdout = pd.DataFrame({"user": ["warm", "cold", "cold"], "item_id": [4, 3, 5]})
+    genres = {1: {"A"}, 2: {"A"}, 3: {"B"}, 4: {"B"}}
+    out = score_segments(model, train, holdout, k=1, catalog_size=5, cold_user_max=2, item_genres=genres)
+    assert out["warm_users"]["precision@1"] == 1.0 and out["warm_users"]["users_evaluated"] == 1
+    assert out["cold_users"]["precision@1"] == 0.0 and out["cold_users"]["recall@1"] == 0.0
+    # new items: warm wanted 4 and got it, cold wanted 5 (and 3, not new) and got 2
+    assert out["new_items"]["users_evaluated"] == 2 and out["new_items"]["recall@1"] == 0.5
+    assert out["all"]["precision@1"] == 0.5
+    assert out["all"]["coverage@1"] == pytest.approx(2 / 5)
+    assert np.isnan(out["all"]["diversity@1"])  # one item per list: no pair to compare
+    assert out["all"]["gini@1"] == pytest.approx(0.6)  # 2 of 5 items recommended once each
+    empty = score_segments(
+        model, train, holdout[holdout.user == "warm"], k=1, catalog_size=5, cold_user_max=2
+    )
+    assert np.isnan(empty["cold_users"]["ndcg@1"]) and empty["cold_users"]["users_evaluated"] == 0
