@@ -317,16 +317,23 @@ def train(ctx: StageContext) -> dict[str, Any]:
         if ctx.config.tuning.enabled:
             from recsys.tuning import tune
 
-            result = tune(
-                train_df,
-                als_config,
-                ctx.config.tuning,
-                spark,
-                k=ctx.config.top_k,
-                relevance_min_rating=ctx.config.prepare.relevance_min_rating,
-            )
-            als_config, tuning = result.best, result.to_dict()
-            log.info("tuning chose %s (%s = %.4f)", als_config.model_dump(), result.metric, result.best_score)
+            try:
+                result = tune(
+                    train_df,
+                    als_config,
+                    ctx.config.tuning,
+                    spark,
+                    k=ctx.config.top_k,
+                    relevance_min_rating=ctx.config.prepare.relevance_min_rating,
+                )
+            except ValueError as exc:  # e.g. too few pairs per user to hold any out
+                log.warning("tuning skipped, training the base ALS config: %s", exc)
+                mlflow.set_tag("tuning_skipped", str(exc)[:5000])
+            else:
+                als_config, tuning = result.best, result.to_dict()
+                log.info(
+                    "tuning chose %s (%s = %.4f)", als_config.model_dump(), result.metric, result.best_score
+                )
         model = train_als(train_df, als_config, spark)  # the chosen config, refit on the whole window
         model.meta.update({"week": ctx.week.isoformat(), "train_digest": prep["train_digest"]})
         mlflow.log_params({f"als.{k}": v for k, v in als_config.model_dump().items()})
