@@ -160,6 +160,21 @@ def measure(interval: float = 0.05) -> Iterator[Measure]:
         result.peak_rss_bytes = max(result.peak_rss_bytes, total())
 
 
+def median_run(run, repeats: int = 3):  # noqa: ANN001, ANN201
+    """(the last result of ``run()``, a Measure over all ``repeats`` calls whose seconds are the
+    median of the calls' wall times)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    times = []
+    with measure() as whole:
+        for _ in range(repeats):
+            started = time.perf_counter()
+            result = run()
+            times.append(time.perf_counter() - started)
+    whole.seconds = float(np.median(times))
+    return result, whole
+
+
 def machine() -> str:
     import psutil
 

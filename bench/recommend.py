@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 
-from bench.common import SHAPES, generated_pairs, measure, movielens_pairs, table, write_section
+from bench.common import SHAPES, generated_pairs, median_run, movielens_pairs, table, write_section
 
 K = 10
 
@@ -51,17 +50,6 @@ def agreement(
     return same_set / n, same_list / n, same_scores / n
 
 
-def median_seconds(run, repeats: int = REPEATS):  # noqa: ANN001, ANN201
-    """(median wall seconds over ``repeats`` calls of ``run``, the last result, the Measure of all)."""
-    times = []
-    with measure() as whole:
-        for _ in range(repeats):
-            started = time.perf_counter()
-            result = run()
-            times.append(time.perf_counter() - started)
-    return float(np.median(times)), result, whole
-
-
 def run_one(name: str, pairs: pd.DataFrame, spark) -> list[object]:  # noqa: ANN001
     from recsys.train import ALSConfig, factor_model, fit_spark_als
 
@@ -72,16 +60,16 @@ def run_one(name: str, pairs: pd.DataFrame, spark) -> list[object]:  # noqa: ANN
         f"[{name}] {len(pairs):,} pairs, {len(users):,} users, {len(items):,} items; fit {fit_seconds:.1f}s"
     )
 
-    spark_seconds, recs, spark_time = median_seconds(lambda: fitted.recommendForAllUsers(K).toPandas())
+    recs, spark_time = median_run(lambda: fitted.recommendForAllUsers(K).toPandas(), REPEATS)
+    spark_seconds = spark_time.seconds
     spark_lists = {
         str(users[row.u]): [int(items[r["i"]]) for r in row.recommendations] for row in recs.itertuples()
     }
     print(f"[{name}] Spark recommendForAllUsers: {spark_seconds:.3f}s, peak {spark_time.peak_gib:.2f} GiB")
 
     everyone = list(users)
-    our_seconds, ours_frame, our_time = median_seconds(
-        lambda: model.recommend(everyone, k=K, exclude_seen=False)
-    )
+    ours_frame, our_time = median_run(lambda: model.recommend(everyone, k=K, exclude_seen=False), REPEATS)
+    our_seconds = our_time.seconds
     ours = {
         u: g["item_id"].astype(int).tolist()
         for u, g in ours_frame.sort_values(["user", "rank"]).groupby("user")

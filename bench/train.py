@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 
-from bench.common import SHAPES, generated_pairs, measure, movielens_pairs, table, write_section
+from bench.common import SHAPES, generated_pairs, measure, median_run, movielens_pairs, table, write_section
 
 K = 10
 
@@ -113,18 +112,6 @@ def grid() -> dict[str, list]:
 
 
 TUNED_ITERATIONS = 15
-
-
-def median_run(run, repeats: int):  # noqa: ANN001, ANN201
-    """(the last result, a Measure whose seconds are the median over ``repeats`` calls)."""
-    times = []
-    with measure() as whole:
-        for _ in range(repeats):
-            started = time.perf_counter()
-            result = run()
-            times.append(time.perf_counter() - started)
-    whole.seconds = float(np.median(times))
-    return result, whole
 
 
 def project_model(train: pd.DataFrame, config):  # noqa: ANN001, ANN201

@@ -111,3 +111,23 @@ def test_scaling_plot_is_written(tmp_path, monkeypatch):
     ]
     scaling.plot(rows)
     assert scaling.PLOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_median_run_reports_the_median_call_and_the_last_result():
+    import time
+
+    import pytest
+
+    calls = iter([0.0, 0.2, 0.05])
+
+    def run() -> float:
+        pause = next(calls)
+        time.sleep(pause)
+        return pause
+
+    result, measured = common.median_run(run, repeats=3)
+    assert result == 0.05  # the last call's result
+    assert 0.04 <= measured.seconds < 0.19  # the median (0.05 s), not the mean or the total
+    assert measured.peak_rss_bytes > 0
+    with pytest.raises(ValueError, match="repeats"):
+        common.median_run(run, repeats=0)
