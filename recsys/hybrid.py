@@ -7,7 +7,8 @@ row, so a cosine and a dot product can be added):
 * a **warm** user (known to ALS, at least ``cold_user_max`` interactions) gets
   ``(1 - content_weight) * z(ALS) + content_weight * z(content)``; on an item ALS has never seen
   (added this week) the ALS term is replaced by the content one, so new items compete on content;
-* a **cold** user (fewer interactions, or unknown to ALS but with some history) gets z(content);
+* a **cold** user (fewer interactions, or unknown to ALS but with some history) gets
+  ``(1 - cold_popularity_weight) * z(content) + cold_popularity_weight * z(log popularity)``;
 * a user with no history at all gets the most popular items (as :class:`FactorModel` does).
 
 Every item carries the signal it came from (``source``: als+content, content, popular).
@@ -38,7 +39,16 @@ class HybridConfig(BaseModel):
 
     content_weight: float = Field(0.2, ge=0.0, le=1.0, description="share of content in a warm user's score")
     cold_user_max: int = Field(
-        5, ge=0, description="users with fewer interactions than this are served from content alone"
+        5,
+        ge=0,
+        description="users with fewer interactions than this are served from content (and popularity)",
+    )
+    cold_popularity_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="share of popularity (log of distinct users per item) in a cold user's score; content "
+        "alone ignores that most people like what most people like",
     )
 
 
@@ -87,6 +97,9 @@ class HybridModel:
         )
         seen.sum_duplicates()
         self._seen = seen
+        users_per_item = self.history.groupby("item_id")["user"].nunique()
+        popularity = np.log1p(users_per_item.reindex(self.items).fillna(0).to_numpy(dtype=np.float32))
+        self._popularity_z = _standardise(popularity.reshape(1, -1))[0]
 
     def segment(self, user: str) -> str:
         """cold (content only), warm (ALS + content) or unknown (no history: popularity)."""
@@ -149,7 +162,8 @@ class HybridModel:
         )
         als_rows = np.array([self.als._user_index.get(u, -1) for u in users.tolist()], dtype=np.int64)
         warm = (self._counts[rows] >= self.config.cold_user_max) & (als_rows >= 0)
-        scores = content.copy()
+        p = self.config.cold_popularity_weight
+        scores = (1.0 - p) * content + p * self._popularity_z  # cold users
         if warm.any():
             w = self.config.content_weight
             als = self.als.user_factors[als_rows[warm]] @ self._item_factors.T

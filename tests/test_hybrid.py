@@ -100,3 +100,19 @@ def test_exclusions_and_bad_k():
     assert not set(first) & set(again)
     with pytest.raises(ValueError, match="k must be"):
         model.recommend(["h0"], k=0)
+
+
+def test_cold_users_lean_on_popularity_as_configured():
+    als, content, history, _ = world()
+    counts = history.groupby("item_id")["user"].nunique()
+    model_top = (
+        HybridModel(als, content, history, HybridConfig(cold_user_max=3, cold_popularity_weight=1.0))
+        .recommend(["c"], k=3)["item_id"]
+        .tolist()
+    )
+    unseen = counts.drop(105, errors="ignore").sort_values(ascending=False)
+    assert [counts[i] for i in model_top] == unseen.iloc[:3].tolist()  # by distinct users, most first
+    content_only = HybridModel(
+        als, content, history, HybridConfig(cold_user_max=3, cold_popularity_weight=0.0)
+    )
+    assert set(content_only.recommend(["c"], k=3)["item_id"]) <= {*range(100, 108), 999}
