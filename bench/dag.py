@@ -27,7 +27,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from bench.common import ROOT, SHAPES, measure, table, write_section
@@ -129,11 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     env = environment(WORK)
     airflow = str(Path(sys.executable).with_name("airflow"))
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
-    week = week_start_of(date.today()) - __import__("datetime").timedelta(weeks=1)
+    week = week_start_of(date.today()) - timedelta(weeks=1)
     print(f"generating {WINDOW_WEEKS} weeks at ml-1m shape, run week {week}", flush=True)
     events = prepare_world(WORK, env, args.events_per_user_week, week)
 
-    day = (week + __import__("datetime").timedelta(weeks=1)).isoformat()
+    day = (week + timedelta(weeks=1)).isoformat()
     log_file = WORK / "dags-test.log"
     print(f"airflow dags test weekly_retrain {day} (log: {log_file})", flush=True)
     with measure() as whole, log_file.open("w") as out:

@@ -116,20 +116,7 @@ class ContentModel:
         """One row per user in ``users``: the strength-weighted mean of their items' feature rows,
         L2-normalised (a zero row for a user without any known item). ``interactions`` has user,
         item_id and optionally strength (1.0 when absent)."""
-        from sklearn.preprocessing import normalize
-
-        upos = pd.Index(list(users)).get_indexer(interactions["user"])
-        ipos = self._index.get_indexer(interactions["item_id"].astype(np.int64))
-        keep = (upos >= 0) & (ipos >= 0)
-        weight = (
-            interactions["strength"].to_numpy(dtype=np.float32)
-            if "strength" in interactions.columns
-            else np.ones(len(interactions), dtype=np.float32)
-        )
-        engaged = sparse.csr_matrix(
-            (np.clip(weight[keep], 0.0, None), (upos[keep], ipos[keep])), shape=(len(users), len(self.items))
-        )
-        return normalize(engaged @ self.features, norm="l2").astype(np.float32)
+        return user_profiles(self.features, self._index, interactions, users)
 
     def score(self, profiles: sparse.csr_matrix) -> np.ndarray:
         """Cosine of each profile with every item: (n_profiles, n_items) float32."""
@@ -202,6 +189,26 @@ class ContentModel:
             titles=titles,
             meta=meta,
         )
+
+
+def user_profiles(
+    features: sparse.csr_matrix, item_index: pd.Index, interactions: pd.DataFrame, users: Sequence[str]
+) -> sparse.csr_matrix:
+    """:meth:`ContentModel.profiles` over any item layout: ``features`` row ``j`` is item ``item_index[j]``."""
+    from sklearn.preprocessing import normalize
+
+    upos = pd.Index(list(users)).get_indexer(interactions["user"])
+    ipos = item_index.get_indexer(interactions["item_id"].astype(np.int64))
+    keep = (upos >= 0) & (ipos >= 0)
+    weight = (
+        interactions["strength"].to_numpy(dtype=np.float32)
+        if "strength" in interactions.columns
+        else np.ones(len(interactions), dtype=np.float32)
+    )
+    engaged = sparse.csr_matrix(
+        (np.clip(weight[keep], 0.0, None), (upos[keep], ipos[keep])), shape=(len(users), len(item_index))
+    )
+    return normalize(engaged @ features, norm="l2").astype(np.float32)
 
 
 # ---- feature blocks ----------------------------------------------------------------------------

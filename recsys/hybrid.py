@@ -25,7 +25,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import sparse
 
-from recsys.content import ContentModel
+from recsys.content import ContentModel, user_profiles
 from recsys.model import RECOMMENDATION_COLUMNS, FactorModel, top_k
 
 HYBRID_COLUMNS = [*RECOMMENDATION_COLUMNS, "source"]
@@ -82,12 +82,7 @@ class HybridModel:
         self._counts = (
             self.history.groupby("user").size().reindex(self.users).fillna(0).to_numpy(dtype=np.int64)
         )
-        self._profiles = ContentModel(
-            items=self.items,
-            features=self._features,
-            feature_names=self.content.feature_names,
-            titles=np.array([]),
-        ).profiles(self.history, list(self.users))
+        self._profiles = user_profiles(self._features, self._item_index, self.history, list(self.users))
         upos = self._user_index.get_indexer(self.history["user"].astype(str))
         ipos = self._item_index.get_indexer(self.history["item_id"].astype(np.int64))
         keep = (upos >= 0) & (ipos >= 0)

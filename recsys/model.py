@@ -112,10 +112,8 @@ class FactorModel:
         n_items = len(self.items)
         item_factors_t = np.zeros((self.rank, -(-n_items // CHUNK) * CHUNK), dtype=self.item_factors.dtype)
         item_factors_t[:, :n_items] = self.item_factors.T
-        blocks = [
-            (start, rows[start : start + self._block_users()])
-            for start in range(0, len(rows), self._block_users())
-        ]
+        size = self._block_users()
+        blocks = [(start, rows[start : start + size]) for start in range(0, len(rows), size)]
 
         def score(block: tuple[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
             start, block_rows = block
