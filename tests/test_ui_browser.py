@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.browser import Chromium
 from tests.conftest import PROJECT_ROOT
 from tests.standalone import BIN, airflow_standalone, answers, free_port, standalone_env, wait_for
 
@@ -50,38 +50,6 @@ def ensure_chromium() -> str:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"apt-get installed chromium but {CHROMIUM} is not there")
     return CHROMIUM
-
-
-def chromium(binary: str, profile: Path, *args: str, timeout: float = 180) -> str:
-    """Run headless Chromium once; its whole process group is killed if it outlives ``timeout``."""
-    cmd = [
-        binary,
-        "--headless",
-        "--no-sandbox",  # root in a container
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--hide-scrollbars",
-        f"--user-data-dir={profile}",
-        *args,
-    ]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"chromium did not finish within {timeout:.0f}s: {' '.join(args)}")
-    finally:
-        try:  # helpers (zygote, GPU process) that outlive the browser
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    if proc.returncode != 0:
-        pytest.fail(f"chromium exited {proc.returncode}: {err[-2000:]}")
-    return out
 
 
 def run(cmd: list[str], env: dict[str, str], timeout: int = 900) -> str:
@@ -187,20 +155,18 @@ def test_model_history_page_in_chromium(stack, tmp_path):
     (version,) = client.search_model_versions(f"name = '{MODEL}'")
     experiment = client.get_experiment_by_name("weekly_retrain")
 
-    dom = chromium(stack["browser"], tmp_path / "profile", "--dump-dom", url)
-    assert f"{MODEL}: model history" in dom
+    champion = ('id="champion"', f"version {version.version}")
+    passed = version.tags["validation_status"] == "passed"
+    with Chromium(stack["browser"], tmp_path / "profile", height=1100) as browser:
+        browser.open(url)
+        dom = browser.wait_for(f"{MODEL}: model history", "Last check", *(champion if passed else ()))
+        shot = browser.screenshot(tmp_path / "model-history.png")
     assert f'href="{MLFLOW_UI}/#/models/{MODEL}/versions/{version.version}"' in dom
     assert f'href="{MLFLOW_UI}/#/experiments/{experiment.experiment_id}/runs/{version.run_id}"' in dom
     assert 'id="versions"' in dom and "2026-11-15" in dom
-    status = version.tags["validation_status"].upper()
-    assert status in dom
-    if version.tags["validation_status"] == "passed":
-        assert 'id="champion"' in dom and f"version {version.version}" in dom
-    assert "Last check" in dom and 'id="mlflow-error"' not in dom
-
-    shot = tmp_path / "model-history.png"
-    chromium(stack["browser"], tmp_path / "profile", "--window-size=1400,1100", f"--screenshot={shot}", url)
-    assert shot.exists() and shot.stat().st_size > 10_000
+    assert version.tags["validation_status"].upper() in dom
+    assert 'id="mlflow-error"' not in dom
+    assert shot.stat().st_size > 10_000
     print(f"\nmodel-history screenshot: {shot}")
 
     data = httpx.get(f"http://127.0.0.1:{port}/recsys/api/model-history", timeout=60).json()
@@ -220,15 +186,13 @@ def test_airflow_ui_shows_the_links_on_the_task_instance(stack, tmp_path):
     (version,) = mlflow_client(env).search_model_versions(f"name = '{MODEL}'")
     run_id = only_run(api, "weekly_retrain")
     url = f"http://127.0.0.1:{port}/dags/weekly_retrain/runs/{run_id}/tasks/register/details"
-    # Airflow's UI is a React app: give it (virtual) time to call the API and render
-    render = ("--window-size=1400,1000", "--virtual-time-budget=30000")
-    dom = chromium(stack["browser"], tmp_path / "profile", *render, "--dump-dom", url)
-    assert "Extra Links" in dom
-    assert f'href="{MLFLOW_UI}/#/runs/{version.run_id}"' in dom and ">MLflow run<" in dom
-    assert (
-        f'href="{MLFLOW_UI}/#/models/{MODEL}/versions/{version.version}"' in dom and ">Model version<" in dom
-    )
-    shot = tmp_path / "airflow-task-links.png"
-    chromium(stack["browser"], tmp_path / "profile", *render, f"--screenshot={shot}", url)
-    assert shot.exists() and shot.stat().st_size > 10_000
+    run_link = f'href="{MLFLOW_UI}/#/runs/{version.run_id}"'
+    version_link = f'href="{MLFLOW_UI}/#/models/{MODEL}/versions/{version.version}"'
+    # Airflow's UI is a React app: wait (in real time) until it has called the API and rendered
+    with Chromium(stack["browser"], tmp_path / "profile") as browser:
+        browser.open(url)
+        dom = browser.wait_for("Extra Links", run_link, version_link)
+        shot = browser.screenshot(tmp_path / "airflow-task-links.png")
+    assert ">MLflow run<" in dom and ">Model version<" in dom
+    assert shot.stat().st_size > 10_000
     print(f"\nAirflow task-instance screenshot: {shot}")
