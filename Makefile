@@ -79,6 +79,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.train
 	$(BIN)/python -m bench.scaling
 	$(BIN)/python -m bench.dag
+	$(BIN)/python -m bench.hybrid
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,4 +1,5 @@
-"""weekly_retrain: validate, anonymize, train (Spark ALS), evaluate, gate, register, recommend.
+"""weekly_retrain: validate, anonymize, content model, train (Spark ALS + hybrid), evaluate, gate, register,
+recommend.
 
 This file only wires tasks: each task derives the week from its data interval, calls one function
 of ``recsys.pipeline`` and returns that function's small result dict (XCom). Nothing heavy is
@@ -103,6 +104,11 @@ def weekly_retrain() -> None:
     def prepare() -> dict:
         return _run("prepare")
 
+    @task(execution_timeout=timedelta(minutes=30))
+    def content() -> dict:
+        """Content model of the week's catalogue (genres, year, title words), its own MLflow run."""
+        return _run("content")
+
     @task(execution_timeout=timedelta(hours=2))
     def train() -> dict:
         return _run("train")
@@ -158,7 +164,15 @@ def weekly_retrain() -> None:
         return _run("privacy_scan", airflow_log_dirs=_task_log_dirs(context["dag"].dag_id, context["run_id"]))
 
     registered = (
-        ingest() >> validate() >> anonymize() >> prepare() >> train() >> evaluate() >> gate() >> register()
+        ingest()
+        >> validate()
+        >> anonymize()
+        >> prepare()
+        >> content()
+        >> train()
+        >> evaluate()
+        >> gate()
+        >> register()
     )
     recommended = recommend()
     registered >> review_needed() >> [review, no_review]

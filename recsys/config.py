@@ -14,10 +14,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from recsys.content import ContentConfig
 from recsys.errors import ConfigError
 from recsys.gates import GateThresholds
+from recsys.hybrid import HybridConfig
 from recsys.monitor import DriftConfig
 from recsys.prepare import PrepareConfig
+from recsys.rerank import RerankConfig
 from recsys.train import ALSConfig
 from recsys.tuning import TuningConfig
 from recsys.validation import ValidationConfig
@@ -25,6 +28,17 @@ from recsys.validation import ValidationConfig
 
 class AnonymizeConfig(BaseModel):
     k: int = Field(5, ge=1, le=1000, description="k-anonymity of the released user attributes")
+
+
+class RowsConfig(BaseModel):
+    """The rows of each user's page written by the recommend stage (besides "Top picks for you")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    because_rows: int = Field(2, ge=0, le=10, description='"Because you watched <title>" rows per user')
+    trending: bool = Field(True, description='a "Trending now" row (most users in the latest week)')
+    new_this_week: bool = Field(True, description='a "New this week" row (items added this week)')
+    row_length: int = Field(10, ge=1, le=100, description="items per row (Top picks has top_k)")
 
 
 class PipelineConfig(BaseModel):
@@ -35,6 +49,15 @@ class PipelineConfig(BaseModel):
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     als: ALSConfig = Field(default_factory=ALSConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
+    content: ContentConfig = Field(default_factory=ContentConfig)
+    hybrid: HybridConfig = Field(default_factory=HybridConfig)
+    served_model: str = Field(
+        "hybrid",
+        pattern="^(als|hybrid)$",
+        description="what is registered, gated and served: hybrid (ALS + content + popularity) or als alone",
+    )
+    rows: RowsConfig = Field(default_factory=RowsConfig)
+    rerank: RerankConfig = Field(default_factory=RerankConfig)
     gate: GateThresholds = Field(default_factory=GateThresholds)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     top_k: int = Field(10, ge=1, le=1000, description="length of each user's recommendation list")

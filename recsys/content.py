@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import sparse
 
 from recsys.model import RECOMMENDATION_COLUMNS, top_k
+from recsys.schemas import GENRE_SEPARATOR
 
-GENRE_SEPARATOR = "|"
 _YEAR_SUFFIX = re.compile(r"\s*\(\s*\d{4}\s*\)\s*$")
 
 
@@ -283,3 +283,25 @@ def _item_tags(item_ids: pd.Series, tags: pd.DataFrame | None) -> pd.Series:
         .agg(" ".join)
     )
     return item_ids.map(joined).fillna("")
+
+
+@dataclass
+class ContentRecommender:
+    """Content alone as a recommender (``recommend(users, k, exclude)``, like the other models), from
+    each user's ``history``: how the evaluation scores content next to ALS and the hybrid."""
+
+    content: ContentModel
+    history: pd.DataFrame
+
+    def recommend(
+        self, users: Sequence[str], k: int = 10, exclude: dict[str, Iterable[int]] | None = None
+    ) -> pd.DataFrame:
+        extra = pd.DataFrame(
+            [(u, int(i)) for u, items in (exclude or {}).items() for i in items], columns=["user", "item_id"]
+        )
+        # excluded items are masked like watched ones, but must not shape the profile: weight 0
+        history = self.history[["user", "item_id"]].assign(
+            strength=self.history["strength"] if "strength" in self.history.columns else 1.0
+        )
+        masked = pd.concat([history, extra.assign(strength=0.0)], ignore_index=True)
+        return self.content.recommend(users, history=masked, k=k)

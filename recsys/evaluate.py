@@ -49,8 +49,18 @@ def rating_errors(model: FactorModel, holdout: pd.DataFrame) -> dict[str, float]
 
 
 def score_model(
-    model: FactorModel, train: pd.DataFrame, holdout: pd.DataFrame, k: int, catalog_size: int
+    model: Any,
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+    k: int,
+    catalog_size: int,
+    item_genres: Mapping[int, Collection[str]] | None = None,
 ) -> dict[str, float]:
+    """Ranking metrics, coverage, novelty and Gini concentration of ``model``'s top-``k`` for the
+    holdout users (and intra-list genre diversity with ``item_genres``); RMSE / MAE for an explicit
+    FactorModel. ``model`` is anything with ``recommend(users, k, exclude)``."""
+    from recsys.metrics import gini_concentration, intra_list_diversity
+
     truth = truth_sets(holdout)
     users = sorted(truth)
     recs = model.recommend(users, k=k, exclude=train_items(train[train["user"].isin(users)]))
@@ -62,7 +72,13 @@ def score_model(
     # popularity = distinct training users per item; recommended items nobody trained on are skipped
     popularity = train.groupby("item_id")["user"].nunique().to_dict()
     metrics[f"novelty@{k}"] = float(novelty(lists, popularity)) if popularity else math.nan
-    metrics.update(rating_errors(model, holdout))
+    metrics[f"gini@{k}"] = float(gini_concentration(lists, max(catalog_size, distinct, 1)))
+    if item_genres is not None:
+        metrics[f"diversity@{k}"] = float(intra_list_diversity(lists, item_genres, k))
+    if isinstance(model, FactorModel):
+        metrics.update(rating_errors(model, holdout))
+    else:  # a hybrid's scores are blends, not ratings
+        metrics.update({"rmse": math.nan, "mae": math.nan})
     return {key: float(value) for key, value in metrics.items()}
 
 
@@ -118,3 +134,13 @@ def score_segments(
     if item_genres is not None:
         out["all"][f"diversity@{k}"] = float(intra_list_diversity(lists, item_genres, k))
     return out
+
+
+def item_genres(items: pd.DataFrame) -> dict[int, set[str]]:
+    """item_id -> its genres, from a catalogue frame (``genres`` pipe-joined; empty: none)."""
+    from recsys.schemas import GENRE_SEPARATOR
+
+    return {
+        int(i): {g for g in str(genres).split(GENRE_SEPARATOR) if g} if isinstance(genres, str) else set()
+        for i, genres in zip(items["item_id"], items["genres"], strict=True)
+    }

@@ -4,8 +4,10 @@ Like TFX's "blessing", the gate is an output of its own (:class:`GateDecision`, 
 to the run) rather than an ``if`` buried in the promotion code. Promotion calls
 :func:`require_passed`, which raises :class:`~recsys.errors.GateRejected` unless every check passed.
 
-Checks (all on the primary metric, a higher-is-better ranking metric such as ``ndcg@10``, computed
-by :func:`recsys.metrics.ranking_metrics` on the same holdout for candidate, champion and baseline):
+Checks (the first four on the primary metric, a higher-is-better ranking metric such as ``ndcg@10``,
+computed by :func:`recsys.metrics.ranking_metrics` on the same holdout for candidate, champion and
+baseline; the two optional floors on the candidate's beyond-accuracy metrics at the primary
+metric's ``k``, as :mod:`recsys.evaluate` names them):
 
 =================== ==============================================================================
 check               passes when
@@ -15,6 +17,10 @@ check               passes when
 ``beats_baseline``  candidate > baseline and candidate >= baseline * (1 + ``baseline_margin``)
 ``no_regression``   candidate >= champion * (1 - ``max_regression``); passes, "no champion yet",
                     when there is no champion (``champion=None``)
+``coverage_floor``  candidate ``coverage@k`` >= ``min_coverage``; only run when ``min_coverage`` is
+                    set (default ``None``: no such check, no such reason)
+``diversity_floor`` candidate ``diversity@k`` >= ``min_diversity``; only run when ``min_diversity``
+                    is set (default ``None``: no such check, no such reason)
 =================== ==============================================================================
 
 The gate fails closed: a missing, non-numeric, NaN or infinite value that a check needs makes that
@@ -36,7 +42,12 @@ from recsys.errors import GateRejected
 from recsys.metrics import RANKING_METRICS, USERS_EVALUATED
 from recsys.storage import json_safe
 
-CHECKS = ("primary_floor", "users_evaluated", "beats_baseline", "no_regression")
+CORE_CHECKS = ("primary_floor", "users_evaluated", "beats_baseline", "no_regression")
+"""The checks every decision runs."""
+FLOOR_CHECKS = ("coverage_floor", "diversity_floor")
+"""The optional floors, run only when :attr:`GateThresholds.min_coverage` / ``min_diversity`` is set."""
+CHECKS = CORE_CHECKS + FLOOR_CHECKS
+"""Every check the gate knows, in the order a decision lists them."""
 _PRIMARY_PATTERN = re.compile(rf"^({'|'.join(RANKING_METRICS)})@[1-9][0-9]*$")
 
 
@@ -50,6 +61,20 @@ class GateThresholds(BaseModel):
     min_users_evaluated: int = Field(default=20, ge=0)
     baseline_margin: float = Field(default=0.05, ge=0, lt=1, allow_inf_nan=False)
     max_regression: float = Field(default=0.02, ge=0, lt=1, allow_inf_nan=False)
+    min_coverage: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="floor on the candidate's catalogue coverage@k (k of primary_metric); None: not checked",
+    )
+    min_diversity: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="floor on the candidate's genre diversity@k (k of primary_metric); None: not checked",
+    )
 
     @field_validator("primary_metric")
     @classmethod
@@ -59,6 +84,11 @@ class GateThresholds(BaseModel):
             raise ValueError(f"primary_metric {value!r} must be one of {names} (k a positive integer)")
         return value
 
+    @property
+    def k(self) -> int:
+        """The cut-off of the primary metric (10 for ``ndcg@10``), also used by the floors."""
+        return int(self.primary_metric.rsplit("@", 1)[1])
+
 
 @dataclass(frozen=True)
 class GateDecision:
@@ -66,8 +96,9 @@ class GateDecision:
 
     ``checks`` maps each check name to whether it passed, ``reasons`` has one human-readable line per
     check (starting with ``PASS:`` or ``FAIL:``), ``metrics`` holds the primary metric's name and
-    the candidate / champion / baseline values (``None`` where missing or not finite) and the
-    candidate's ``users_evaluated``. ``passed`` is true iff there is at least one check and all
+    the candidate / champion / baseline values (``None`` where missing or not finite), the
+    candidate's ``users_evaluated`` and, for each floor that is set, the candidate's
+    ``coverage@k`` / ``diversity@k``. ``passed`` is true iff there is at least one check and all
     passed; construction enforces this, so a hand-edited decision cannot claim a pass.
     """
 
@@ -235,6 +266,28 @@ def evaluate_gate(
         "baseline": base,
         USERS_EVALUATED: int(users) if users is not None and users.is_integer() else users,
     }
+
+    # optional beyond-accuracy floors, on the candidate only
+    floors = (
+        ("coverage_floor", f"coverage@{t.k}", t.min_coverage, "the candidate collapses onto a few items"),
+        (
+            "diversity_floor",
+            f"diversity@{t.k}",
+            t.min_diversity,
+            "the candidate's lists are too uniform in genre",
+        ),
+    )
+    for check, key, floor, failure in floors:
+        if floor is None:
+            continue
+        value, problem = _number(candidate, key)
+        metrics[key] = value
+        if value is None:
+            record(check, False, f"candidate {key} {problem}: cannot check the floor {floor:.4f}")
+        elif _at_least(value, floor):
+            record(check, True, f"{key} {value:.4f} >= floor {floor:.4f}")
+        else:
+            record(check, False, f"{key} {value:.4f} < floor {floor:.4f}: {failure}")
     return GateDecision(passed=all(checks.values()), reasons=reasons, checks=checks, metrics=metrics)
 
 

@@ -26,8 +26,10 @@ users keeps its configured weights. Every recommended item carries the signal it
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,10 +78,10 @@ class HybridConfig(BaseModel):
     )
     learn: bool = Field(True, description="learn the warm and cold weights on a validation split")
     content_grid: list[float] = Field(
-        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.5, 1.0], description="content weights tried"
+        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 4.0], description="content weights tried"
     )
     popularity_grid: list[float] = Field(
-        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.5, 1.0], description="popularity weights tried"
+        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 4.0], description="popularity weights tried"
     )
     min_users: int = Field(
         20, ge=1, description="validation users a segment needs for its weights to be learned"
@@ -191,6 +193,32 @@ class HybridModel:
         if not frames:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in HYBRID_COLUMNS})
         return pd.concat(frames, ignore_index=True)[HYBRID_COLUMNS]
+
+    # ---- persistence -------------------------------------------------------------------------
+    def save(self, directory: Path) -> Path:
+        """ALS in ``als/``, content in ``content/``, the history (pseudonyms, items, strength) and
+        the blend weights: everything :meth:`load` needs, nothing else."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self.als.save(directory / "als")
+        self.content.save(directory / "content")
+        columns = [c for c in ("user", "item_id", "strength", "last_ts") if c in self.history.columns]
+        self.history[columns].to_parquet(directory / "history.parquet", index=False)
+        (directory / "hybrid.json").write_text(
+            json.dumps({"config": self.config.model_dump(), "meta": self.meta}, indent=2, default=str),
+            encoding="utf-8",
+        )
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> HybridModel:
+        saved = json.loads((directory / "hybrid.json").read_text(encoding="utf-8"))
+        return cls(
+            als=FactorModel.load(directory / "als"),
+            content=ContentModel.load(directory / "content"),
+            history=pd.read_parquet(directory / "history.parquet"),
+            config=HybridConfig.model_validate(saved["config"]),
+            meta=saved.get("meta", {}),
+        )
 
     # ---- scoring -----------------------------------------------------------------------------
     def _mask(

@@ -8,6 +8,7 @@ returns it: a small JSON-able dict fit for XCom.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -33,6 +34,7 @@ STAGES = (
     "validate",
     "anonymize",
     "prepare",
+    "content",
     "train",
     "evaluate",
     "gate",
@@ -215,14 +217,87 @@ def prepare(ctx: StageContext) -> dict[str, Any]:
     return ctx.record("prepare", stats)
 
 
+def content(ctx: StageContext) -> dict[str, Any]:
+    """Fit the content model on the week's catalogue (genres, release year, title words), keep it
+    in the lake for the train and recommend stages, and log it to MLflow as a run of its own
+    (experiment ``<experiment>_content``; the train run links it by its ``content_run_id`` tag)."""
+    import hashlib
+
+    import mlflow
+
+    from recsys.content import ContentModel
+    from recsys.storage import replace_dir
+    from recsys.tracking import configure
+
+    experiment_name = f"{ctx.settings.mlflow_experiment}_content"
+    configure(ctx.settings, experiment=experiment_name)
+    items_file = ctx.lake.data_file("anonymized", "items", ctx.week)
+    items = read_parquet(items_file)
+    model = ContentModel.fit(items, ctx.config.content)
+    folder = ctx.lake.partition("models", ctx.week) / "content"
+    with tempfile.TemporaryDirectory(dir=ctx.lake.root, prefix=".content-") as tmp:
+        replace_dir(model.save(Path(tmp) / "content"), folder)
+    digest = hashlib.sha256(
+        pd.util.hash_pandas_object(items[["item_id", "title", "genres", "release_year"]], index=False)
+        .to_numpy()
+        .tobytes()
+        + json.dumps(ctx.config.content.model_dump(), sort_keys=True).encode()
+    ).hexdigest()[:16]
+    experiment = mlflow.get_experiment_by_name(experiment_name)
+    runs = (
+        mlflow.MlflowClient().search_runs(
+            [experiment.experiment_id],
+            filter_string=(
+                f"tags.week = '{ctx.week.isoformat()}' and tags.content_digest = '{digest}' "
+                "and tags.model_kind = 'content' and attributes.status = 'FINISHED'"
+            ),
+            max_results=1,
+        )
+        if experiment is not None
+        else []
+    )
+    if runs:
+        run_id = runs[0].info.run_id
+        log.info("content model of week %s already logged (run %s): reused", ctx.week, run_id)
+    else:
+        with mlflow.start_run(run_name=f"content-{ctx.week.isoformat()}") as run:
+            mlflow.set_tags(
+                {
+                    "week": ctx.week.isoformat(),
+                    "pipeline": "weekly_retrain",
+                    "model_kind": "content",
+                    "content_digest": digest,
+                    **ctx.run_tags(),
+                }
+            )
+            mlflow.log_params({f"content.{k}": v for k, v in ctx.config.content.model_dump().items()})
+            mlflow.log_metrics(
+                {"catalogue_items": len(model.items), "content_features": len(model.feature_names)}
+            )
+            mlflow.log_artifacts(str(folder), artifact_path="content_model")
+        run_id = run.info.run_id
+    return ctx.record(
+        "content",
+        {
+            "run_id": run_id,
+            "path": str(folder),
+            "items": len(model.items),
+            "features": len(model.feature_names),
+            "content_digest": digest,
+        },
+    )
+
+
 def training_config_digest(config: PipelineConfig) -> str:
     """Digest of everything besides the data that decides what ``train`` fits."""
     import hashlib
-    import json
 
     relevant = {
         "als": config.als.model_dump(),
         "tuning": config.tuning.model_dump(),
+        "content": config.content.model_dump(),
+        "hybrid": config.hybrid.model_dump(),
+        "served_model": config.served_model,
         "top_k": config.top_k,
         "relevance_min_rating": config.prepare.relevance_min_rating,
     }
@@ -357,9 +432,13 @@ def train(ctx: StageContext) -> dict[str, Any]:
         report = ctx.lake.partition("reports", ctx.week) / "validation.html"
         if report.exists():
             mlflow.log_artifact(str(report), artifact_path="validation")
+        hybrid = (
+            _hybrid(ctx, model, als_config, train_df, spark) if ctx.config.served_model == "hybrid" else None
+        )
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = model.save(Path(tmp) / "factor_model")
-            info = log_pyfunc(model_dir, example_user=str(model.users[0]))
+            hybrid_dir = hybrid.save(Path(tmp) / "hybrid_model") if hybrid is not None else None
+            info = log_pyfunc(model_dir, example_user=str(model.users[0]), hybrid_dir=hybrid_dir)
         mlflow.set_tag("model_uri", info.model_uri)  # last: only a run that logged its model is reused
     return ctx.record(
         "train",
@@ -372,17 +451,63 @@ def train(ctx: StageContext) -> dict[str, Any]:
             "items": len(model.items),
             "als": als_config.model_dump(),
             "tuning": tuning,
+            "served_model": ctx.config.served_model,
+            "hybrid": hybrid.config.model_dump(include={"warm", "cold"}) if hybrid is not None else None,
             "reused": False,
         },
     )
 
 
-def evaluate(ctx: StageContext) -> dict[str, Any]:
+def _hybrid(ctx: StageContext, als: Any, als_config: Any, train_df: pd.DataFrame, spark: Any) -> Any:
+    """The ALS model joined with this week's content model, its blend weights learned on a validation
+    split of the window (ALS refitted on the earlier part); logged to the active MLflow run."""
     import mlflow
 
-    from recsys.evaluate import score_model
+    from recsys.content import ContentModel
+    from recsys.hybrid import HybridModel, learn_blend
+    from recsys.train import train_als
+    from recsys.tuning import time_aware_split
+
+    made = ctx.result("content")
+    content_model = ContentModel.load(Path(made["path"]))
+    mlflow.set_tag("content_run_id", made["run_id"])
+    config = ctx.config.hybrid
+    if config.learn:
+        try:
+            fit, validation = time_aware_split(
+                train_df, 0.2, min_user_pairs=2, relevance_min_rating=ctx.config.prepare.relevance_min_rating
+            )
+            if fit.empty or validation.empty:
+                raise ValueError("the window is too small to hold validation pairs out")
+            als_fit = train_als(fit, als_config, spark)
+            config, report = learn_blend(als_fit, content_model, fit, validation, config, ctx.config.top_k)
+        except ValueError as exc:
+            log.warning("hybrid weights not learned, the configured ones are used: %s", exc)
+            mlflow.set_tag("blend_skipped", str(exc)[:5000])
+        else:
+            mlflow.log_dict(report, "hybrid/blend.json")
+            log.info("hybrid weights: %s", json.dumps(report))
+    for segment in ("warm", "cold"):
+        weights = config.weights(segment)
+        mlflow.log_params(
+            {f"hybrid.{segment}.content": weights.content, f"hybrid.{segment}.popularity": weights.popularity}
+        )
+    mlflow.log_params({"hybrid.cold_user_max": config.cold_user_max, "served_model": "hybrid"})
+    history = train_df[[c for c in ("user", "item_id", "strength", "last_ts") if c in train_df.columns]]
+    return HybridModel(als, content_model, history, config, meta=dict(als.meta))
+
+
+def evaluate(ctx: StageContext) -> dict[str, Any]:
+    """Score the served candidate, the champion and a popularity baseline on the same holdout; and,
+    per segment (all, cold users, warm users, new items), ALS alone, content alone, the hybrid and
+    popularity: the comparison behind the hybrid's blend."""
+    import mlflow
+
+    from recsys.content import ContentModel, ContentRecommender
+    from recsys.evaluate import item_genres, score_model, score_segments
+    from recsys.hybrid import HybridModel
     from recsys.model import popularity_model
-    from recsys.registry import champion_version, load_factor_model
+    from recsys.registry import champion_version, load_served_model
     from recsys.tracking import configure, metric_key
 
     client = configure(ctx.settings)
@@ -390,31 +515,73 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
     folder = ctx.lake.partition("prepared", ctx.week)
     train_df = read_parquet(folder / "train.parquet")
     holdout = read_parquet(folder / "holdout.parquet")
-    catalog_size = len(read_parquet(ctx.lake.data_file("anonymized", "items", ctx.week)))
+    items = read_parquet(ctx.lake.data_file("anonymized", "items", ctx.week))
+    genres = item_genres(items)
     k = ctx.config.top_k
 
     def score(model: Any) -> dict[str, float]:
-        return score_model(model, train_df, holdout, k, catalog_size)
+        return score_model(model, train_df, holdout, k, len(items), genres)
 
-    candidate = score(load_factor_model(trained["model_uri"]))
-    baseline = score(popularity_model(train_df))
+    served = load_served_model(trained["model_uri"])
+    candidate = score(_reranked(ctx, served, train_df, genres))
+    popularity = popularity_model(train_df)
+    baseline = score(popularity)
     champ = champion_version(client, ctx.settings.model_name)
     champion = None
     if champ is not None and champ.run_id != trained["run_id"]:
-        champion = score(load_factor_model(f"models:/{ctx.settings.model_name}/{champ.version}"))
+        champion_model = load_served_model(f"models:/{ctx.settings.model_name}/{champ.version}")
+        champion = score(_reranked(ctx, champion_model, train_df, genres))
+    if isinstance(served, HybridModel):
+        als, content_model = served.als, served.content
+    else:
+        als, content_model = served, ContentModel.load(Path(ctx.result("content")["path"]))
+    compared: dict[str, Any] = {
+        "popularity": popularity,
+        "als": als,
+        "content": ContentRecommender(content_model, train_df),
+    }
+    if isinstance(served, HybridModel):
+        compared["hybrid"] = served
+    cold_max = ctx.config.hybrid.cold_user_max
+    models = {
+        name: score_segments(model, train_df, holdout, k, len(items), cold_max, genres)
+        for name, model in compared.items()
+    }
     with mlflow.start_run(run_id=trained["run_id"]):
         for prefix, values in (("", candidate), ("baseline_", baseline), ("champion_", champion or {})):
             mlflow.log_metrics({prefix + metric_key(k_): v for k_, v in values.items() if v == v})
+        mlflow.log_metrics(
+            {
+                f"{name}_{segment}_{metric_key(key)}": value
+                for name, segments in models.items()
+                for segment, values in segments.items()
+                for key, value in values.items()
+                if value == value
+            }
+        )
+        mlflow.log_dict(models, "evaluation/segments.json")
     return ctx.record(
         "evaluate",
         {
             "k": k,
+            "served_model": "hybrid" if isinstance(served, HybridModel) else "als",
             "candidate": candidate,
             "baseline": baseline,
             "champion": champion,
             "champion_version": champ.version if champion is not None else None,
+            "models": models,
         },
     )
+
+
+def _reranked(ctx: StageContext, model: Any, history: pd.DataFrame, genres: dict[int, set[str]]) -> Any:
+    """``model`` as served: through the configured re-ranking (MMR / genre caps / exploration), if any."""
+    from recsys.rerank import Reranked
+
+    rerank = ctx.config.rerank
+    if rerank.method == "none" and rerank.exploration_share == 0:
+        return model
+    return Reranked(model, genres, history, rerank)
 
 
 def gate(ctx: StageContext) -> dict[str, Any]:
@@ -520,8 +687,13 @@ def promote(ctx: StageContext, approved_by: str | None = None) -> dict[str, Any]
 
 
 def recommend(ctx: StageContext) -> dict[str, Any]:
-    from recsys.evaluate import train_items
-    from recsys.registry import CHAMPION, champion_version, load_factor_model
+    """The champion's "Top picks for you" for every user of the window, each item with its reason,
+    and the rows of each user's page (Because you watched ..., Trending now, New this week)."""
+    from recsys.content import ContentModel
+    from recsys.evaluate import item_genres, train_items
+    from recsys.registry import CHAMPION, champion_version, load_served_model
+    from recsys.rows import page_rows
+    from recsys.serving import explained
     from recsys.tracking import configure
 
     if ctx.plan is not None and ctx.plan.backfill:
@@ -538,23 +710,47 @@ def recommend(ctx: StageContext) -> dict[str, Any]:
         return ctx.record(
             "recommend", {"status": "skipped", "reason": "no model holds the champion alias yet"}
         )
-    model = load_factor_model(f"models:/{ctx.settings.model_name}@{CHAMPION}")
+    model = load_served_model(f"models:/{ctx.settings.model_name}@{CHAMPION}")
     train_df = read_parquet(ctx.lake.partition("prepared", ctx.week) / "train.parquet")
+    items = read_parquet(ctx.lake.data_file("anonymized", "items", ctx.week))
     users = sorted(train_df["user"].unique())
-    recs = model.recommend(users, k=ctx.config.top_k, exclude=train_items(train_df))
+    served = _reranked(ctx, model, train_df, item_genres(items))
+    recs = explained(model, served.recommend(users, k=ctx.config.top_k, exclude=train_items(train_df)))
+    titles = dict(
+        zip(items["item_id"].astype("int64").tolist(), items["title"].astype(str).tolist(), strict=True)
+    )
+    recs["reason"] = _retitled(recs, titles)
     recs["model_version"] = str(champ.version)
     recs["week"] = ctx.week.isoformat()
-    path = write_parquet(recs, ctx.lake.partition("recommendations", ctx.week) / "recommendations.parquet")
+    out = ctx.lake.partition("recommendations", ctx.week)
+    path = write_parquet(recs, out / "recommendations.parquet")
+    content_model = ContentModel.load(Path(ctx.result("content")["path"]))
+    start, end = week_bounds(ctx.week)
+    rows = page_rows(recs, model, content_model, train_df, items, titles, start, end, ctx.config.rows, users)
+    rows["model_version"] = str(champ.version)
+    rows["week"] = ctx.week.isoformat()
+    rows_path = write_parquet(rows, out / "rows.parquet")
     return ctx.record(
         "recommend",
         {
             "status": "written",
             "path": str(path),
+            "rows_path": str(rows_path),
             "users": len(users),
             "rows": len(recs),
+            "page_rows": rows.groupby("row_id").size().groupby(lambda r: r.split(":")[0]).sum().to_dict(),
+            "sources": recs["source"].value_counts().to_dict(),
             "model_version": str(champ.version),
         },
     )
+
+
+def _retitled(recs: pd.DataFrame, titles: dict[int, str]) -> list[str]:
+    """Reasons naming the watched title (the served model may not carry the catalogue's titles)."""
+    return [
+        f"Because you watched {titles.get(int(item), f'title {int(item)}')}" if pd.notna(item) else reason
+        for item, reason in zip(recs["reason_item_id"], recs["reason"], strict=True)
+    ]
 
 
 def privacy_scan(ctx: StageContext, airflow_log_dirs: list[Path] | None = None) -> dict[str, Any]:
@@ -574,6 +770,7 @@ STAGE_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "validate": validate,
     "anonymize": anonymize,
     "prepare": prepare,
+    "content": content,
     "train": train,
     "evaluate": evaluate,
     "gate": gate,

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+    from recsys.hybrid import HybridModel
+
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
@@ -56,12 +58,18 @@ def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
         return None
 
 
-def load_factor_model(model_uri: str) -> FactorModel:
-    """Load a logged or registered pyfunc FactorModel (e.g. ``models:/recsys_als@champion``)."""
+def load_served_model(model_uri: str) -> FactorModel | HybridModel:
+    """The model a logged or registered pyfunc serves (e.g. ``models:/recsys_als@champion``): a
+    FactorModel, or a HybridModel when the version was trained with ``served_model`` hybrid."""
     import mlflow.pyfunc
 
-    wrapper = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-    return wrapper.model
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+
+
+def load_factor_model(model_uri: str) -> FactorModel:
+    """The ALS FactorModel of a logged or registered pyfunc (a hybrid's ALS part)."""
+    model = load_served_model(model_uri)
+    return model if isinstance(model, FactorModel) else model.als
 
 
 def ensure_registered_model(client: MlflowClient, name: str) -> None:

@@ -17,12 +17,18 @@ cosine of their content features (either alone when only one model knows both it
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from recsys.content import ContentModel
 from recsys.model import FactorModel
+
+if TYPE_CHECKING:
+    from recsys.config import RowsConfig
+    from recsys.hybrid import HybridModel
 
 ROW_COLUMNS = [
     "user",
@@ -235,3 +241,80 @@ def _frame(rows: list[pd.DataFrame]) -> pd.DataFrame:
     out = pd.concat(rows, ignore_index=True)
     out["reason_item_id"] = out["reason_item_id"].astype("Int64")
     return out[ROW_COLUMNS]
+
+
+# ---- what a served model knows, for explanations --------------------------------------------------
+def model_history(model: FactorModel | HybridModel) -> pd.DataFrame:
+    """(user, item_id) the model was trained on: a hybrid's history, a FactorModel's seen items."""
+    from recsys.hybrid import HybridModel
+
+    if isinstance(model, HybridModel):
+        return model.history
+    seen = model.seen.tocoo()
+    return pd.DataFrame(
+        {"user": model.users[seen.row].astype(object), "item_id": model.items[seen.col].astype(np.int64)}
+    )
+
+
+def model_similarity(model: FactorModel | HybridModel) -> ItemSimilarity:
+    from recsys.hybrid import HybridModel
+
+    if isinstance(model, HybridModel):
+        return ItemSimilarity(model.als, model.content)
+    return ItemSimilarity(model, None)
+
+
+def model_titles(model: FactorModel | HybridModel) -> dict[int, str]:
+    """item_id -> title where the model has a catalogue (a hybrid's content model); else empty."""
+    from recsys.hybrid import HybridModel
+
+    if isinstance(model, HybridModel):
+        return dict(
+            zip(model.content.items.astype(np.int64).tolist(), model.content.titles.tolist(), strict=True)
+        )
+    return {}
+
+
+def page_rows(
+    top_picks: pd.DataFrame,
+    model: FactorModel | HybridModel,
+    content: ContentModel,
+    history: pd.DataFrame,
+    catalogue: pd.DataFrame,
+    titles: Mapping[int, str],
+    week_start: datetime,
+    week_end: datetime,
+    config: RowsConfig,
+    users: list[str],
+) -> pd.DataFrame:
+    """Every user's page, row after row (``row_position`` 0, 1, ...): Top picks (``top_picks``, the
+    served list with its reasons), Because you watched (the user's most recent titles), Trending now
+    (the week's most watched, from ``history``'s ``last_ts``) and New this week (``catalogue`` items
+    added in the week, by content match)."""
+    picks = top_picks.assign(row_id="top_picks", row_title="Top picks for you", row_position=0)
+    picks["score"] = pd.to_numeric(picks["score"], errors="coerce").astype(np.float64)
+    parts = [picks[ROW_COLUMNS]]
+    if config.because_rows:
+        because = because_you_watched(
+            history, model_similarity(model), titles, k=config.row_length, seeds_per_user=config.because_rows
+        )
+        parts.append(because.assign(row_position=because["row_position"] + 1))
+    next_position = 1 + config.because_rows
+    if config.trending:
+        when = pd.to_datetime(history["last_ts"], utc=True) if "last_ts" in history.columns else None
+        latest = history[(when >= week_start) & (when < week_end)] if when is not None else history.iloc[0:0]
+        parts.append(trending(latest, users, history, k=config.row_length).assign(row_position=next_position))
+        next_position += 1
+    if config.new_this_week and "added_at" in catalogue.columns:
+        added = pd.to_datetime(catalogue["added_at"], utc=True, errors="coerce")
+        new_items = catalogue.loc[(added >= week_start) & (added < week_end), "item_id"].to_numpy(
+            dtype=np.int64
+        )
+        parts.append(
+            new_this_week(new_items, users, history, content, k=config.row_length).assign(
+                row_position=next_position
+            )
+        )
+    return _frame([p for p in parts if len(p)]).sort_values(
+        ["user", "row_position", "rank"], kind="stable", ignore_index=True
+    )

@@ -1,8 +1,12 @@
-"""MLflow pyfunc flavour of a FactorModel: given user pseudonyms, return their top-N items.
+"""MLflow pyfunc flavour of the served model (ALS alone, or the ALS + content hybrid): given user
+pseudonyms, return their top-N items and why.
 
 Request: a DataFrame with a ``user`` column (pseudonyms) and optionally ``k``; or ``params={"k": N}``.
-Response: a long DataFrame (user, rank, item_id, score, source), best first; users the model does not
-know get the most popular items (``source`` = "popularity", score null).
+Response: a long DataFrame (user, rank, item_id, score, source, reason_item_id, reason), best first.
+``source`` is "model" (ALS), "als+content" / "content" (the hybrid's signals) or "popularity": users
+the model does not know get the most popular items, with a null score. ``reason`` is "Because you
+watched <title>" naming the user's watched item most similar to the recommendation (ALS item
+factors, and content features for a hybrid), or "popular with everyone".
 
 ``mlflow models serve -m models:/<name>@champion --env-manager local`` answers such requests.
 """
@@ -23,8 +27,15 @@ DEFAULT_K = 10
 
 
 class FactorModelPyfunc(mlflow.pyfunc.PythonModel):
+    """The served model: a FactorModel (artifact ``model_dir``), or a HybridModel (``hybrid_dir``)."""
+
     def load_context(self, context: Any) -> None:
-        self.model = FactorModel.load(Path(context.artifacts["model_dir"]))
+        from recsys.hybrid import HybridModel
+
+        if "hybrid_dir" in context.artifacts:
+            self.model: FactorModel | HybridModel = HybridModel.load(Path(context.artifacts["hybrid_dir"]))
+        else:
+            self.model = FactorModel.load(Path(context.artifacts["model_dir"]))
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -37,33 +48,49 @@ class FactorModelPyfunc(mlflow.pyfunc.PythonModel):
             (params or {}).get("k") or (model_input["k"].iloc[0] if "k" in model_input.columns else DEFAULT_K)
         )
         users = [str(u) for u in model_input["user"].tolist()]
-        return serving_frame(self.model.recommend(users, k=k))
+        return explained(self.model, self.model.recommend(users, k=k))
+
+
+def explained(model: Any, recs: pd.DataFrame) -> pd.DataFrame:
+    """``recs`` of ``model`` (a FactorModel or HybridModel) as served: ``source`` and the reason."""
+    from recsys.rows import explain, model_history, model_similarity, model_titles
+
+    out = serving_frame(recs)
+    return explain(out, model_history(model), model_similarity(model), model_titles(model))
 
 
 def serving_frame(recs: pd.DataFrame) -> pd.DataFrame:
-    """Add ``source`` (model / popularity) and make fallback scores null rather than NaN (strict JSON)."""
+    """Name each item's ``source`` (a FactorModel's are "model"; a fallback is "popularity") and make
+    fallback scores null rather than NaN (strict JSON)."""
     out = recs.copy()
-    fallback = out["score"].isna()
-    out["source"] = np.where(fallback, "popularity", "model")
+    fallback = out["score"].isna() | (out["source"] == "popular" if "source" in out.columns else False)
+    given = out["source"] if "source" in out.columns else pd.Series("model", index=out.index)
+    out["source"] = np.where(fallback, "popularity", given)
     out["score"] = out["score"].astype(object).where(~fallback, None)
     return out
 
 
-def log_pyfunc(model_dir: Path, example_user: str, name: str = "model") -> Any:
-    """Log ``model_dir`` as a pyfunc model of the active run; returns mlflow's ModelInfo."""
+def log_pyfunc(
+    model_dir: Path, example_user: str, name: str = "model", hybrid_dir: Path | None = None
+) -> Any:
+    """Log ``model_dir`` (a saved FactorModel) as a pyfunc model of the active run, serving the hybrid
+    saved at ``hybrid_dir`` when given; returns mlflow's ModelInfo."""
     example = pd.DataFrame({"user": [example_user]})
+    artifacts = {"model_dir": str(model_dir)}
+    if hybrid_dir is not None:
+        artifacts["hybrid_dir"] = str(hybrid_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # mlflow's hints on integer columns and cloudpickle
-        return _log(model_dir, example, name)
+        return _log(artifacts, example, name)
 
 
-def _log(model_dir: Path, example: pd.DataFrame, name: str) -> Any:
+def _log(artifacts: dict[str, str], example: pd.DataFrame, name: str) -> Any:
     # The pickled python_model refers to recsys.serving by name: serving needs this package
     # installed (`pip install -e .`, as `make run` does), e.g. `mlflow models serve --env-manager local`.
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=FactorModelPyfunc(),
-        artifacts={"model_dir": str(model_dir)},
+        artifacts=artifacts,
         input_example=(example, {"k": DEFAULT_K}),
-        pip_requirements=["mlflow", "pandas", "numpy", "scipy", "pyarrow"],
+        pip_requirements=["mlflow", "pandas", "numpy", "scipy", "pyarrow", "scikit-learn"],
     )

@@ -99,3 +99,22 @@ def test_bad_catalogues_are_refused_with_a_clear_message():
         ContentModel.fit(catalogue()).similar(12345)
     with pytest.raises(ValueError, match="k must be"):
         ContentModel.fit(catalogue()).recommend(["u"], pd.DataFrame({"user": ["u"], "item_id": [1]}), k=0)
+
+
+def test_content_recommender_masks_exclusions_without_letting_them_shape_the_profile():
+    from recsys.content import ContentRecommender
+
+    catalogue = pd.DataFrame(
+        {
+            "item_id": [1, 2, 3, 4, 5, 6],
+            "title": ["Night Terror", "Night Fright", "Night Scream", "Big Laugh", "Big Grin", "Big Joke"],
+            "genres": ["Horror", "Horror", "Horror", "Comedy", "Comedy", "Comedy"],
+            "release_year": [1990] * 6,
+        }
+    )
+    model = ContentModel.fit(catalogue)
+    history = pd.DataFrame({"user": ["u"], "item_id": [1]})  # no strength column: weight 1
+    recs = ContentRecommender(model, history).recommend(["u"], k=3, exclude={"u": [2, 4, 5]})
+    # 2 is horror but excluded; the excluded comedies do not pull the profile towards comedy
+    assert recs["item_id"].tolist()[0] == 3
+    assert not set(recs["item_id"]) & {1, 2, 4, 5}

@@ -9,7 +9,15 @@ import pytest
 from pydantic import ValidationError
 
 from recsys.errors import GateRejected, RecsysError
-from recsys.gates import CHECKS, GateDecision, GateThresholds, evaluate_gate, require_passed
+from recsys.gates import (
+    CHECKS,
+    CORE_CHECKS,
+    FLOOR_CHECKS,
+    GateDecision,
+    GateThresholds,
+    evaluate_gate,
+    require_passed,
+)
 
 T = GateThresholds()  # ndcg@10, floor 0.02, 20 users, +5 % over baseline, -2 % vs champion
 
@@ -71,9 +79,9 @@ def test_thresholds_accept_edges_and_other_metrics():
 def test_everything_passes():
     decision = evaluate_gate(GOOD, CHAMPION, BASELINE, T)
     assert decision.passed
-    assert list(decision.checks) == list(CHECKS)
+    assert list(decision.checks) == list(CORE_CHECKS)  # floors unset: only the core checks run
     assert all(decision.checks.values())
-    assert len(decision.reasons) == len(CHECKS)
+    assert len(decision.reasons) == len(CORE_CHECKS)
     assert all(reason.startswith("PASS: ") for reason in decision.reasons)
     assert decision.metrics == {
         "primary_metric": "ndcg@10",
@@ -198,7 +206,7 @@ def test_nan_baseline_fails_baseline_check():
 def test_empty_metric_dicts():
     decision = evaluate_gate({}, {}, {}, T)
     assert not decision.passed
-    assert failed(decision) == list(CHECKS)
+    assert failed(decision) == list(CORE_CHECKS)
 
 
 # ---- decision object ---------------------------------------------------------------------------
@@ -257,3 +265,123 @@ def test_boundaries_forgive_float_rounding():
     assert decision.checks["beats_baseline"]
     assert 0.07 * (1 - 0.02) > 0.0686
     assert evaluate_gate(metrics(0.0686), metrics(0.07), metrics(0.01), T).checks["no_regression"]
+
+
+# ---- coverage / diversity floors ---------------------------------------------------------------
+def beyond(coverage: float | None = 0.25, diversity: float | None = 0.60, ndcg: float = 0.05) -> dict:
+    out = metrics(ndcg)
+    if coverage is not None:
+        out["coverage@10"] = coverage
+    if diversity is not None:
+        out["diversity@10"] = diversity
+    return out
+
+
+FLOORS = GateThresholds(min_coverage=0.05, min_diversity=0.30)
+
+
+def test_floor_checks_follow_the_core_checks():
+    assert CHECKS == CORE_CHECKS + FLOOR_CHECKS
+    assert FLOOR_CHECKS == ("coverage_floor", "diversity_floor")
+    assert T.min_coverage is None and T.min_diversity is None
+
+
+def test_floors_met_pass():
+    decision = evaluate_gate(beyond(), CHAMPION, BASELINE, FLOORS)
+    assert decision.passed
+    assert list(decision.checks) == list(CHECKS)
+    assert "PASS: coverage@10 0.2500 >= floor 0.0500" in decision.reasons
+    assert "PASS: diversity@10 0.6000 >= floor 0.3000" in decision.reasons
+    assert decision.metrics["coverage@10"] == 0.25
+    assert decision.metrics["diversity@10"] == 0.60
+    assert decision.summary().startswith("gate PASSED (6/6 checks)")
+
+
+def test_floor_boundary_passes():
+    decision = evaluate_gate(beyond(coverage=0.05, diversity=0.3), None, BASELINE, FLOORS)
+    assert decision.checks["coverage_floor"] and decision.checks["diversity_floor"]
+
+
+def test_coverage_floor_missed_fails_the_gate():
+    decision = evaluate_gate(beyond(coverage=0.012), CHAMPION, BASELINE, FLOORS)
+    assert decision.passed is False
+    assert failed(decision) == ["coverage_floor"]
+    assert (
+        "FAIL: coverage@10 0.0120 < floor 0.0500: the candidate collapses onto a few items"
+        in decision.reasons
+    )
+    with pytest.raises(GateRejected, match="coverage@10 0.0120 < floor 0.0500"):
+        require_passed(decision)
+
+
+def test_diversity_floor_missed_fails_the_gate():
+    decision = evaluate_gate(beyond(diversity=0.1), CHAMPION, BASELINE, FLOORS)
+    assert decision.passed is False
+    assert failed(decision) == ["diversity_floor"]
+    assert any(r.startswith("FAIL: diversity@10 0.1000 < floor 0.3000") for r in decision.reasons)
+
+
+def test_floors_use_the_k_of_the_primary_metric():
+    t = GateThresholds(primary_metric="ndcg@5", min_coverage=0.05)
+    candidate = {"ndcg@5": 0.05, "users_evaluated": 500, "coverage@10": 0.9, "coverage@5": 0.01}
+    decision = evaluate_gate(candidate, None, {"ndcg@5": 0.01}, t)
+    assert failed(decision) == ["coverage_floor"]
+    assert "coverage@5 0.0100 < floor 0.0500" in decision.reasons[-1]
+    assert "coverage@5" in decision.metrics and "coverage@10" not in decision.metrics
+
+
+@pytest.mark.parametrize(
+    ("coverage", "diversity", "check", "reason"),
+    [
+        (None, 0.6, "coverage_floor", "FAIL: candidate coverage@10 is missing"),
+        (math.nan, 0.6, "coverage_floor", "FAIL: candidate coverage@10 is NaN"),
+        (0.25, None, "diversity_floor", "FAIL: candidate diversity@10 is missing"),
+        (0.25, math.nan, "diversity_floor", "FAIL: candidate diversity@10 is NaN"),
+        (0.25, "abc", "diversity_floor", "FAIL: candidate diversity@10 is not a number"),
+    ],
+)
+def test_missing_or_bad_floor_metric_fails_closed(coverage, diversity, check, reason):
+    decision = evaluate_gate(beyond(coverage, diversity), CHAMPION, BASELINE, FLOORS)
+    assert not decision.passed
+    assert failed(decision) == [check]
+    assert any(r.startswith(reason) for r in decision.reasons)
+    text = json.dumps(decision.to_dict(), allow_nan=False)  # missing values stored as null
+    assert GateDecision.from_dict(json.loads(text)) == decision
+
+
+def test_only_the_floor_that_is_set_runs():
+    decision = evaluate_gate(beyond(coverage=None), None, BASELINE, GateThresholds(min_diversity=0.3))
+    assert list(decision.checks) == [*CORE_CHECKS, "diversity_floor"]
+    assert decision.passed  # the missing coverage is not looked at
+
+
+def test_floors_none_leave_the_decision_unchanged():
+    # a candidate with terrible coverage and diversity: without floors nobody looks at them
+    for candidate, champion in ((beyond(0.0001, 0.0), CHAMPION), (beyond(None, None, ndcg=0.001), None)):
+        with_extras = evaluate_gate(candidate, champion, BASELINE, T)
+        plain = evaluate_gate(metrics(candidate["ndcg@10"]), champion, BASELINE, T)
+        assert with_extras == plain
+        assert list(with_extras.checks) == list(CORE_CHECKS)
+        assert not any("coverage" in r or "diversity" in r for r in with_extras.reasons)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"min_coverage": 1.5},
+        {"min_coverage": -0.1},
+        {"min_coverage": float("nan")},
+        {"min_diversity": 1.01},
+        {"min_diversity": -0.1},
+        {"min_diversity": float("inf")},
+        {"min_diversity": "lots"},
+    ],
+)
+def test_invalid_floors_are_refused(kwargs):
+    with pytest.raises(ValidationError):
+        GateThresholds(**kwargs)
+
+
+def test_floor_edges_are_accepted():
+    t = GateThresholds(min_coverage=0, min_diversity=1)
+    assert (t.min_coverage, t.min_diversity, t.k) == (0, 1, 10)

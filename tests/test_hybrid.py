@@ -186,3 +186,13 @@ def test_new_users_lean_on_popularity_as_configured():
     assert [counts[i] for i in top] == sorted((counts[i] for i in top), reverse=True)  # most watched first
     content_only = HybridModel(als, content, history, HybridConfig(new_user_popularity=0.0))
     assert set(content_only.recommend(["c"], k=3)["item_id"]) <= {*range(100, 108), 999}
+
+
+def test_save_and_load_give_the_same_recommendations(tmp_path):
+    als, content, history, _ = world()
+    config = HybridConfig(warm=BlendWeights(content=0.4, popularity=0.1), cold_user_max=2)
+    model = HybridModel(als, content, history, config, meta={"week": "2026-11-15"})
+    loaded = HybridModel.load(model.save(tmp_path / "hybrid"))
+    users = ["h0", "k3", "c", "nobody"]
+    pd.testing.assert_frame_equal(loaded.recommend(users, k=4), model.recommend(users, k=4))
+    assert loaded.config == config and loaded.meta == {"week": "2026-11-15"}

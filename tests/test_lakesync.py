@@ -111,13 +111,13 @@ def test_weekly_pipeline_on_a_lake_in_s3(s3, env, monkeypatch, tmp_path):
 
     week = date(2026, 11, 8)
     for i, stage in enumerate(
-        ("ingest", "validate", "anonymize", "prepare", "train", "evaluate", "gate", "register")
+        ("ingest", "validate", "anonymize", "prepare", "content", "train", "evaluate", "gate", "register")
     ):
         monkeypatch.setenv("RECSYS_LAKE_DIR", str(tmp_path / f"worker-{i}"))  # a new worker each time
         result = run_stage(stage, StageContext.create(week, Settings.from_env()))
         assert result["stage"] == stage
     stored = keys(client, bucket)
-    for layer in ("staged", "validated", "quarantine", "anonymized", "prepared", "reports", "runs"):
+    for layer in ("staged", "validated", "quarantine", "anonymized", "prepared", "models", "reports", "runs"):
         assert any(k.startswith(f"lake/{layer}/") for k in stored), layer
     assert "lake/runs/week=2026-11-08/register.json" in stored
     assert result["status"] == "passed" and "champion" in result["aliases"]

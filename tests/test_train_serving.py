@@ -84,7 +84,7 @@ def test_pyfunc_log_register_promote_and_serve(trained, settings):
     pyfunc = mlflow.pyfunc.load_model(f"models:/{settings.model_name}@{CHAMPION}")
     users = sorted(holdout["user"].unique())[:3]
     out = pyfunc.predict(pd.DataFrame({"user": users + ["nobody"]}), params={"k": 3})
-    assert set(out.columns) == {"user", "rank", "item_id", "score", "source"}
+    assert set(out.columns) == {"user", "rank", "item_id", "score", "source", "reason_item_id", "reason"}
     assert out.groupby("user").size().to_dict() == {u: 3 for u in users + ["nobody"]}
     nobody = out[out.user == "nobody"]
     assert nobody["score"].isna().all() and set(nobody["source"]) == {"popularity"}
@@ -92,6 +92,58 @@ def test_pyfunc_log_register_promote_and_serve(trained, settings):
     known = out[out.user != "nobody"].reset_index(drop=True)
     assert set(known["source"]) == {"model"}
     pd.testing.assert_frame_equal(known[direct.columns].astype({"score": float}), direct)
+    # every known user's item is explained by one of their own training items; strangers by popularity
+    watched = train_items_of(trained[1])
+    for user, reason_item in zip(known["user"], known["reason_item_id"], strict=True):
+        assert int(reason_item) in watched[user]
+    assert known["reason"].str.startswith("Because you watched").all()
+    assert set(nobody["reason"]) == {"popular with everyone"} and nobody["reason_item_id"].isna().all()
+
+
+def train_items_of(train: pd.DataFrame) -> dict[str, set[int]]:
+    return {u: set(g.astype(int)) for u, g in train.groupby("user")["item_id"]}
+
+
+def test_hybrid_pyfunc_serves_content_for_a_new_item_and_names_titles(trained, settings):
+    """The served hybrid: the pyfunc answers like the HybridModel it wraps, with titles in reasons."""
+    import mlflow
+
+    from recsys.content import ContentModel
+    from recsys.hybrid import HybridModel
+    from recsys.serving import log_pyfunc
+    from recsys.tracking import configure
+
+    model, train, holdout = trained
+    items = [*model.items.tolist(), 500, 501]  # two new items ALS never saw: one even, one odd
+    catalogue = pd.DataFrame(
+        {
+            "item_id": items,
+            "title": [f"{'Even' if i % 2 == 0 else 'Odd'} film {i}" for i in items],
+            "genres": ["Drama" if i % 2 == 0 else "Comedy" for i in items],
+            "release_year": 2000,
+        }
+    )
+    hybrid = HybridModel(model, ContentModel.fit(catalogue), train)
+    configure(settings)
+    with mlflow.start_run():
+        info = log_pyfunc(
+            model.save(settings.home / "hm" / "als"),
+            example_user=str(model.users[0]),
+            hybrid_dir=hybrid.save(settings.home / "hm" / "hybrid"),
+        )
+    served = mlflow.pyfunc.load_model(info.model_uri)
+    users = sorted(holdout["user"].unique())[:4]
+    out = served.predict(pd.DataFrame({"user": users}), params={"k": 3})
+    direct = hybrid.recommend(users, k=3)
+    assert out["item_id"].tolist() == direct["item_id"].tolist()
+    assert set(out["source"]) <= {"als+content", "content"}
+    new = out[out["item_id"].isin([500, 501])]
+    assert set(new["source"]) == {"content"}
+    # each user's new item of their parity is in their top 3 (with their 2 unseen items); never the other
+    assert sorted(zip(new["user"], new["item_id"], strict=True)) == [(u, 500 + int(u[4:]) % 2) for u in users]
+    titles = dict(zip(catalogue["item_id"], catalogue["title"], strict=True))
+    for item, reason in zip(out["reason_item_id"], out["reason"], strict=True):
+        assert reason == f"Because you watched {titles[int(item)]}"
 
 
 def test_promotion_refuses_a_rejected_decision(settings):
