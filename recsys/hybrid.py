@@ -81,7 +81,8 @@ class HybridConfig(BaseModel):
         default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 4.0], description="content weights tried"
     )
     popularity_grid: list[float] = Field(
-        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 4.0], description="popularity weights tried"
+        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 4.0],
+        description="popularity weights tried",
     )
     min_users: int = Field(
         20, ge=1, description="validation users a segment needs for its weights to be learned"
