@@ -347,7 +347,22 @@ def find_training_run(ctx: StageContext, train_digest: str, config_digest: str) 
         "items": int(metrics.get("train_items", 0)),
         "als": als.model_dump(),
         "tuning": None,
+        "served_model": run.data.params.get("served_model", "als"),
+        "hybrid": _logged_weights(run.data.params),
     }
+
+
+def _logged_weights(params: dict[str, str]) -> dict[str, dict[str, float]] | None:
+    """The hybrid's blend weights as the train run logged them (``hybrid.<segment>.<signal>``)."""
+    try:
+        return {
+            segment: {
+                signal: float(params[f"hybrid.{segment}.{signal}"]) for signal in ("content", "popularity")
+            }
+            for segment in ("warm", "cold")
+        }
+    except (KeyError, ValueError):
+        return None
 
 
 def train(ctx: StageContext) -> dict[str, Any]:
@@ -418,6 +433,7 @@ def train(ctx: StageContext) -> dict[str, Any]:
                 "top_k": ctx.config.top_k,
                 "spark_master": ctx.settings.spark_master,
                 "tuned": tuning is not None,
+                "served_model": ctx.config.served_model,
             }
         )
         mlflow.log_metrics(
@@ -492,7 +508,7 @@ def _hybrid(ctx: StageContext, als: Any, als_config: Any, train_df: pd.DataFrame
         mlflow.log_params(
             {f"hybrid.{segment}.content": weights.content, f"hybrid.{segment}.popularity": weights.popularity}
         )
-    mlflow.log_params({"hybrid.cold_user_max": config.cold_user_max, "served_model": "hybrid"})
+    mlflow.log_params({"hybrid.cold_user_max": config.cold_user_max})
     history = train_df[[c for c in ("user", "item_id", "strength", "last_ts") if c in train_df.columns]]
     return HybridModel(als, content_model, history, config, meta=dict(als.meta))
 
@@ -834,6 +850,8 @@ def summary(ctx: StageContext) -> dict[str, Any]:
             "champion": ev.get("champion"),
             "baseline": ev.get("baseline"),
         },
+        "models": ev.get("models"),
+        "served_model": ev.get("served_model"),
         "gate": {"passed": gate_r.get("passed"), "reasons": gate_r.get("reasons", [])},
         "registered": reg,
         "recommendations": rec,
@@ -862,6 +880,22 @@ def format_summary(s: dict[str, Any]) -> str:
                 lines.append(f"  {who:<11} " + "  ".join(f"{_fmt(vals.get(k), '.4f'):>12}" for k in keys))
             else:
                 lines.append(f"  {who:<11} (none yet)")
+    models = s.get("models") or {}
+    if models:
+        k = s["top_k"]
+        lines.append(
+            f"  segments    NDCG@{k} (users) of each model; served: {s.get('served_model') or 'als'}"
+        )
+        names = [n for n in ("popularity", "als", "content", "hybrid") if n in models]
+        lines.append("              " + f"{'':<12}" + "".join(f"{n:>16}" for n in names))
+        for segment in ("all", "cold_users", "warm_users", "new_items"):
+            cells = []
+            for name in names:
+                values = models[name].get(segment) or {}
+                cells.append(
+                    f"{_fmt(values.get(f'ndcg@{k}'), '.4f')} ({int(values.get('users_evaluated') or 0)})"
+                )
+            lines.append(f"              {segment:<12}" + "".join(f"{c:>16}" for c in cells))
     g = s["gate"]
     if g.get("passed") is not None:
         lines.append(f"  gate        {'PASSED' if g['passed'] else 'REJECTED'}")
@@ -878,6 +912,9 @@ def format_summary(s: dict[str, Any]) -> str:
             f"  recommended top-{s['top_k']} lists for {rec['users']} users with version "
             f"{rec['model_version']} -> {rec['path']}"
         )
+        if rec.get("rows_path"):
+            counts = ", ".join(f"{kind} {n}" for kind, n in sorted((rec.get("page_rows") or {}).items()))
+            lines.append(f"  page rows   {counts} -> {rec['rows_path']}")
     elif rec:
         lines.append(f"  recommend   skipped: {rec.get('reason')}")
     kanon = s.get("k_anonymity") or {}

@@ -290,7 +290,7 @@ def page_rows(
     """Every user's page, row after row (``row_position`` 0, 1, ...): Top picks (``top_picks``, the
     served list with its reasons), Because you watched (the user's most recent titles), Trending now
     (the week's most watched, from ``history``'s ``last_ts``) and New this week (``catalogue`` items
-    added in the week, by content match)."""
+    added in the week, by content match). A row with nothing in it for a user is left out."""
     picks = top_picks.assign(row_id="top_picks", row_title="Top picks for you", row_position=0)
     picks["score"] = pd.to_numeric(picks["score"], errors="coerce").astype(np.float64)
     parts = [picks[ROW_COLUMNS]]
@@ -315,6 +315,7 @@ def page_rows(
                 row_position=next_position
             )
         )
-    return _frame([p for p in parts if len(p)]).sort_values(
-        ["user", "row_position", "rank"], kind="stable", ignore_index=True
-    )
+    page = _frame([p for p in parts if len(p)])
+    # a row left empty for a user (nothing trending they have not watched) leaves no gap
+    page["row_position"] = page.groupby("user")["row_position"].rank(method="dense").astype(np.int64) - 1
+    return page.sort_values(["user", "row_position", "rank"], kind="stable", ignore_index=True)

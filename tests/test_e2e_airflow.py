@@ -120,6 +120,64 @@ def test_recommendations_written_by_the_champion_without_personal_data(e2e):
 
 @pytest.mark.slow
 @pytest.mark.integration
+def test_the_page_rows_carry_ids_titles_and_reasons(e2e):
+    """Top picks, Because you watched, Trending now and New this week for every user; each item with
+    its reason; the top picks are the recommendations file's lists."""
+    lake = e2e["lake"]
+    folder = lake / "recommendations" / "week=2026-11-15"
+    rows = pd.read_parquet(folder / "rows.parquet")
+    recs = pd.read_parquet(folder / "recommendations.parquet")
+    items = pd.read_parquet(lake / "anonymized" / "items" / "week=2026-11-15" / "data.parquet")
+    titles = dict(zip(items["item_id"], items["title"], strict=True))
+    kinds = rows["row_id"].str.split(":").str[0]
+    assert set(kinds) == {"top_picks", "because", "trending", "new"}
+    assert set(rows["user"]) == set(recs["user"])
+    for (row_id, title), _ in rows.groupby(["row_id", "row_title"]):
+        expected = {"top_picks": "Top picks for you", "trending": "Trending now", "new": "New this week"}
+        kind = row_id.split(":")[0]
+        if kind == "because":
+            assert title == f"Because you watched {titles[int(row_id.split(':')[1])]}"
+        else:
+            assert title == expected[kind]
+    picks = rows[rows["row_id"] == "top_picks"]
+    pd.testing.assert_frame_equal(
+        picks[["user", "rank", "item_id"]].reset_index(drop=True),
+        recs.sort_values(["user", "rank"])[["user", "rank", "item_id"]].reset_index(drop=True),
+    )
+    # every top pick names the watched title it comes from (or says it is popular)
+    named = recs["reason_item_id"].notna()
+    assert named.mean() > 0.9
+    for item, reason in zip(recs.loc[named, "reason_item_id"], recs.loc[named, "reason"], strict=True):
+        assert reason == f"Because you watched {titles[int(item)]}"
+    added = pd.to_datetime(items["added_at"], utc=True)
+    new_items = set(items.loc[(added >= "2026-11-15") & (added < "2026-11-22"), "item_id"])
+    assert set(rows.loc[kinds == "new", "item_id"]) <= new_items and new_items
+    assert set(rows.loc[kinds == "trending", "reason"]) == {"trending"}
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_evaluation_compares_als_content_hybrid_and_popularity_per_segment(e2e):
+    lake = e2e["lake"]
+    ev = json.loads((lake / "runs" / "week=2026-11-15" / "evaluate.json").read_text())
+    assert ev["served_model"] == "hybrid"
+    assert set(ev["models"]) == {"popularity", "als", "content", "hybrid"}
+    for segments in ev["models"].values():
+        assert set(segments) == {"all", "cold_users", "warm_users", "new_items"}
+        assert segments["all"]["users_evaluated"] == ev["candidate"]["users_evaluated"]
+        assert (
+            segments["cold_users"]["users_evaluated"] + segments["warm_users"]["users_evaluated"]
+            == (segments["all"]["users_evaluated"])
+        )
+    # the served (and gated) candidate is the hybrid
+    assert ev["candidate"]["ndcg@10"] == pytest.approx(ev["models"]["hybrid"]["all"]["ndcg@10"])
+    assert {"coverage@10", "diversity@10", "gini@10"} <= set(ev["candidate"])
+    trained = json.loads((lake / "runs" / "week=2026-11-15" / "train.json").read_text())
+    assert set(trained["hybrid"]) == {"warm", "cold"}
+
+
+@pytest.mark.slow
+@pytest.mark.integration
 def test_privacy_scan_ran_clean_and_no_raw_id_in_task_output(e2e):
     lake = e2e["lake"]
     for week in ("2026-11-08", "2026-11-15"):

@@ -223,3 +223,38 @@ def test_rerank_refuses_bad_input():
         rerank(candidates().drop(columns="item_id"), GENRES, {}, k=2, config=RerankConfig())
     empty = rerank(candidates().iloc[0:0], GENRES, {}, k=2, config=RerankConfig())
     assert empty.empty and {"rank", "explore"} <= set(empty.columns)
+
+
+def test_reranked_model_asks_for_a_deeper_list_and_serves_k_with_exploration():
+    from recsys.rerank import RerankConfig, Reranked
+
+    class Ranked:
+        """A model that ranks items 1..20 in id order; items 1-15 are Drama, 16-20 Western."""
+
+        def __init__(self) -> None:
+            self.asked: list[int] = []
+
+        def recommend(self, users, k=10, exclude=None):
+            self.asked.append(k)
+            excluded = set((exclude or {}).get("u", ()))
+            items = [i for i in range(1, 21) if i not in excluded][:k]
+            return pd.DataFrame(
+                {
+                    "user": "u",
+                    "rank": range(1, len(items) + 1),
+                    "item_id": items,
+                    "score": [30.0 - i for i in items],
+                }
+            )
+
+    genres = {i: {"Drama"} if i <= 15 else {"Western"} for i in range(1, 21)}
+    history = pd.DataFrame({"user": ["u"], "item_id": [1]})
+    model = Ranked()
+    config = RerankConfig(exploration_share=0.2, candidates=20)
+    out = Reranked(model, genres, history, config).recommend(["u"], k=5, exclude={"u": [2]})
+    assert model.asked == [20]
+    assert len(out) == 5 and out["rank"].tolist() == [1, 2, 3, 4, 5]
+    assert 2 not in out["item_id"].tolist()
+    explored = out[out["explore"]]
+    assert explored["item_id"].tolist() == [16]  # int(5 * 0.2) = 1 slot: the best unseen-genre item
+    assert out.loc[~out["explore"], "item_id"].tolist() == [1, 3, 4, 5]

@@ -91,3 +91,66 @@ def test_new_this_week_matches_the_profile():
 def test_similarity_needs_a_model():
     with pytest.raises(ValueError, match="needs an ALS model"):
         ItemSimilarity(None, None)
+
+
+def test_page_rows_are_ordered_and_each_row_is_built_from_the_right_data():
+    from datetime import UTC, datetime
+
+    from recsys.config import RowsConfig
+    from recsys.rows import page_rows
+
+    als, content, history = models()
+    catalogue = pd.DataFrame(
+        {
+            "item_id": list(TITLES),
+            "title": list(TITLES.values()),
+            "genres": ["Horror", "Horror", "Horror", "Comedy", "Comedy", "Horror"],
+            "added_at": ["2020-01-01T00:00:00Z"] * 5 + ["2026-11-09T12:00:00Z"],  # New Fear: this week
+        }
+    )
+    picks = explain(als.recommend(["fan", "joker"], k=2), history, ItemSimilarity(als, content), TITLES)
+    start, end = datetime(2026, 11, 8, tzinfo=UTC), datetime(2026, 11, 15, tzinfo=UTC)
+    rows = page_rows(
+        picks,
+        als,
+        content,
+        history,
+        catalogue,
+        TITLES,
+        start,
+        end,
+        RowsConfig(because_rows=1),
+        ["fan", "joker"],
+    )
+    assert list(rows.columns) == ROW_COLUMNS
+    fan = rows[rows.user == "fan"]
+    order = fan.drop_duplicates("row_id")[["row_position", "row_id", "row_title"]].values.tolist()
+    assert order == [
+        [0, "top_picks", "Top picks for you"],
+        [1, "because:100", "Because you watched Scream"],  # the fan's most recent title
+        [2, "new", "New this week"],  # nothing trends that the fan has not watched: no empty row
+    ]
+    joker = rows[rows.user == "joker"].drop_duplicates("row_id")
+    assert joker["row_id"].tolist() == ["top_picks", "because:200", "trending", "new"]
+    assert joker["row_position"].tolist() == [0, 1, 2, 3]
+    # only the fan's Scream (2026-11-10) is in the week: it trends, but not for the fan who watched it
+    assert rows.loc[(rows.row_id == "trending") & (rows.user == "joker"), "item_id"].tolist() == [100]
+    assert rows.loc[(rows.row_id == "trending") & (rows.user == "fan"), "item_id"].tolist() == []
+    assert set(rows.loc[rows.row_id == "new", "item_id"]) == {300}
+    top = rows[rows.row_id == "top_picks"]
+    assert (
+        top[["user", "rank", "item_id"]].values.tolist() == picks[["user", "rank", "item_id"]].values.tolist()
+    )
+    without = page_rows(
+        picks,
+        als,
+        content,
+        history,
+        catalogue,
+        TITLES,
+        start,
+        end,
+        RowsConfig(because_rows=0, trending=False, new_this_week=False),
+        ["fan", "joker"],
+    )
+    assert set(without["row_id"]) == {"top_picks"}
