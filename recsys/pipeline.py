@@ -613,9 +613,38 @@ def gate(ctx: StageContext) -> dict[str, Any]:
     with mlflow.start_run(run_id=run_id):
         mlflow.set_tag("validation_status", "passed" if decision.passed else "rejected")
         mlflow.log_dict(decision.to_dict(), "gate/decision.json")
+        _log_model_report(ctx, ev, decision)
     for line in decision.reasons:
         log.info("gate: %s", line)
     return ctx.record("gate", decision.to_dict())
+
+
+def _log_model_report(ctx: StageContext, ev: dict[str, Any], decision: Any) -> None:
+    """The reviewer's HTML report (metrics, gate, per-segment comparison, history, tuning) in the
+    active train run, as ``report/model_report.html``."""
+    from mlflow import MlflowClient
+
+    from recsys.report import history_from_registry, log_model_report, render_model_report
+    from recsys.tracking import metric_key
+
+    trained = ctx.result("train")
+    start, end = week_bounds(ctx.week)
+    primary = ctx.config.gate.primary_metric
+    context = {
+        "model_name": ctx.settings.model_name,
+        "week": ctx.week.isoformat(),
+        "data_interval": {"start": start.isoformat(), "end": end.isoformat()},
+        "k": ev["k"],
+        "primary_metric": primary,
+        "training": ctx.result("prepare"),
+        "metrics": ev,
+        "gate": decision,
+        "tuning": trained.get("tuning"),
+        "history": history_from_registry(MlflowClient(), ctx.settings.model_name, metric_key(primary)),
+        "segments": ev.get("models"),
+        "served_model": ev.get("served_model"),
+    }
+    log_model_report(render_model_report(context))
 
 
 def register(ctx: StageContext) -> dict[str, Any]:

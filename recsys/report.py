@@ -28,6 +28,9 @@ key                 value
 ``history``         rows ``{"version", "week", "<primary metric>", "status"}`` of the registered
                     versions (see :func:`history_from_registry`)
 ``scores``          the candidate's top-k scores (any array-like; NaN fallback scores dropped)
+``segments``        ``{model: {segment: {metric: value}}}``: popularity, ALS, content and hybrid
+                    scored per segment (the evaluate stage's ``models``); ``served_model`` names
+                    the one that is gated and served
 =================== ===========================================================================
 """
 
@@ -478,6 +481,75 @@ def _tuning(ctx: Mapping[str, Any]) -> str:
     return out
 
 
+SEGMENT_LABELS = {
+    "all": "all users",
+    "cold_users": "cold users",
+    "warm_users": "warm users",
+    "new_items": "new items",
+}
+
+
+def _segments(ctx: Mapping[str, Any]) -> str:
+    segments = _as_dict(ctx.get("segments"))
+    if not segments:
+        return _note("No per-segment evaluation was given.")
+    k = ctx.get("k") or 10
+    names = [n for n in ("popularity", "als", "content", "hybrid") if n in segments] + [
+        n for n in segments if n not in ("popularity", "als", "content", "hybrid")
+    ]
+    served = ctx.get("served_model")
+    metrics = (f"ndcg@{k}", f"recall@{k}")
+    header = ["segment", "users"] + [
+        f"{n}{' (served)' if n == served else ''} {m}" for m in metrics for n in names
+    ]
+    rows = []
+    for segment, label in SEGMENT_LABELS.items():
+        first = (_as_dict(segments[names[0]]) or {}).get(segment) or {}
+        cells = [_e(label), _fmt(first.get("users_evaluated"), 0)]
+        for metric in metrics:
+            values = [_number(((_as_dict(segments[n]) or {}).get(segment) or {}).get(metric)) for n in names]
+            best = max((v for v in values if v is not None), default=None)
+            cells += [
+                f"<b>{_fmt(v)}</b>" if v is not None and v == best and best > 0 else _fmt(v) for v in values
+            ]
+        rows.append(("", cells))
+    table = _table(header, rows)
+    extra = []
+    for name in names:
+        overall = (_as_dict(segments[name]) or {}).get("all") or {}
+        extra.append(
+            f"{name}: coverage {_fmt(overall.get(f'coverage@{k}'))}, diversity "
+            f"{_fmt(overall.get(f'diversity@{k}'))}, Gini {_fmt(overall.get(f'gini@{k}'))}"
+        )
+
+    def draw(ax: Any) -> None:
+        import numpy as np
+
+        width = 0.8 / len(names)
+        xs = np.arange(len(SEGMENT_LABELS))
+        for i, name in enumerate(names):
+            heights = [
+                _number(((_as_dict(segments[name]) or {}).get(seg) or {}).get(metrics[0])) or 0.0
+                for seg in SEGMENT_LABELS
+            ]
+            ax.bar(xs + i * width, heights, width, label=_mpl_text(name))
+        ax.set_xticks(xs + width * (len(names) - 1) / 2, [_mpl_text(v) for v in SEGMENT_LABELS.values()])
+        ax.set_ylabel(_mpl_text(metrics[0]))
+        ax.legend(fontsize=8)
+
+    return (
+        table
+        + _note(
+            "Bold: the best of the models in that segment. Cold users have fewer training pairs than "
+            "the hybrid's cold_user_max; new items are held-out pairs on items absent from training."
+        )
+        + "<ul class='reasons'>"
+        + "".join(f"<li>{_e(line)}</li>" for line in extra)
+        + "</ul>"
+        + _png(draw)
+    )
+
+
 def _section(title: str, render: Callable[[], str]) -> str:
     try:
         body = render()
@@ -518,6 +590,7 @@ def render_model_report(context: Mapping[str, Any] | None) -> str:
         _section("Gate decision", lambda: _gate(ctx)),
         _section("Metrics on this week's holdout", lambda: _metrics(ctx, primary)),
         _section(f"{primary} over model versions", lambda: _history(ctx, primary)),
+        _section("ALS, content and hybrid per segment", lambda: _segments(ctx)),
         _section("Score distribution", lambda: _scores(ctx)),
         _section("Training data", lambda: _training(ctx)),
         _section("Hyper-parameter tuning", lambda: _tuning(ctx)),

@@ -174,6 +174,12 @@ def test_evaluation_compares_als_content_hybrid_and_popularity_per_segment(e2e):
     assert {"coverage@10", "diversity@10", "gini@10"} <= set(ev["candidate"])
     trained = json.loads((lake / "runs" / "week=2026-11-15" / "train.json").read_text())
     assert set(trained["hybrid"]) == {"warm", "cold"}
+    # the reviewer's report in the train run holds the comparison
+    report = next(
+        e2e["root"].glob(f"home/mlflow/artifacts/*/{trained['run_id']}/artifacts/report/model_report.html")
+    )
+    page = report.read_text()
+    assert "ALS, content and hybrid per segment" in page and "hybrid (served)" in page
 
 
 @pytest.mark.slow

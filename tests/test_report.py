@@ -251,3 +251,26 @@ def test_log_model_report_to_a_run(settings, tmp_path):
     assert open(local, encoding="utf-8").read() == page
     second = client.download_artifacts(other.info.run_id, "report/model_report.html", str(tmp_path / "o"))
     assert open(second, encoding="utf-8").read() == "<html>second</html>"
+
+
+def test_segments_section_compares_the_models_and_marks_the_served_one():
+    segments = {
+        name: {
+            "all": {"ndcg@10": base, "recall@10": base, "users_evaluated": 100.0, "coverage@10": 0.5},
+            "cold_users": {"ndcg@10": cold, "recall@10": cold, "users_evaluated": 10.0},
+            "warm_users": {"ndcg@10": base, "recall@10": base, "users_evaluated": 90.0},
+            "new_items": {"ndcg@10": float("nan"), "recall@10": float("nan"), "users_evaluated": 0.0},
+        }
+        for name, base, cold in (("popularity", 0.2, 0.3), ("als", 0.5, 0.31), ("hybrid", 0.52, 0.45))
+    }
+    page = render_model_report({"k": 10, "segments": segments, "served_model": "hybrid"})
+    section = page.split("<h2>ALS, content and hybrid per segment</h2>")[1].split("<h2>")[0]
+    assert (
+        "hybrid (served) ndcg@10" in section and "content" not in section.split("<table")[1].split("</tr>")[0]
+    )
+    assert "<b>0.4500</b>" in section  # the hybrid is best on cold users
+    assert "<b>0.3100</b>" not in section
+    assert "data:image/png;base64," in section
+    assert "This section could not be rendered" not in page
+    empty = render_model_report({"k": 10})
+    assert "No per-segment evaluation was given." in empty
