@@ -8,7 +8,8 @@ Layout under ``Settings.lake_dir`` (``week=YYYY-MM-DD`` is the Sunday that start
     quarantine/<kind>/week=.../data.parquet   rows set aside, with ``_reason``
     anonymized/<kind>/week=.../data.parquet   no personal data from here on
     prepared/week=.../{train,holdout}.parquet
-    recommendations/week=.../recommendations.parquet
+    models/week=.../content/              the week's content model (catalogue features; no user data)
+    recommendations/week=.../{recommendations,rows}.parquet   top picks with reasons; page rows
     reports/week=.../...                  validation report, accounting
     runs/week=.../<stage>.json            each stage's result, for summaries and re-runs
 
