@@ -34,7 +34,7 @@ A malformed CSV record (not as many fields as the header), and a quarantined mal
 
 What it does not change (by design; the README's Privacy section says the same):
 
-* Models already trained (MLflow run artifacts, registered versions) hold the user's factor row,
+* Models already trained (MLflow run artifacts, registered versions) hold the user's factor row (a hybrid also its training pairs),
   keyed by the pseudonym. They are not rewritten. The next weekly retrain reads ``prepared/``,
   which no longer has the user (all anonymized weeks of the window were filtered), so the next model
   does not contain them; once it is champion, the pseudonym is unknown to the served model and gets
