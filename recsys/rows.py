@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from recsys.config import RowsConfig
     from recsys.hybrid import HybridModel
 
+SEED_BLOCK = 512  # seeds scored per similarity matrix
 ROW_COLUMNS = [
     "user",
     "row_id",
@@ -127,38 +128,59 @@ def because_you_watched(
     seeds_per_user: int = 1,
 ) -> pd.DataFrame:
     """Rows seeded by each user's most recent titles (``last_ts``, then strength; at most
-    ``seeds_per_user``): the ``k`` most similar items the user has not watched."""
+    ``seeds_per_user``): the ``k`` most similar items the user has not watched.
+
+    Seeds are scored in blocks (one similarity matrix of a block of seeds against every item), so a
+    page for every user costs a few matrix products, not a loop over users."""
+    from recsys.model import top_k
+
     order = [c for c in ("last_ts", "strength") if c in history.columns]
     ranked = history.sort_values(["user", *order], ascending=[True] + [False] * len(order), kind="stable")
     universe = _universe(similarity)
-    rows = []
-    for user, group in ranked.groupby("user", sort=True):
-        seen = group["item_id"].to_numpy(dtype=np.int64)
-        for position, seed in enumerate(seen[:seeds_per_user]):
-            candidates = universe[~np.isin(universe, seen)]
-            if not len(candidates):
-                continue
-            sims = similarity.matrix(np.array([seed]), candidates)[0]
-            sims = np.where(np.isnan(sims), -np.inf, sims)
-            top = np.argsort(-sims, kind="stable")[:k]
-            top = top[np.isfinite(sims[top])]
-            title = titles.get(int(seed), f"title {int(seed)}")
-            rows.append(
-                pd.DataFrame(
-                    {
-                        "user": user,
-                        "row_id": f"because:{int(seed)}",
-                        "row_title": f"Because you watched {title}",
-                        "row_position": position,
-                        "rank": np.arange(1, len(top) + 1, dtype=np.int64),
-                        "item_id": candidates[top],
-                        "score": sims[top],
-                        "reason_item_id": int(seed),
-                        "reason": f"Because you watched {title}",
-                    }
-                )
-            )
-    return _frame(rows)
+    position_of = pd.Index(universe)
+    seeds = ranked.groupby("user", sort=True).head(seeds_per_user)
+    seed_users = seeds["user"].to_numpy(dtype=object)
+    seed_items = seeds["item_id"].to_numpy(dtype=np.int64)
+    seed_rank = seeds.groupby("user", sort=False).cumcount().to_numpy()
+    watched = {
+        u: position_of.get_indexer(g.to_numpy(dtype=np.int64)) for u, g in ranked.groupby("user")["item_id"]
+    }
+    kk = min(k, len(universe))
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("row", "rank", "item", "score")}
+    for start in range(0, len(seed_items), SEED_BLOCK):
+        block = slice(start, start + SEED_BLOCK)
+        sims = similarity.matrix(seed_items[block], universe)
+        sims = np.where(np.isnan(sims), -np.inf, sims).astype(np.float32)
+        for r, user in enumerate(seed_users[block].tolist()):
+            seen = watched[user]
+            sims[r, seen[seen >= 0]] = -np.inf
+        top, values = top_k(sims, kk)
+        keep = np.isfinite(values)
+        parts["row"].append(np.repeat(np.arange(start, start + len(top)), keep.sum(axis=1)))
+        parts["rank"].append((np.cumsum(keep, axis=1))[keep])
+        parts["item"].append(universe[top[keep]])
+        parts["score"].append(values[keep].astype(np.float64))
+    if not parts["row"] or not sum(len(p) for p in parts["row"]):
+        return _frame([])
+    row = np.concatenate(parts["row"])
+    seed = seed_items[row]
+    named = np.array(
+        [f"Because you watched {titles.get(int(i), f'title {int(i)}')}" for i in seed_items], dtype=object
+    )
+    frame = pd.DataFrame(
+        {
+            "user": seed_users[row],
+            "row_id": np.char.add("because:", seed.astype(str)).astype(object),
+            "row_title": named[row],
+            "row_position": seed_rank[row].astype(np.int64),
+            "rank": np.concatenate(parts["rank"]).astype(np.int64),
+            "item_id": np.concatenate(parts["item"]).astype(np.int64),
+            "score": np.concatenate(parts["score"]),
+            "reason_item_id": seed,
+            "reason": named[row],
+        }
+    )
+    return _frame([frame])
 
 
 def trending(latest_week: pd.DataFrame, users: list[str], history: pd.DataFrame, k: int = 10) -> pd.DataFrame:
