@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import sparse
 
 from recsys.model import RECOMMENDATION_COLUMNS, top_k
-from recsys.schemas import GENRE_SEPARATOR
+from recsys.schemas import GENRE_SEPARATOR, TAG_SEPARATOR
 
 _YEAR_SUFFIX = re.compile(r"\s*\(\s*\d{4}\s*\)\s*$")
 
@@ -65,8 +65,14 @@ class ContentModel:
     def fit(
         cls, catalogue: pd.DataFrame, config: ContentConfig | None = None, tags: pd.DataFrame | None = None
     ) -> ContentModel:
-        """Item features from ``catalogue`` (item_id, title, genres, release_year), optional ``tags``
-        (item_id, tag). Duplicate item ids keep their last row; items without a feature get a zero row."""
+        """Item features from ``catalogue`` (item_id, title, genres, release_year, optionally tags),
+        and optional ``tags`` (item_id, tag). Duplicate item ids keep their last row; items without a
+        feature get a zero row.
+
+        Tags come from the ``tags`` frame when it is given, else from the catalogue's ``tags`` column
+        (the lake's optional catalogue column: each item's tags ``|``-joined, ``""`` for none).
+        ``meta["tags"]`` says whether tags were used: a ``tags`` frame was given, or the column
+        holds at least one tag."""
         from sklearn.preprocessing import normalize
 
         config = config or ContentConfig()
@@ -78,13 +84,20 @@ class ContentModel:
         )
         if items.empty:
             raise ValueError("the catalogue is empty: no content features to learn")
+        if tags is not None:
+            item_tags = _item_tags(items["item_id"], tags)
+        elif "tags" in items.columns:
+            item_tags = _catalogue_tags(items["tags"])
+        else:
+            item_tags = pd.Series([""] * len(items), index=items.index)
+        used_tags = tags is not None or bool(item_tags.str.strip().ne("").any())
         blocks: list[sparse.csr_matrix] = []
         names: list[str] = []
         for matrix, block_names, weight in (
             (*_genre_block(items["genres"]), config.genre_weight),
             (*_year_block(items["release_year"], config.year_bin), config.year_weight),
             (*_text_block(items["title"].map(_clean_title), config, "title"), config.title_weight),
-            (*_text_block(_item_tags(items["item_id"], tags), config, "tag"), config.tag_weight),
+            (*_text_block(item_tags, config, "tag"), config.tag_weight),
         ):
             if weight > 0 and matrix.shape[1] > 0:
                 blocks.append(normalize(matrix.astype(np.float32), norm="l2") * weight)
@@ -104,7 +117,7 @@ class ContentModel:
                 "config": config.model_dump(),
                 "n_items": len(items),
                 "n_features": len(names),
-                "tags": tags is not None,
+                "tags": used_tags,
             },
         )
 
@@ -283,6 +296,17 @@ def _item_tags(item_ids: pd.Series, tags: pd.DataFrame | None) -> pd.Series:
         .agg(" ".join)
     )
     return item_ids.map(joined).fillna("")
+
+
+def _catalogue_tags(values: pd.Series) -> pd.Series:
+    """The catalogue's ``tags`` column (``|``-joined, missing = none) as one text per item."""
+    return values.map(
+        lambda value: (
+            " ".join(t.strip().lower() for t in value.split(TAG_SEPARATOR) if t.strip())
+            if isinstance(value, str)
+            else ""
+        )
+    )
 
 
 @dataclass

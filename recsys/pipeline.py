@@ -218,7 +218,7 @@ def prepare(ctx: StageContext) -> dict[str, Any]:
 
 
 def content(ctx: StageContext) -> dict[str, Any]:
-    """Fit the content model on the week's catalogue (genres, release year, title words), keep it
+    """Fit the content model on the week's catalogue (genres, release year, title words, tags), keep it
     in the lake for the train and recommend stages, and log it to MLflow as a run of its own
     (experiment ``<experiment>_content``; the train run links it by its ``content_run_id`` tag)."""
     import hashlib
@@ -238,7 +238,10 @@ def content(ctx: StageContext) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=ctx.lake.root, prefix=".content-") as tmp:
         replace_dir(model.save(Path(tmp) / "content"), folder)
     digest = hashlib.sha256(
-        pd.util.hash_pandas_object(items[["item_id", "title", "genres", "release_year"]], index=False)
+        pd.util.hash_pandas_object(
+            items[[c for c in ("item_id", "title", "genres", "release_year", "tags") if c in items.columns]],
+            index=False,
+        )
         .to_numpy()
         .tobytes()
         + json.dumps(ctx.config.content.model_dump(), sort_keys=True).encode()

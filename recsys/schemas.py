@@ -4,13 +4,20 @@ Raw layer (what upstream systems drop into ``lake/raw/<kind>/week=YYYY-MM-DD/*.c
 with a header row, comma-separated; every value is text until validation types it):
 
 * events: one row per interaction log line.
-* items: the catalogue snapshot of that week.
+* items: the catalogue snapshot of that week. Optional column ``tags`` (``OPTIONAL_ITEM_COLUMNS``):
+  the free-text labels people gave the item, as the item's distinct tags, lower-cased, stripped and
+  joined with ``TAG_SEPARATOR`` (empty when none; see :func:`join_tags`). Files without the column
+  are valid (the synthetic generator and older lakes have none); from the validated layer on every
+  item has the column (empty string when the raw file had none). Tags are item data only: never
+  who tagged.
 * users: the user-profile snapshot of that week. It carries personal data (name, email, IP,
   device id, age, zip code): only the anonymize stage reads it; nothing after it may.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Final
 
 # ---- raw -------------------------------------------------------------------------------------
@@ -40,6 +47,9 @@ RAW_USER_COLUMNS: Final = (
     "signup_date",
 )
 RAW_COLUMNS: Final = {"events": RAW_EVENT_COLUMNS, "items": RAW_ITEM_COLUMNS, "users": RAW_USER_COLUMNS}
+# Columns a raw file may have or not (any order with the required ones); nothing else is accepted.
+OPTIONAL_ITEM_COLUMNS: Final = ("tags",)  # the item's tags, TAG_SEPARATOR-joined; "" when none
+OPTIONAL_COLUMNS: Final = {"events": (), "items": OPTIONAL_ITEM_COLUMNS, "users": ()}
 KINDS: Final = ("events", "items", "users")
 
 EVENT_TYPES: Final = ("view", "rating", "browse")  # browse = shown/browsed but not watched
@@ -47,6 +57,29 @@ DEVICE_TYPES: Final = ("tv", "mobile", "web", "tablet", "unknown")
 RATING_MIN: Final = 0.5
 RATING_MAX: Final = 5.0
 GENRE_SEPARATOR: Final = "|"
+TAG_SEPARATOR: Final = "|"
+_TAG_SPACE = re.compile(r"[\s|]+")  # line breaks and a separator inside a tag become one space
+
+
+def clean_tag(tag: object) -> str:
+    """One tag as the contract keeps it: lower-cased, stripped, inner whitespace (and any
+    ``TAG_SEPARATOR``) collapsed to one space; ``""`` for a missing value."""
+    if not isinstance(tag, str):
+        return ""
+    return _TAG_SPACE.sub(" ", tag).strip().lower()
+
+
+def join_tags(tags: Iterable[object]) -> str:
+    """The ``tags`` value of an item from its tags: distinct cleaned tags, sorted, ``|``-joined."""
+    return TAG_SEPARATOR.join(sorted({t for t in map(clean_tag, tags) if t}))
+
+
+def canonical_tags(value: object) -> str:
+    """A ``tags`` value (``|``-joined, any case or spacing, possibly missing) in the contract's form."""
+    if not isinstance(value, str):
+        return ""
+    return join_tags(value.split(TAG_SEPARATOR))
+
 
 # Lineage columns added by ingest to every staged row (not part of the raw contract).
 SOURCE_FILE: Final = "_source_file"
@@ -59,7 +92,8 @@ QUARANTINE_REASON: Final = "_reason"
 # events: event_id str, user_id str, item_id int64, ts datetime64[ns, UTC], event_type str,
 #         rating float64 (NaN if not a rating), watch_seconds float64 (NaN if absent),
 #         device_type str, device_id str, ip_address str, _source_file, _source_line
-# items:  item_id int64, title str, genres str, release_year Int64 (nullable), added_at datetime
+# items:  item_id int64, title str, genres str, release_year Int64 (nullable), added_at datetime,
+#         tags str (canonical_tags of the raw value; "" when none or when the file has no tags column)
 # users:  user_id str + the raw profile columns, age Int64 (nullable)
 
 # ---- anonymized (no personal data from here on) ---------------------------------------------

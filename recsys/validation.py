@@ -4,12 +4,15 @@ The suites are code (:func:`table_suite`, :func:`events_suite`, :func:`items_sui
 :func:`users_suite`, :func:`events_batch_suite`), versioned with the project. For each kind (items
 first: its valid ids are the catalogue that events must reference; then events and users) the stage
 
-1. checks the batch as staged (GX, ``table_suite``): the column set equals the contract (any order)
-   and the row count is at least ``min_rows`` and, once there is history, within ``volume_ratio``
-   times the median of recent weeks. A column-set mismatch stops the kind: its rows cannot be typed,
+1. checks the batch as staged (GX, ``table_suite``): the column set equals the contract (any order;
+   the contract's optional columns, the items' ``tags``, may be there or not) and the row count is
+   at least ``min_rows`` and, once there is history, within ``volume_ratio`` times the median of
+   recent weeks. A column-set mismatch stops the kind: its rows cannot be typed,
    so all of them are quarantined as ``batch_failed: expect_table_columns_to_match_set``;
 2. casts text to typed columns (a value that does not parse becomes null; for optional columns,
-   where null is allowed, the row is quarantined as ``unparseable(<column>)``);
+   where null is allowed, the row is quarantined as ``unparseable(<column>)``); the items' ``tags``
+   are put in their canonical form (:func:`recsys.schemas.canonical_tags`; ``""`` when the batch
+   has no such column), so every validated catalogue has the column;
 3. checks every row (GX, row-level suites) and quarantines each row an expectation reports as
    unexpected, with reason ``<expectation>(<column>)`` (timestamps later than the processing time
    ``now``: :data:`FUTURE`); a row failing several gets them all, joined by ``"; "``;
@@ -82,6 +85,7 @@ from recsys.schemas import (
     DEVICE_TYPES,
     EVENT_TYPES,
     KINDS,
+    OPTIONAL_COLUMNS,
     QUARANTINE_REASON,
     RATING_MAX,
     RATING_MIN,
@@ -89,6 +93,7 @@ from recsys.schemas import (
     RAW_USER_COLUMNS,
     SOURCE_FILE,
     SOURCE_LINE,
+    canonical_tags,
 )
 from recsys.storage import Lake, write_json, write_text
 
@@ -119,7 +124,16 @@ EVENT_OUTPUT_COLUMNS = (
     SOURCE_FILE,
     SOURCE_LINE,
 )
-ITEM_OUTPUT_COLUMNS = ("item_id", "title", "genres", "release_year", "added_at", SOURCE_FILE, SOURCE_LINE)
+ITEM_OUTPUT_COLUMNS = (
+    "item_id",
+    "title",
+    "genres",
+    "release_year",
+    "added_at",
+    "tags",  # optional in the raw files: "" for every item of a file without it
+    SOURCE_FILE,
+    SOURCE_LINE,
+)
 USER_OUTPUT_COLUMNS = (*RAW_USER_COLUMNS, SOURCE_FILE, SOURCE_LINE)
 OUTPUT_COLUMNS = {"events": EVENT_OUTPUT_COLUMNS, "items": ITEM_OUTPUT_COLUMNS, "users": USER_OUTPUT_COLUMNS}
 # Values of these columns are never quoted in reports, results or messages (they are published:
@@ -285,12 +299,27 @@ def _num(value: float) -> str:
     return f"{value:.4g}" if isinstance(value, float) and not float(value).is_integer() else f"{int(value)}"
 
 
-def table_suite(kind: str, min_rows: int = 1, volume: Bounds | None = None) -> gx_type.ExpectationSuite:
+def expected_columns(kind: str, staged_columns: Iterable[str] = ()) -> list[str]:
+    """The column set a staged batch of ``kind`` must have: the contract's required columns, plus
+    those of its optional columns (``OPTIONAL_COLUMNS``) that the batch has."""
+    present = set(staged_columns)
+    return [*RAW_COLUMNS[kind], *(c for c in OPTIONAL_COLUMNS[kind] if c in present)]
+
+
+def table_suite(
+    kind: str,
+    min_rows: int = 1,
+    volume: Bounds | None = None,
+    staged_columns: Iterable[str] = (),
+) -> gx_type.ExpectationSuite:
     """Batch-level expectations on the staged text of ``kind``: contract columns and row count.
 
     ``volume``: bounds from the recent weeks, merged with ``min_rows`` into one row-count expectation.
+    ``staged_columns``: the batch's columns; the optional columns among them join the expected set
+    (a batch without them is checked against the required columns alone).
     """
-    columns = list(RAW_COLUMNS[kind])
+    columns = expected_columns(kind, staged_columns)
+    optional = [c for c in OPTIONAL_COLUMNS[kind] if c not in columns]
     volume = volume or Bounds(skipped="no history given")
     low = max(min_rows, int(volume.low or 0))
     high = None if volume.high is None else int(volume.high)
@@ -301,7 +330,9 @@ def table_suite(kind: str, min_rows: int = 1, volume: Bounds | None = None) -> g
             _expectation(
                 "ExpectTableColumnsToMatchSet",
                 role="table",
-                rule="columns = " + ", ".join(columns),
+                rule="columns = "
+                + ", ".join(columns)
+                + (f" (optional: {', '.join(optional)})" if optional else ""),
                 column_set=columns,
                 exact_match=True,
             ),
@@ -693,6 +724,14 @@ def _type_events(staged: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.ndarr
     return t, unparseable
 
 
+def _tags(staged: pd.DataFrame) -> pd.Series:
+    """The optional ``tags`` column in its canonical form (distinct lower-cased tags, sorted,
+    ``|``-joined); ``""`` where the batch (or a file of it) has no tags column or no tags."""
+    if "tags" not in staged.columns:
+        return pd.Series("", index=staged.index, dtype=object)
+    return staged["tags"].astype(object).map(canonical_tags)
+
+
 def _type_items(staged: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     t = pd.DataFrame(index=staged.index)
     t["item_id"] = _to_int(_text(staged["item_id"]))
@@ -701,6 +740,7 @@ def _type_items(staged: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.ndarra
     year_text, added_text = _text(staged["release_year"]), _text(staged["added_at"])
     t["release_year"] = _to_int(year_text)
     t["added_at"] = _to_ts(added_text)
+    t["tags"] = _tags(staged)
     t[SOURCE_FILE] = staged[SOURCE_FILE]
     t[SOURCE_LINE] = staged[SOURCE_LINE]
     unparseable = {
@@ -1328,14 +1368,17 @@ def run_validation(
                 row_suite = functools.partial(items_suite, week.year + 1)
             else:
                 row_suite = users_suite
-            rows = pq.ParquetFile(staged_file).metadata.num_rows
+            staged_meta = pq.ParquetFile(staged_file)
+            rows = staged_meta.metadata.num_rows
             job = KindJob(
                 kind=kind,
                 staged_file=staged_file,
                 malformed=_read_malformed(lake, kind, week),
                 rows=rows,
                 config=config,
-                table_suite=functools.partial(table_suite, kind, config.min_rows, volume),
+                table_suite=functools.partial(
+                    table_suite, kind, config.min_rows, volume, staged_meta.schema_arrow.names
+                ),
                 row_suite=row_suite,
                 batch_suite=batch_suite,
                 valid_file=work / f"{kind}.valid.parquet",

@@ -126,3 +126,35 @@ def test_k_of_one_changes_nothing():
     out, report = enforce_k_anonymity(frame, k=1)
     assert report.generalized == {} and report.users_suppressed == 0
     assert out.astype(str).equals(frame.astype(str))
+
+
+def test_item_tags_reach_the_anonymized_catalogue_without_who_tagged(tmp_path, settings):
+    """ml-latest-small's tags.csv through the lake (land, ingest, validate, anonymize): the anonymized
+    catalogue carries each film's tags and nothing of the taggers, and the content model uses them."""
+    from datetime import date
+
+    from recsys.content import ContentModel
+    from recsys.data.movielens import land_movielens
+    from recsys.ingest import ingest_week
+    from recsys.pipeline import StageContext
+    from recsys.pipeline import anonymize as anonymize_stage
+    from recsys.storage import Lake
+    from recsys.validation import validate_week
+    from tests.test_movielens import write_latest
+
+    lake = Lake(settings.lake_dir)
+    week = date(2000, 8, 6)
+    assert land_movielens(lake, write_latest(tmp_path / "ml-latest-small"))[-1] == week
+    ingest_week(lake, week)
+    validate_week(lake, week)
+    anonymize_stage(StageContext.create(week, settings))
+    items = pd.read_parquet(lake.data_file("anonymized", "items", week))
+    assert items.set_index("item_id")["tags"].to_dict() == {
+        1: "fun|pixar",
+        2: "time travel, board game",
+        3: "a b",
+    }
+    for layer in ("staged", "validated", "anonymized"):
+        frame = pd.read_parquet(lake.data_file(layer, "items", week))
+        assert not frame.astype(str).apply(lambda s: s.str.contains("4242")).any().any(), layer
+    assert ContentModel.fit(items).meta["tags"] is True

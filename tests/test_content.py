@@ -118,3 +118,38 @@ def test_content_recommender_masks_exclusions_without_letting_them_shape_the_pro
     # 2 is horror but excluded; the excluded comedies do not pull the profile towards comedy
     assert recs["item_id"].tolist()[0] == 3
     assert not set(recs["item_id"]) & {1, 2, 4, 5}
+
+
+def test_the_catalogue_tags_column_is_used_when_no_tags_frame_is_given(tmp_path):
+    """Same genre, same year, no shared title word: only the lake's tags column (``|``-joined) makes
+    films 1 and 3 alike."""
+    frame = pd.DataFrame(
+        {
+            "item_id": [1, 2, 3, 4],
+            "title": ["One (2000)", "Two (2000)", "Three (2000)", "Four (2000)"],
+            "genres": ["Drama"] * 4,
+            "release_year": [2000] * 4,
+            "tags": ["time travel|paradox", "courtroom", "Time Travel", ""],
+        }
+    )
+    model = ContentModel.fit(frame)
+    assert model.similar(1, k=1)["item_id"].tolist() == [3]
+    scores = model.similar(1, k=3).set_index("item_id")["score"]
+    assert scores[3] > scores[2] and scores[2] == pytest.approx(scores[4])
+    assert "tag=travel" in model.feature_names and model.meta["tags"] is True
+    assert ContentModel.load(model.save(tmp_path / "content")).meta["tags"] is True
+
+    # without the column the three other films are equally close to film 1
+    untagged = ContentModel.fit(frame.drop(columns=["tags"]))
+    plain = untagged.similar(1, k=3)["score"]
+    assert plain.max() == pytest.approx(plain.min())
+    assert untagged.meta["tags"] is False
+    # a column without any tag (a raw catalogue without tags, or missing values) changes nothing
+    for empty in ([""] * 4, [None] * 4):
+        same = ContentModel.fit(frame.assign(tags=empty))
+        assert same.feature_names == untagged.feature_names and same.meta["tags"] is False
+        np.testing.assert_allclose(same.features.toarray(), untagged.features.toarray())
+
+    # an explicit tags frame still wins over the column
+    explicit = pd.DataFrame({"item_id": [1, 2], "tag": ["courtroom drama", "Courtroom Drama"]})
+    assert ContentModel.fit(frame, tags=explicit).similar(1, k=1)["item_id"].tolist() == [2]

@@ -385,3 +385,39 @@ def test_a_failed_ingest_leaves_no_temporary_files(lake: Lake) -> None:
         p for p in (lake.root / "quarantine").rglob("*.tmp-*")
     ]
     assert not [p for p in leftovers if p.is_file()]
+
+
+# ---- the items' optional tags column ---------------------------------------------------------
+
+ITEMS_WITH_TAGS = (
+    "item_id,title,genres,release_year,added_at,tags\n"
+    '1,Heat,Action|Crime,1995,2020-01-01T00:00:00Z,"heist|los angeles, 1995"\n'
+    "2,Up,Animation,2009,2020-01-01T00:00:00Z,\n"
+)
+
+
+def test_items_with_and_without_tags_are_staged_as_found(lake: Lake) -> None:
+    write_raw(lake, "events", WEEK, f"{EVENT_HEADER}\n{event(1)}\n")
+    ingest_week(lake, WEEK)
+    assert "tags" not in staged(lake, "items").columns  # as today: nothing is added at ingest
+
+    write_raw(lake, "items", WEEK, ITEMS_WITH_TAGS)
+    result = ingest_week(lake, WEEK)["kinds"]["items"]
+    assert (result["rows_staged"], result["rows_malformed"]) == (2, 0)
+    items = staged(lake, "items")
+    assert list(items.columns) == ["item_id", "title", "genres", "release_year", "added_at", "tags"] + [
+        SOURCE_FILE,
+        SOURCE_LINE,
+    ]
+    assert items["tags"].tolist() == ["heist|los angeles, 1995", ""]
+
+
+def test_items_files_with_and_without_tags_stage_under_the_union(lake: Lake) -> None:
+    write_raw(lake, "events", WEEK, f"{EVENT_HEADER}\n{event(1)}\n")
+    write_raw(lake, "items", WEEK, ITEMS_WITH_TAGS, name="b.csv")  # next to items.csv, without tags
+    ingest_week(lake, WEEK)
+    items = staged(lake, "items")
+    assert list(items.columns)[:6] == ["item_id", "title", "genres", "release_year", "added_at", "tags"]
+    by_file = items.set_index([SOURCE_FILE, "item_id"])["tags"]
+    assert by_file[("items.csv", "1")] is None  # the file has no tags column: missing
+    assert by_file[("b.csv", "1")] == "heist|los angeles, 1995"

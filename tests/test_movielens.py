@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys.data.movielens import MovieLensData, land_movielens, load_movielens
+from recsys.data.movielens import ITEM_COLUMNS, MovieLensData, land_movielens, load_movielens
 from recsys.errors import ConfigError, DataNotFoundError, DataReadError, RecsysError
 from recsys.intervals import week_bounds, week_start_of
-from recsys.schemas import RAW_EVENT_COLUMNS, RAW_ITEM_COLUMNS, RAW_USER_COLUMNS
+from recsys.schemas import OPTIONAL_ITEM_COLUMNS, RAW_EVENT_COLUMNS, RAW_ITEM_COLUMNS, RAW_USER_COLUMNS
 from recsys.storage import Lake
 
 ISO_SECONDS = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z"
@@ -47,7 +47,7 @@ def latest() -> MovieLensData:
 def assert_raw_contract(data: MovieLensData) -> None:
     for frame, columns in (
         (data.events, RAW_EVENT_COLUMNS),
-        (data.items, RAW_ITEM_COLUMNS),
+        (data.items, (*RAW_ITEM_COLUMNS, "tags")),  # the contract's optional tags, always written
         (data.users, RAW_USER_COLUMNS),
     ):
         assert tuple(frame.columns) == columns
@@ -307,7 +307,8 @@ def test_land_ml100k_into_weekly_partitions(tmp_path: Path, ml100k: MovieLensDat
         assert files["events"][0] == lake.partition("raw", week, "events") / "events.csv"
         events, items, users = (read(files[k][0]) for k in ("events", "items", "users"))
         assert tuple(events.columns) == RAW_EVENT_COLUMNS
-        assert tuple(items.columns) == RAW_ITEM_COLUMNS and tuple(users.columns) == RAW_USER_COLUMNS
+        assert tuple(items.columns) == ITEM_COLUMNS and tuple(users.columns) == RAW_USER_COLUMNS
+        assert items["tags"].eq("").all()  # ml-100k has no tags
         start, end = week_bounds(week)
         moment = pd.to_datetime(events["timestamp"], format="%Y-%m-%dT%H:%M:%SZ", utc=True)
         assert ((moment >= start) & (moment < end)).all() and moment.is_monotonic_increasing
@@ -334,8 +335,172 @@ def test_land_last_weeks_and_rerun_replaces(tmp_path: Path) -> None:
     assert set(items["item_id"]) == {"661", "99"}  # first rated that week, plus the never-rated one
     with lake.raw_files("items", date(2000, 12, 31))[0].open(encoding="utf-8", newline="") as fh:
         rows = list(csv.reader(fh))
-    assert ["3408", "Misérables, Les (1998)", "Drama|Musical", "1998", "2000-12-31T21:43:20Z"] in rows
+    assert ["3408", "Misérables, Les (1998)", "Drama|Musical", "1998", "2000-12-31T21:43:20Z", ""] in rows
     leftovers = [p for p in (tmp_path / "lake").rglob("*") if p.is_file() and p.name.startswith(".")]
     assert leftovers == []
     with pytest.raises(ConfigError):
         land_movielens(lake, folder, last_weeks=0)
+
+
+# ---- tags (ml-latest-small's tags.csv -> the items' optional tags column) -----------------------
+
+
+def test_item_columns_are_the_contract_plus_its_optional_tags() -> None:
+    assert OPTIONAL_ITEM_COLUMNS == ("tags",)
+    assert ITEM_COLUMNS == (*RAW_ITEM_COLUMNS, "tags")
+
+
+def tags_from_csv(folder: Path, before: int | None = None) -> tuple[dict[str, str], dict[str, set[str]]]:
+    """Straight from the csv files: each tagged movie's expected ``tags`` value (distinct tags,
+    lower-cased, stripped, sorted, '|'-joined; only movies of movies.csv; only tags applied before
+    ``before`` when given), and the user ids who tagged each movie."""
+    with (folder / "movies.csv").open(encoding="utf-8", newline="") as fh:
+        movies = {row["movieId"] for row in csv.DictReader(fh)}
+    tags: dict[str, set[str]] = {}
+    taggers: dict[str, set[str]] = {}
+    with (folder / "tags.csv").open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            tag = " ".join(row["tag"].replace("|", " ").split()).lower()
+            if row["movieId"] not in movies or not tag:
+                continue
+            if before is not None and int(row["timestamp"]) >= before:
+                continue
+            tags.setdefault(row["movieId"], set()).add(tag)
+            taggers.setdefault(row["movieId"], set()).add(row["userId"])
+    return {movie: "|".join(sorted(values)) for movie, values in tags.items()}, taggers
+
+
+def test_latest_small_tags_come_from_tags_csv(latest: MovieLensData) -> None:
+    expected, taggers = tags_from_csv(movielens_dir() / "ml-latest-small")
+    tags = latest.items.set_index("item_id")["tags"]
+    # Toy Story (movieId 1): its tags as tags.csv has them, and nothing of who put them there
+    assert "pixar" in expected["1"].split("|")
+    assert tags["1"] == expected["1"]
+    assert not set(tags["1"].split("|")) & taggers["1"]
+    # every movie: exactly the aggregated tag text, empty for untagged movies
+    assert tags[tags.ne("")].to_dict() == expected
+    assert tags.eq("").sum() == len(tags) - len(expected)
+    # the tag log keeps the tag text and time only: no user id column
+    assert tuple(latest.tag_log.columns) == ("item_id", "tag", "seconds")
+    assert len(latest.tag_log) == 3_683
+
+
+def test_ml100k_items_have_empty_tags(ml100k: MovieLensData) -> None:
+    assert ml100k.items["tags"].eq("").all()
+    assert ml100k.tag_log.empty
+
+
+def test_ml1m_items_have_empty_tags(tmp_path: Path) -> None:
+    data = load_movielens(write_ml1m(tmp_path / "ml-1m"))
+    assert data.items["tags"].eq("").all() and data.tag_log.empty
+
+
+# A tiny ml-latest-small: week 1 starts Sunday 2000-07-30 (964915200), week 2 on 2000-08-06
+# (965520000), which ends at 966124800. The taggers' ids (4242xx) appear nowhere else.
+TINY_RATINGS = "userId,movieId,rating,timestamp\r\n1,1,4.0,964982703\r\n1,2,3.0,965587503\r\n"
+TINY_MOVIES = (
+    "movieId,title,genres\r\n1,Toy Story (1995),Animation|Comedy\r\n2,Jumanji (1995),Adventure\r\n"
+    "3,Heat (1995),Action\r\n"
+)
+TINY_TAGS = (
+    "userId,movieId,tag,timestamp\r\n"
+    "424242,1,Pixar,964982000\r\n"  # week 1
+    "424243,1, pixar ,965000000\r\n"  # the same tag again, another case and spacing
+    "424242,1,Fun,965600000\r\n"  # week 2
+    '424244,2,"time travel, board game",965000000\r\n'  # quoted, with a comma
+    "424242,99,orphan,965000000\r\n"  # movie 99 is not in movies.csv: left out
+    "424242,3,   ,965000000\r\n"  # nothing left after stripping: left out
+    "424245,3,A|B,965000000\r\n"  # the separator inside a tag becomes a space
+    "424242,3,Later,967000000\r\n"  # after the last week with ratings
+)
+
+
+def write_latest(folder: Path, tags: str | bytes | None = TINY_TAGS) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ratings.csv").write_text(TINY_RATINGS, encoding="utf-8", newline="")
+    (folder / "movies.csv").write_text(TINY_MOVIES, encoding="utf-8", newline="")
+    if isinstance(tags, bytes):
+        (folder / "tags.csv").write_bytes(tags)
+    elif tags is not None:
+        (folder / "tags.csv").write_text(tags, encoding="utf-8", newline="")
+    return folder
+
+
+def test_tiny_latest_tags_aggregate_per_movie_without_user_ids(tmp_path: Path) -> None:
+    folder = write_latest(tmp_path / "ml-latest-small")
+    data = load_movielens(folder)
+    assert data.dataset == "ml-latest-small"
+    assert_raw_contract(data)
+    assert data.items.set_index("item_id")["tags"].to_dict() == {
+        "1": "fun|pixar",
+        "2": "time travel, board game",
+        "3": "a b|later",
+    }
+    assert "99" not in set(data.tag_log["item_id"])
+    for frame in (data.items, data.tag_log):
+        assert not frame.astype(str).apply(lambda s: s.str.contains("4242")).any().any()
+
+
+def test_missing_tags_csv_means_no_tags(tmp_path: Path) -> None:
+    data = load_movielens(write_latest(tmp_path / "ml-latest-small", tags=None))
+    assert data.items["tags"].tolist() == ["", "", ""] and data.tag_log.empty
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            "userId,movieId,tag,timestamp\n1,1,fun,964982000\n1,x,fun,964982000\n",
+            r"tags\.csv, line 3: movie id 'x'",
+        ),
+        ("userId,movieId,tag,timestamp\n1,1,fun,soon\n", r"tags\.csv, line 2: timestamp 'soon'"),
+        ("userId,movieId,tag,timestamp\nabc,1,fun,964982000\n", r"tags\.csv, line 2: user id 'abc'"),
+        ("user,movie,tag,time\n1,1,fun,964982000\n", r"tags\.csv, line 1: unexpected header"),
+        (
+            "userId,movieId,tag,timestamp\n1,1,fun,964982000\n1,1,fun,more,964982000\n",
+            r"tags\.csv: cannot parse.*line 3",
+        ),
+        ("userId,movieId,tag\n1,1,fun\n", r"tags\.csv, line 1: unexpected header"),
+        ("", r"tags\.csv: the file is empty"),
+        (b"userId,movieId,tag,timestamp\n1,1,caf\xe9,964982000\n", r"tags\.csv, line 2: not valid utf-8"),
+    ],
+)
+def test_malformed_tags_csv_names_file_and_line(tmp_path: Path, content: str | bytes, message: str) -> None:
+    folder = write_latest(tmp_path / "ml-latest-small", tags=content)
+    with pytest.raises(DataReadError, match=message):
+        load_movielens(folder)
+
+
+def test_landing_writes_each_weeks_tags_as_of_its_end(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    weeks = land_movielens(lake, write_latest(tmp_path / "ml-latest-small"))
+    assert weeks == [date(2000, 7, 30), date(2000, 8, 6)]
+    first, second = (read(lake.raw_files("items", week)[0]) for week in weeks)
+    assert tuple(first.columns) == tuple(second.columns) == ITEM_COLUMNS
+    # week 1: movie 2 is not in the catalogue yet; "Fun" (week 2) and "Later" are in the future
+    assert first.set_index("item_id")["tags"].to_dict() == {"1": "pixar", "3": "a b"}
+    assert second.set_index("item_id")["tags"].to_dict() == {
+        "1": "fun|pixar",
+        "2": "time travel, board game",
+        "3": "a b",  # "Later" comes after the last week with ratings
+    }
+    for week in weeks:
+        for kind in ("events", "items", "users"):
+            assert "4242" not in lake.raw_files(kind, week)[0].read_text(encoding="utf-8")
+    # landing only the last week gives it the same tags
+    lake_last = Lake(tmp_path / "lake-last")
+    assert land_movielens(lake_last, tmp_path / "ml-latest-small", last_weeks=1) == [date(2000, 8, 6)]
+    pd.testing.assert_frame_equal(read(lake_last.raw_files("items", date(2000, 8, 6))[0]), second)
+
+
+def test_land_latest_small_last_weeks_carry_tags(tmp_path: Path, latest: MovieLensData) -> None:
+    lake = Lake(tmp_path / "lake")
+    weeks = land_movielens(lake, movielens_dir() / "ml-latest-small", last_weeks=2)
+    assert len(weeks) == 2
+    _, week_end = week_bounds(weeks[-1])
+    expected, _ = tags_from_csv(movielens_dir() / "ml-latest-small", before=int(week_end.timestamp()))
+    items = read(lake.raw_files("items", weeks[-1])[0])
+    assert tuple(items.columns) == ITEM_COLUMNS
+    tags = items.set_index("item_id")["tags"]
+    assert tags["1"] == expected["1"] and "pixar" in tags["1"]
+    assert tags[tags.ne("")].to_dict() == {m: t for m, t in expected.items() if m in tags.index}

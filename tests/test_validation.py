@@ -623,3 +623,87 @@ def test_validate_refuses_to_write_into_a_lake(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="holds a lake"):
         validate_path(lake.partition("raw", WEEK, "events"), out=lake.root)
     assert sorted(p for p in lake.root.rglob("*")) == before
+
+
+# ---- the items' optional tags column ------------------------------------------------------------
+
+TAGGED_ITEMS = [
+    f"{line},{tags}"
+    for line, tags in zip(
+        GOOD_ITEMS, ['"Heist| Los Angeles |heist"', "Pixar|pixar|", "", "noir", "B|a"], strict=True
+    )
+]
+CANONICAL_TAGS = ["heist|los angeles", "pixar", "", "noir", "a|b"]
+
+
+def tagged_lake(root: Path, item_files: dict[str, list[str]]) -> Lake:
+    lake = Lake(root)
+    write_raw(lake, "events", [EVENT_HEADER, *good_events(20)])
+    for name, lines in item_files.items():
+        write_raw(lake, "items", lines, name=name)
+    write_raw(lake, "users", [USERS_HEADER, *GOOD_USERS])
+    ingest_week(lake, WEEK)
+    return lake
+
+
+def items_table_rule(result: dict) -> str:
+    (check,) = [
+        c
+        for c in result["accounting"]["items"]["checks"]
+        if c["expectation"] == "expect_table_columns_to_match_set"
+    ]
+    assert check["success"]
+    return check["rule"]
+
+
+def test_items_with_and_without_tags_validate(tmp_path: Path) -> None:
+    plain = tagged_lake(tmp_path / "plain", {"items.csv": [ITEMS_HEADER, *GOOD_ITEMS]})
+    tagged = tagged_lake(tmp_path / "tagged", {"items.csv": [ITEMS_HEADER + ",tags", *TAGGED_ITEMS]})
+    plain_result, tagged_result = validate_week(plain, WEEK), validate_week(tagged, WEEK)
+    for result in (plain_result, tagged_result):
+        acc = result["accounting"]["items"]
+        assert (acc["rows_valid"], acc["rows_quarantined"]) == (5, 0), acc["by_reason"]
+    assert items_table_rule(plain_result).endswith("added_at (optional: tags)")
+    assert items_table_rule(tagged_result).endswith("added_at, tags")
+
+    plain_items, tagged_items = validated(plain, "items"), validated(tagged, "items")
+    # every validated catalogue has the column: canonical tags, "" where the file has none
+    assert tagged_items["tags"].tolist() == CANONICAL_TAGS
+    assert plain_items["tags"].tolist() == [""] * 5
+    assert list(plain_items.columns) == list(tagged_items.columns)
+    pd.testing.assert_frame_equal(
+        plain_items.drop(columns=["tags", SOURCE_FILE]), tagged_items.drop(columns=["tags", SOURCE_FILE])
+    )
+
+
+def test_items_files_with_and_without_tags_validate_together(tmp_path: Path) -> None:
+    lake = tagged_lake(
+        tmp_path / "lake",
+        {
+            "a.csv": [ITEMS_HEADER + ",tags", *TAGGED_ITEMS[:3]],
+            "b.csv": [ITEMS_HEADER, *GOOD_ITEMS[3:]],
+        },
+    )
+    result = validate_week(lake, WEEK)
+    assert result["accounting"]["items"]["rows_valid"] == 5
+    assert validated(lake, "items")["tags"].tolist() == [*CANONICAL_TAGS[:3], "", ""]
+
+
+@pytest.mark.parametrize("header", [ITEMS_HEADER + ",labels", ITEMS_HEADER + ",tags,labels"])
+def test_an_unknown_items_column_still_fails_the_column_check(tmp_path: Path, header: str) -> None:
+    extra = header.count(",") - ITEMS_HEADER.count(",")
+    lake = tagged_lake(tmp_path / "lake", {"items.csv": [header, *(i + ",x" * extra for i in GOOD_ITEMS)]})
+    with pytest.raises(
+        ValidationFailed, match=r"items: expect_table_columns_to_match_set failed: unexpected \['labels'\]"
+    ):
+        validate_week(lake, WEEK)
+
+
+def test_validate_an_items_file_with_tags_outside_the_lake(tmp_path: Path) -> None:
+    path = tmp_path / "drop" / "catalogue.csv"
+    path.parent.mkdir()
+    path.write_text("\n".join([ITEMS_HEADER + ",tags", *TAGGED_ITEMS]) + "\n")
+    result = validate_path(path, week=WEEK)
+    assert result.kind == "items" and result.passed
+    valid = pd.read_parquet(Lake(result.out_dir).data_file("validated", "items", WEEK))
+    assert valid["tags"].tolist() == CANONICAL_TAGS

@@ -147,3 +147,37 @@ def test_renamed_column_quarantines_every_row_on_both_engines(tmp_path: Path, sp
         "users: expect_table_columns_to_match_set failed: missing ['email'], unexpected ['mail']"
         in run.message()
     )
+
+
+@pytest.mark.parametrize("with_tags", [True, False])
+def test_items_tags_on_spark_match_pandas(tmp_path: Path, spark, with_tags: bool) -> None:
+    """The optional tags column: present (canonical form) or absent (empty), the same on both engines."""
+    tags = ['"Noir| Heist |noir"', "Pixar", "", "b|A", "x", "", "", "", ""]
+    items = [f"{line},{tag}" for line, tag in zip(ITEMS, tags, strict=True)] if with_tags else ITEMS
+    header = ITEMS_HEADER + ",tags" if with_tags else ITEMS_HEADER
+
+    def lake_at(root: Path) -> Lake:
+        lake = build(root)
+        write_raw(lake, "items", [header, *items])
+        ingest_week(lake, WEEK)
+        return lake
+
+    reference = lake_at(tmp_path / "pandas")
+    expected = run_validation(reference, WEEK, ValidationConfig(max_quarantine_share=0.5), now=NOW)
+    lake = lake_at(tmp_path / "spark")
+    got = run_validation(
+        lake, WEEK, ValidationConfig(max_quarantine_share=0.5, spark_min_rows=8), now=NOW, spark=spark
+    )
+    assert got.outcomes["items"].engine == "spark" and expected.outcomes["items"].engine == "pandas"
+    assert expected.passed and got.passed
+    for layer in ("validated", "quarantine"):
+        want = pd.read_parquet(reference.data_file(layer, "items", WEEK))
+        have = pd.read_parquet(lake.data_file(layer, "items", WEEK))
+        pd.testing.assert_frame_equal(have, want, obj=f"{layer} items")
+    assert_same_accounting(reference, expected, lake, got, "items")
+    valid = pd.read_parquet(lake.data_file("validated", "items", WEEK)).set_index("item_id")["tags"]
+    if with_tags:
+        assert valid[1] == "heist|noir" and valid[2] == "pixar" and valid[4] == "a|b" and valid[3] == ""
+        assert "tags" in pd.read_parquet(lake.data_file("quarantine", "items", WEEK)).columns
+    else:
+        assert valid.eq("").all()

@@ -10,6 +10,7 @@ dataset                   files                                   format
 ``ml-1m``                 ``ratings.dat``, ``movies.dat``,       ``::`` separated, no header; ``movies.dat``
                           ``users.dat``                          is latin-1; age and occupation are codes
 ``ml-latest-small``       ``ratings.csv``, ``movies.csv``        RFC 4180 CSV with a header, UTF-8, CRLF
+                          (``tags.csv`` if present)
 ========================  =====================================  ===========================================
 
 What the raw contract gets (every value is text):
@@ -20,7 +21,12 @@ What the raw contract gets (every value is text):
 * items: ``genres`` pipe-joined (``(no genres listed)`` and ml-100k's ``unknown`` flag give an empty
   value), ``release_year`` from the release date or a trailing ``(1995)`` in the title (empty when
   neither has one), ``added_at`` = the time of the item's first rating (MovieLens does not publish
-  when a movie entered the catalogue; empty for never-rated movies).
+  when a movie entered the catalogue; empty for never-rated movies). ``tags`` (the contract's
+  optional column, always written here): ml-latest-small's ``tags.csv`` aggregated per movie, the
+  movie's distinct tags lower-cased, stripped, sorted and ``|``-joined (:func:`recsys.schemas.join_tags`);
+  only the tag text is kept (never who tagged), only for movies in ``movies.csv``. Empty
+  for movies without tags, for ml-100k and ml-1m (which have no tags) and when ``tags.csv`` is
+  absent.
 * users: ml-100k and ml-1m demographics; ml-latest-small has none (one row per rating user, profile
   fields empty). ``signup_date`` = the date of the user's first rating (MovieLens does not publish
   sign-up dates). ml-1m publishes age bands, not ages: ``age`` is an age inside the band (its lower
@@ -36,7 +42,7 @@ import csv
 import io
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -45,7 +51,15 @@ import pandas as pd
 
 from recsys.data import csv_rows, raw_file
 from recsys.errors import ConfigError, DataNotFoundError, DataReadError
-from recsys.schemas import GENRE_SEPARATOR, RAW_EVENT_COLUMNS, RAW_ITEM_COLUMNS, RAW_USER_COLUMNS
+from recsys.schemas import (
+    GENRE_SEPARATOR,
+    OPTIONAL_ITEM_COLUMNS,
+    RAW_EVENT_COLUMNS,
+    RAW_ITEM_COLUMNS,
+    RAW_USER_COLUMNS,
+    clean_tag,
+    join_tags,
+)
 from recsys.storage import Lake, write_text
 
 DATASETS: tuple[str, ...] = ("ml-100k", "ml-1m", "ml-latest-small")
@@ -54,6 +68,11 @@ REQUIRED_FILES: dict[str, tuple[str, ...]] = {
     "ml-1m": ("ratings.dat", "movies.dat", "users.dat"),
     "ml-latest-small": ("ratings.csv", "movies.csv"),
 }
+# Read when present; without them the items simply have no tags.
+OPTIONAL_FILES: dict[str, tuple[str, ...]] = {"ml-100k": (), "ml-1m": (), "ml-latest-small": ("tags.csv",)}
+# The columns of MovieLensData.items: the raw contract plus its optional ``tags``.
+ITEM_COLUMNS: tuple[str, ...] = (*RAW_ITEM_COLUMNS, *OPTIONAL_ITEM_COLUMNS)
+TAG_LOG_COLUMNS: tuple[str, ...] = ("item_id", "tag", "seconds")
 # The 19 genre flags of ml-100k's u.item, in file order ("unknown" means no genre).
 ML100K_GENRES: tuple[str, ...] = (
     "unknown",
@@ -118,15 +137,32 @@ _DATE_YEAR = re.compile(r"(\d{4})\s*$")
 _INTEGER = re.compile(r"\d+")
 
 
+def _no_tags() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "item_id": pd.Series([], dtype=object),
+            "tag": pd.Series([], dtype=object),
+            "seconds": pd.Series([], dtype=np.int64),
+        }
+    )
+
+
 @dataclass
 class MovieLensData:
-    """A MovieLens dataset in the raw contract: every column text, exactly RAW_*_COLUMNS in order."""
+    """A MovieLens dataset in the raw contract: every column text, exactly RAW_*_COLUMNS in order
+    (items: ``ITEM_COLUMNS``, the contract's columns then the optional ``tags``).
+
+    ``tag_log``: each tag application (item_id text, cleaned tag, Unix seconds), without who applied
+    it, in file order; what ``items["tags"]`` aggregates, and what landing uses to give each week's
+    catalogue the tags applied before the week's end. Empty for a dataset without tags.
+    """
 
     dataset: str
     path: Path
     events: pd.DataFrame
     items: pd.DataFrame
     users: pd.DataFrame
+    tag_log: pd.DataFrame = field(default_factory=_no_tags)
 
     def counts(self) -> dict[str, int]:
         return {"events": len(self.events), "items": len(self.items), "users": len(self.users)}
@@ -365,8 +401,9 @@ def _items_frame(item_id: pd.Series, title: pd.Series, genres: pd.Series, year: 
             "genres": genres.to_numpy(dtype=object),
             "release_year": year.to_numpy(dtype=object),
             "added_at": np.full(len(item_id), "", dtype=object),
+            "tags": np.full(len(item_id), "", dtype=object),
         },
-        columns=list(RAW_ITEM_COLUMNS),
+        columns=list(ITEM_COLUMNS),
     )
 
 
@@ -467,6 +504,46 @@ def _load_latest(folder: Path) -> _Loaded:
 
 
 _LOADERS = {"ml-100k": _load_100k, "ml-1m": _load_1m, "ml-latest-small": _load_latest}
+TAGS_HEADER = ("userId", "movieId", "tag", "timestamp")
+
+
+def _read_tags(file: Path, item_ids: pd.Series) -> pd.DataFrame:
+    """ml-latest-small's ``tags.csv`` -> the tag log (item_id, tag, seconds), user ids dropped.
+
+    Every line must have a whole-number user id, movie id and timestamp (the file's format, as in
+    ``ratings.csv``); tags of movies not in the catalogue and tags empty after cleaning are left
+    out. A missing file means no tags.
+    """
+    if not file.is_file():
+        return _no_tags()
+    df, first = _parse(
+        file, _read_text(file, "utf-8-sig"), ",", 4, header=TAGS_HEADER, quoting=csv.QUOTE_MINIMAL
+    )
+    _integers(df, 0, "user id", file, first)  # checked for the format's sake, then dropped
+    item = _canonical_ids(_integers(df, 1, "movie id", file, first))
+    seconds = _integers(df, 3, "timestamp", file, first).astype(np.int64)
+    tag = df[2].map(clean_tag)
+    keep = (item.isin(item_ids) & tag.ne("")).to_numpy()
+    return pd.DataFrame(
+        {
+            "item_id": item[keep].to_numpy(dtype=object),
+            "tag": tag[keep].to_numpy(dtype=object),
+            "seconds": seconds[keep].to_numpy(dtype=np.int64),
+        },
+        columns=list(TAG_LOG_COLUMNS),
+    )
+
+
+def _item_tags(item_ids: pd.Series, tag_log: pd.DataFrame) -> np.ndarray:
+    """Each item's ``tags`` value from the tag log (``""`` for an item without tags)."""
+    out = np.full(len(item_ids), "", dtype=object)
+    if tag_log.empty:
+        return out
+    joined = tag_log.groupby("item_id", sort=False)["tag"].agg(join_tags)
+    found = item_ids.map(joined)
+    tagged = found.notna().to_numpy()
+    out[tagged] = found[tagged].to_numpy(dtype=object)
+    return out
 
 
 def _first_seen(events: pd.DataFrame, key: str, seconds: np.ndarray) -> pd.Series:
@@ -478,6 +555,10 @@ def load_movielens(path: Path, dataset: str | None = None) -> MovieLensData:
     """Read a MovieLens dataset into the raw contract (see the module doc)."""
     folder, name = resolve_dataset(Path(path), dataset)
     events, seconds, items, users = _LOADERS[name](folder)
+    tag_log = _no_tags()
+    if "tags.csv" in OPTIONAL_FILES[name]:
+        tag_log = _read_tags(folder / "tags.csv", items["item_id"])
+    items["tags"] = _item_tags(items["item_id"], tag_log)
 
     first_item = _first_seen(events, "item_id", seconds)
     added = items["item_id"].map(first_item)
@@ -501,7 +582,7 @@ def load_movielens(path: Path, dataset: str | None = None) -> MovieLensData:
     users = users.sort_values("user_id", key=lambda s: s.astype(np.int64), kind="stable").reset_index(
         drop=True
     )
-    return MovieLensData(dataset=name, path=folder, events=events, items=items, users=users)
+    return MovieLensData(dataset=name, path=folder, events=events, items=items, users=users, tag_log=tag_log)
 
 
 # ---- landing into the lake -------------------------------------------------------------------
@@ -519,6 +600,34 @@ def _week_date(index: int) -> date:
     return _EPOCH_SUNDAY + timedelta(weeks=int(index))
 
 
+class _TagsUntil:
+    """Each item's tags as of a moment, for the weekly snapshots: tag applications are taken in time
+    order, and only the CSV lines of items whose tags changed are rewritten."""
+
+    def __init__(self, items: pd.DataFrame, tag_log: pd.DataFrame) -> None:
+        self.items = items
+        order = np.argsort(tag_log["seconds"].to_numpy(dtype=np.int64), kind="stable")
+        self.seconds = tag_log["seconds"].to_numpy(dtype=np.int64)[order]
+        self.position = pd.Index(items["item_id"]).get_indexer(tag_log["item_id"])[order]
+        self.tags = tag_log["tag"].to_numpy(dtype=object)[order]
+        self.applied = 0  # tag applications taken so far
+        self.current: dict[int, set[str]] = {}
+
+    def update(self, lines: np.ndarray, before_seconds: int) -> None:
+        """Take the tag applications before ``before_seconds``; rewrite the changed items' ``lines``."""
+        upto = int(np.searchsorted(self.seconds, before_seconds, side="left"))
+        if upto <= self.applied:
+            return
+        for position, tag in zip(
+            self.position[self.applied : upto], self.tags[self.applied : upto], strict=True
+        ):
+            self.current.setdefault(int(position), set()).add(tag)
+        changed = np.unique(self.position[self.applied : upto])
+        self.applied = upto
+        rows = self.items.iloc[changed].assign(tags=[join_tags(self.current[int(p)]) for p in changed])
+        lines[changed] = csv_rows(rows)[1]
+
+
 def land_movielens(
     lake: Lake,
     path: Path,
@@ -531,7 +640,8 @@ def land_movielens(
 
     Each week with ratings gets ``events.csv`` (its ratings, in time order) plus ``items.csv`` and
     ``users.csv`` snapshots as of the week's end (items first rated / users first seen before then,
-    and never-rated items). ``last_weeks`` lands only the most recent weeks that have ratings (the
+    and never-rated items; each item's ``tags`` are those applied before then, so a week's catalogue
+    holds no tag from its future). ``last_weeks`` lands only the most recent weeks that have ratings (the
     full ml-latest-small spans 1,084 weeks). Returns the weeks written, oldest first.
     """
     if last_weeks is not None and last_weeks < 1:
@@ -556,7 +666,9 @@ def land_movielens(
         week_indices, starts, ends = week_indices[-last_weeks:], starts[-last_weeks:], ends[-last_weeks:]
 
     event_header, event_lines = csv_rows(data.events.iloc[order])
-    item_header, item_lines = csv_rows(data.items)
+    # every item without tags first; an item's line is rewritten when a week brings it new tags
+    item_header, item_lines = csv_rows(data.items.assign(tags=""))
+    tags_until = _TagsUntil(data.items, data.tag_log)
     user_header, user_lines = csv_rows(data.users)
     added = data.items["added_at"]
     item_undated = added.eq("").to_numpy()
@@ -578,6 +690,7 @@ def land_movielens(
         week_end_day = week_end_seconds // 86400
         items_now = item_undated | (item_seconds < week_end_seconds)
         users_now = user_undated | (user_days < week_end_day)
+        tags_until.update(item_lines, week_end_seconds)
         write_text(text(event_header, event_lines[start:end]), raw_file(lake, "events", week))
         write_text(text(item_header, item_lines[items_now]), raw_file(lake, "items", week))
         write_text(text(user_header, user_lines[users_now]), raw_file(lake, "users", week))
