@@ -71,7 +71,7 @@ run: $(STAMP) $(KEY_FILE) $(AIRFLOW_HOME)/airflow.db
 	done
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # Benchmarks (figures printed and written to docs/benchmarks.md); run on a quiet machine.
 bench: $(STAMP)
