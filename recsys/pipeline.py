@@ -214,7 +214,18 @@ def prepare(ctx: StageContext) -> dict[str, Any]:
     write_parquet(prepared.train, folder / "train.parquet")
     write_parquet(prepared.holdout, folder / "holdout.parquet")
     stats = {**prepared.stats, "window_weeks": [w.isoformat() for w in weeks]}
+    stats["profile"] = str(_write_profile(ctx))
     return ctx.record("prepare", stats)
+
+
+def _write_profile(ctx: StageContext) -> Path:
+    """The week's data profile (genres, times, activity, popularity, new vs returning) as HTML in
+    ``reports/week=.../week_profile.html``; the train stage logs it to its MLflow run."""
+    from recsys.profile import profile_from_lake
+    from recsys.storage import write_text
+
+    _, page = profile_from_lake(ctx.lake, ctx.week, history_weeks=ctx.config.prepare.window_weeks)
+    return write_text(page, ctx.lake.partition("reports", ctx.week) / "week_profile.html")
 
 
 def content(ctx: StageContext) -> dict[str, Any]:
@@ -451,6 +462,9 @@ def train(ctx: StageContext) -> dict[str, Any]:
         report = ctx.lake.partition("reports", ctx.week) / "validation.html"
         if report.exists():
             mlflow.log_artifact(str(report), artifact_path="validation")
+        profile = ctx.lake.partition("reports", ctx.week) / "week_profile.html"
+        if profile.exists():
+            mlflow.log_artifact(str(profile), artifact_path="profile")
         hybrid = (
             _hybrid(ctx, model, als_config, train_df, spark) if ctx.config.served_model == "hybrid" else None
         )

@@ -490,6 +490,17 @@ def _build_world(config: GeneratorConfig, first_week: date) -> _World:
     )
 
 
+World = _World  # public name of the world type, for code that reads it (e.g. recsys.data.feedback)
+
+
+def build_world(config: GeneratorConfig, end_week: date) -> World:
+    """The world ``generate(lake, config, end_week)`` samples its weeks from: the same catalogue,
+    users, taste groups and popularity. Its week index 0 is the first generated week
+    (``end_week`` floored to its Sunday, minus ``config.weeks - 1`` weeks). Read it, do not change it."""
+    weeks = weeks_back(week_start_of(end_week), config.weeks)
+    return _build_world(config, weeks[0])
+
+
 # ---- one week of events ------------------------------------------------------------------------
 
 
@@ -744,6 +755,8 @@ __all__ = [
     "GENRES",
     "GenerationResult",
     "GeneratorConfig",
+    "World",
+    "build_world",
     "config_from",
     "generate",
 ]
