@@ -80,6 +80,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.scaling
 	$(BIN)/python -m bench.dag
 	$(BIN)/python -m bench.hybrid
+	$(BIN)/python -m bench.abtest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

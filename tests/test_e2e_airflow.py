@@ -183,7 +183,9 @@ def test_evaluation_compares_als_content_hybrid_and_popularity_per_segment(e2e):
     # and the week's data profile, linked from the same run
     profile = report.parent.parent / "profile" / "week_profile.html"
     text = profile.read_text()
-    assert "Weekly data profile" in text and "Most-watched genres" in text and "data:image/png;base64," in text
+    assert (
+        "Weekly data profile" in text and "Most-watched genres" in text and "data:image/png;base64," in text
+    )
 
 
 @pytest.mark.slow
