@@ -8,7 +8,8 @@ row, so a dot product, a cosine and a log count can be added):
   stands in, so new items compete on content);
 * ``C``: the cosine of the item's content features with the user's content profile (the
   strength-weighted mean of what they engaged with);
-* ``P``: log(1 + distinct users) of the item in the history: "most people like what most people like".
+* ``P``: log(1 + distinct users) of the item in the history: "most people like what most people like"
+  (never below average for an item ALS has not seen: a new title has had no time to be popular).
 
 A user ALS knows gets ``A + w_content * C + w_popularity * P`` with the weights of their segment:
 **cold** (fewer than ``cold_user_max`` interactions) or **warm**. ALS is kept for every user it
@@ -143,7 +144,10 @@ class HybridModel:
         self._seen = seen
         users_per_item = self.history.groupby("item_id")["user"].nunique()
         popularity = np.log1p(users_per_item.reindex(self.items).fillna(0).to_numpy(dtype=np.float32))
-        self._popularity_z = _standardise(popularity.reshape(1, -1))[0]
+        popularity_z = _standardise(popularity.reshape(1, -1))[0]
+        # a title ALS never saw (added this week) has had no time to become popular: it is not
+        # held back by the popularity term (at worst average), so content can bring it forward
+        self._popularity_z = np.where(self._als_known, popularity_z, np.maximum(popularity_z, 0.0))
 
     def segment(self, user: str) -> str:
         """warm / cold (ALS plus content and popularity, by their weights), new (history but unknown
