@@ -469,9 +469,11 @@ def train(ctx: StageContext) -> dict[str, Any]:
             _hybrid(ctx, model, als_config, train_df, spark) if ctx.config.served_model == "hybrid" else None
         )
         with tempfile.TemporaryDirectory() as tmp:
-            model_dir = model.save(Path(tmp) / "factor_model")
-            hybrid_dir = hybrid.save(Path(tmp) / "hybrid_model") if hybrid is not None else None
-            info = log_pyfunc(model_dir, example_user=str(model.users[0]), hybrid_dir=hybrid_dir)
+            example = str(model.users[0])
+            if hybrid is not None:  # the bundle holds the ALS factors too
+                info = log_pyfunc(hybrid_dir=hybrid.save(Path(tmp) / "hybrid_model"), example_user=example)
+            else:
+                info = log_pyfunc(model.save(Path(tmp) / "factor_model"), example_user=example)
         mlflow.set_tag("model_uri", info.model_uri)  # last: only a run that logged its model is reused
     return ctx.record(
         "train",
@@ -536,7 +538,7 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
     popularity: the comparison behind the hybrid's blend."""
     import mlflow
 
-    from recsys.content import ContentModel, ContentRecommender
+    from recsys.content import ContentRecommender
     from recsys.evaluate import item_genres, score_model, score_segments
     from recsys.hybrid import HybridModel
     from recsys.model import popularity_model
@@ -564,14 +566,10 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
     if champ is not None and champ.run_id != trained["run_id"]:
         champion_model = load_served_model(f"models:/{ctx.settings.model_name}/{champ.version}")
         champion = score(_reranked(ctx, champion_model, train_df, genres))
-    if isinstance(served, HybridModel):
-        als, content_model = served.als, served.content
-    else:
-        als, content_model = served, ContentModel.load(Path(ctx.result("content")["path"]))
     compared: dict[str, Any] = {
         "popularity": popularity,
-        "als": als,
-        "content": ContentRecommender(content_model, train_df),
+        "als": served.als if isinstance(served, HybridModel) else served,
+        "content": ContentRecommender(_content_model(ctx, served), train_df),
     }
     if isinstance(served, HybridModel):
         compared["hybrid"] = served
@@ -605,6 +603,16 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
             "models": models,
         },
     )
+
+
+def _content_model(ctx: StageContext, served: Any) -> Any:
+    """The served hybrid's content model, or (ALS served alone) the one the content stage fitted."""
+    from recsys.content import ContentModel
+    from recsys.hybrid import HybridModel
+
+    if isinstance(served, HybridModel):
+        return served.content
+    return ContentModel.load(Path(ctx.result("content")["path"]))
 
 
 def _reranked(ctx: StageContext, model: Any, history: pd.DataFrame, genres: dict[int, set[str]]) -> Any:
@@ -751,7 +759,6 @@ def promote(ctx: StageContext, approved_by: str | None = None) -> dict[str, Any]
 def recommend(ctx: StageContext) -> dict[str, Any]:
     """The champion's "Top picks for you" for every user of the window, each item with its reason,
     and the rows of each user's page (Because you watched ..., Trending now, New this week)."""
-    from recsys.content import ContentModel
     from recsys.evaluate import item_genres, train_items
     from recsys.registry import CHAMPION, champion_version, load_served_model
     from recsys.rows import page_rows
@@ -777,18 +784,19 @@ def recommend(ctx: StageContext) -> dict[str, Any]:
     items = read_parquet(ctx.lake.data_file("anonymized", "items", ctx.week))
     users = sorted(train_df["user"].unique())
     served = _reranked(ctx, model, train_df, item_genres(items))
-    recs = explained(model, served.recommend(users, k=ctx.config.top_k, exclude=train_items(train_df)))
     titles = dict(
         zip(items["item_id"].astype("int64").tolist(), items["title"].astype(str).tolist(), strict=True)
     )
-    recs["reason"] = _retitled(recs, titles)
+    lists = served.recommend(users, k=ctx.config.top_k, exclude=train_items(train_df))
+    recs = explained(model, lists, titles)
     recs["model_version"] = str(champ.version)
     recs["week"] = ctx.week.isoformat()
     out = ctx.lake.partition("recommendations", ctx.week)
     path = write_parquet(recs, out / "recommendations.parquet")
-    content_model = ContentModel.load(Path(ctx.result("content")["path"]))
     start, end = week_bounds(ctx.week)
-    rows = page_rows(recs, model, content_model, train_df, items, titles, start, end, ctx.config.rows, users)
+    rows = page_rows(
+        recs, model, _content_model(ctx, model), train_df, items, titles, start, end, ctx.config.rows, users
+    )
     rows["model_version"] = str(champ.version)
     rows["week"] = ctx.week.isoformat()
     rows_path = write_parquet(rows, out / "rows.parquet")
@@ -805,14 +813,6 @@ def recommend(ctx: StageContext) -> dict[str, Any]:
             "model_version": str(champ.version),
         },
     )
-
-
-def _retitled(recs: pd.DataFrame, titles: dict[int, str]) -> list[str]:
-    """Reasons naming the watched title (the served model may not carry the catalogue's titles)."""
-    return [
-        f"Because you watched {titles.get(int(item), f'title {int(item)}')}" if pd.notna(item) else reason
-        for item, reason in zip(recs["reason_item_id"], recs["reason"], strict=True)
-    ]
 
 
 def privacy_scan(ctx: StageContext, airflow_log_dirs: list[Path] | None = None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ factors, and content features for a hybrid), or "popular with everyone".
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +52,14 @@ class FactorModelPyfunc(mlflow.pyfunc.PythonModel):
         return explained(self.model, self.model.recommend(users, k=k))
 
 
-def explained(model: Any, recs: pd.DataFrame) -> pd.DataFrame:
-    """``recs`` of ``model`` (a FactorModel or HybridModel) as served: ``source`` and the reason."""
+def explained(model: Any, recs: pd.DataFrame, titles: Mapping[int, str] | None = None) -> pd.DataFrame:
+    """``recs`` of ``model`` (a FactorModel or HybridModel) as served: ``source`` and the reason,
+    naming titles from ``titles`` (default: the model's own catalogue, a hybrid's content model)."""
     from recsys.rows import explain, model_history, model_similarity, model_titles
 
     out = serving_frame(recs)
-    return explain(out, model_history(model), model_similarity(model), model_titles(model))
+    names = titles if titles is not None else model_titles(model)
+    return explain(out, model_history(model), model_similarity(model), names)
 
 
 def serving_frame(recs: pd.DataFrame) -> pd.DataFrame:
@@ -71,14 +74,14 @@ def serving_frame(recs: pd.DataFrame) -> pd.DataFrame:
 
 
 def log_pyfunc(
-    model_dir: Path, example_user: str, name: str = "model", hybrid_dir: Path | None = None
+    model_dir: Path | None = None, example_user: str = "", name: str = "model", hybrid_dir: Path | None = None
 ) -> Any:
-    """Log ``model_dir`` (a saved FactorModel) as a pyfunc model of the active run, serving the hybrid
-    saved at ``hybrid_dir`` when given; returns mlflow's ModelInfo."""
+    """Log a pyfunc model of the active run serving ``model_dir`` (a saved FactorModel) or the
+    hybrid saved at ``hybrid_dir`` (which holds its own ALS factors); returns mlflow's ModelInfo."""
+    if (model_dir is None) == (hybrid_dir is None):
+        raise ValueError("log_pyfunc needs exactly one of model_dir (ALS) and hybrid_dir (hybrid)")
     example = pd.DataFrame({"user": [example_user]})
-    artifacts = {"model_dir": str(model_dir)}
-    if hybrid_dir is not None:
-        artifacts["hybrid_dir"] = str(hybrid_dir)
+    artifacts = {"hybrid_dir": str(hybrid_dir)} if hybrid_dir is not None else {"model_dir": str(model_dir)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # mlflow's hints on integer columns and cloudpickle
         return _log(artifacts, example, name)

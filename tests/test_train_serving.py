@@ -127,10 +127,10 @@ def test_hybrid_pyfunc_serves_content_for_a_new_item_and_names_titles(trained, s
     configure(settings)
     with mlflow.start_run():
         info = log_pyfunc(
-            model.save(settings.home / "hm" / "als"),
-            example_user=str(model.users[0]),
-            hybrid_dir=hybrid.save(settings.home / "hm" / "hybrid"),
+            hybrid_dir=hybrid.save(settings.home / "hm" / "hybrid"), example_user=str(model.users[0])
         )
+    with pytest.raises(ValueError, match="exactly one"):
+        log_pyfunc(model.save(settings.home / "hm" / "als"), hybrid_dir=settings.home / "hm" / "hybrid")
     served = mlflow.pyfunc.load_model(info.model_uri)
     users = sorted(holdout["user"].unique())[:4]
     out = served.predict(pd.DataFrame({"user": users}), params={"k": 3})
