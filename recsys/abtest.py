@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -906,49 +905,45 @@ def plot_readout(result: Readout) -> bytes:
     """A PNG: per metric the challenger's relative lift over the champion (%) with its (1 - alpha)
     interval as error bars, a zero line, colour by the Holm-corrected verdict (green better, red
     worse, grey neither), the primary metric marked. Matplotlib's Agg canvas, no pyplot state."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from recsys.report import png_bytes
 
     names = list(result.comparisons)
-    fig = Figure(figsize=(8.0, 0.6 * len(names) + 1.6), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    for row, name in enumerate(reversed(names)):
-        c = result.comparisons[name]
-        colour = _COLOURS.get(c.verdict, _NEUTRAL)
-        y = float(row)
-        if math.isnan(c.relative_lift):
-            ax.text(0, y, "not computable", va="center", ha="center", color=_NEUTRAL, fontsize=9)
-            continue
-        lift = c.relative_lift * 100
-        if not (math.isnan(c.lift_ci_low) or math.isnan(c.lift_ci_high)):
-            err = [[lift - c.lift_ci_low * 100], [c.lift_ci_high * 100 - lift]]
-            ax.errorbar([lift], [y], xerr=err, fmt="o", color=colour, capsize=4, markersize=6)
-        else:
-            ax.plot([lift], [y], "o", color=colour)
-        ax.annotate(
-            f"{lift:+.1f}%  (Holm p {_p(c.p_adjusted)})",
-            (lift, y),
-            textcoords="offset points",
-            xytext=(0, 8),
-            ha="center",
-            fontsize=8,
-            color=colour,
-        )
-    labels = []
-    for name in reversed(names):
-        label = f"{name} (primary)" if name == result.primary_metric else name
-        labels.append(label + (" [lower is better]" if name in LOWER_IS_BETTER else ""))
-    ax.set_yticks(range(len(names)))
-    ax.set_yticklabels(labels, fontsize=9)
-    ax.set_ylim(-0.7, len(names) - 0.3)
-    ax.axvline(0.0, color="#212121", linewidth=1)
-    level = f"{(1 - result.alpha) * 100:g}%"
-    ax.set_xlabel(f"challenger vs champion: relative lift (%), {level} CI")
-    users = ", ".join(f"{arm} {n:,}" for arm, n in result.users.items())
-    ax.set_title(f"{result.experiment_id}: {result.decision} ({users})", fontsize=10)
-    ax.grid(axis="x", color="#e0e0e0")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+
+    def draw(ax: Any) -> None:
+        for row, name in enumerate(reversed(names)):
+            c = result.comparisons[name]
+            colour = _COLOURS.get(c.verdict, _NEUTRAL)
+            y = float(row)
+            if math.isnan(c.relative_lift):
+                ax.text(0, y, "not computable", va="center", ha="center", color=_NEUTRAL, fontsize=9)
+                continue
+            lift = c.relative_lift * 100
+            if not (math.isnan(c.lift_ci_low) or math.isnan(c.lift_ci_high)):
+                err = [[lift - c.lift_ci_low * 100], [c.lift_ci_high * 100 - lift]]
+                ax.errorbar([lift], [y], xerr=err, fmt="o", color=colour, capsize=4, markersize=6)
+            else:
+                ax.plot([lift], [y], "o", color=colour)
+            ax.annotate(
+                f"{lift:+.1f}%  (Holm p {_p(c.p_adjusted)})",
+                (lift, y),
+                textcoords="offset points",
+                xytext=(0, 8),
+                ha="center",
+                fontsize=8,
+                color=colour,
+            )
+        labels = []
+        for name in reversed(names):
+            label = f"{name} (primary)" if name == result.primary_metric else name
+            labels.append(label + (" [lower is better]" if name in LOWER_IS_BETTER else ""))
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels(labels, fontsize=9)
+        ax.set_ylim(-0.7, len(names) - 0.3)
+        ax.axvline(0.0, color="#212121", linewidth=1)
+        level = f"{(1 - result.alpha) * 100:g}%"
+        ax.set_xlabel(f"challenger vs champion: relative lift (%), {level} CI")
+        users = ", ".join(f"{arm} {n:,}" for arm, n in result.users.items())
+        ax.set_title(f"{result.experiment_id}: {result.decision} ({users})", fontsize=10)
+        ax.grid(axis="x", color="#e0e0e0")
+
+    return png_bytes(draw, (8.0, 0.6 * len(names) + 1.6))

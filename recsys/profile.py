@@ -1008,19 +1008,10 @@ def profile_from_lake(lake: Lake, week: date, history_weeks: int = 4) -> tuple[W
 
 
 def log_profile(html: str, run_id: str | None = None) -> str:
-    """Log the page as ``profile/week_profile.html`` of ``run_id`` (or the active run); return that path.
+    """Log the page as ``profile/week_profile.html`` (see :func:`recsys.report.log_html`)."""
+    from recsys.report import log_html
 
-    Raises ValueError when no run is given and none is active (rather than let MLflow start one).
-    """
-    import mlflow
-
-    if run_id is None:
-        active = mlflow.active_run()
-        if active is None:
-            raise ValueError("no MLflow run to attach the data profile to: pass run_id or start a run")
-        run_id = active.info.run_id
-    mlflow.MlflowClient().log_text(run_id, html, PROFILE_ARTIFACT)
-    return PROFILE_ARTIFACT
+    return log_html(html, PROFILE_ARTIFACT, "the data profile", run_id)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -141,8 +141,8 @@ def _mpl_text(value: Any) -> str:
 
 
 # ---- plots -------------------------------------------------------------------------------------
-def _png(draw: Callable[[Any], None], size: tuple[float, float] = (8.0, 3.2)) -> str:
-    """Draw on a fresh Agg figure (no pyplot, no global state) and return an <img> with a data URI."""
+def png_bytes(draw: Callable[[Any], None], size: tuple[float, float] = (8.0, 3.2)) -> bytes:
+    """Draw on a fresh Agg figure (no pyplot, no global state); the PNG's bytes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -153,7 +153,12 @@ def _png(draw: Callable[[Any], None], size: tuple[float, float] = (8.0, 3.2)) ->
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def _png(draw: Callable[[Any], None], size: tuple[float, float] = (8.0, 3.2)) -> str:
+    """:func:`png_bytes` as an <img> with a data URI."""
+    encoded = base64.b64encode(png_bytes(draw, size)).decode("ascii")
     return f'<img alt="plot" src="data:image/png;base64,{encoded}">'
 
 
@@ -646,20 +651,26 @@ def history_from_registry(
     return sorted(rows, key=lambda row: int(row["version"]) if row["version"].isdigit() else math.inf)
 
 
-def log_model_report(html_text: str, run_id: str | None = None) -> str:
-    """Log the report as ``report/model_report.html`` of ``run_id`` (or the active run); return that path.
+def log_html(html_text: str, artifact: str, what: str, run_id: str | None = None) -> str:
+    """Log a page as ``artifact`` of ``run_id`` (or the active run); return that path.
 
-    Raises ValueError when no run is given and none is active (rather than let MLflow start one).
+    Raises ValueError when no run is given and none is active (rather than let MLflow start one);
+    ``what`` names the page in that message.
     """
     import mlflow
 
     if run_id is None:
         active = mlflow.active_run()
         if active is None:
-            raise ValueError("no MLflow run to attach the model report to: pass run_id or start a run")
+            raise ValueError(f"no MLflow run to attach {what} to: pass run_id or start a run")
         run_id = active.info.run_id
-    mlflow.MlflowClient().log_text(run_id, html_text, REPORT_ARTIFACT)
-    return REPORT_ARTIFACT
+    mlflow.MlflowClient().log_text(run_id, html_text, artifact)
+    return artifact
+
+
+def log_model_report(html_text: str, run_id: str | None = None) -> str:
+    """Log the report as ``report/model_report.html`` (see :func:`log_html`)."""
+    return log_html(html_text, REPORT_ARTIFACT, "the model report", run_id)
 
 
 # ---- drift history -----------------------------------------------------------------------------
