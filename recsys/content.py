@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import sparse
 
 from recsys.model import RECOMMENDATION_COLUMNS, top_k
-from recsys.schemas import GENRE_SEPARATOR, TAG_SEPARATOR
+from recsys.schemas import TAG_SEPARATOR, split_genres
 
 _YEAR_SUFFIX = re.compile(r"\s*\(\s*\d{4}\s*\)\s*$")
 
@@ -228,10 +228,7 @@ def user_profiles(
 def _genre_block(genres: pd.Series) -> tuple[sparse.csr_matrix, list[str]]:
     from sklearn.preprocessing import MultiLabelBinarizer
 
-    labels = [
-        [g.strip() for g in str(value).split(GENRE_SEPARATOR) if g.strip()] if isinstance(value, str) else []
-        for value in genres
-    ]
+    labels = [split_genres(value) for value in genres]
     binarizer = MultiLabelBinarizer(sparse_output=True)
     matrix = binarizer.fit_transform(labels)
     return sparse.csr_matrix(matrix), [f"genre={g}" for g in binarizer.classes_]

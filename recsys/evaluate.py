@@ -138,9 +138,8 @@ def score_segments(
 
 def item_genres(items: pd.DataFrame) -> dict[int, set[str]]:
     """item_id -> its genres, from a catalogue frame (``genres`` pipe-joined; empty: none)."""
-    from recsys.schemas import GENRE_SEPARATOR
+    from recsys.schemas import split_genres
 
     return {
-        int(i): {g for g in str(genres).split(GENRE_SEPARATOR) if g} if isinstance(genres, str) else set()
-        for i, genres in zip(items["item_id"], items["genres"], strict=True)
+        int(i): set(split_genres(genres)) for i, genres in zip(items["item_id"], items["genres"], strict=True)
     }

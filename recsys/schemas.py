@@ -61,6 +61,14 @@ TAG_SEPARATOR: Final = "|"
 _TAG_SPACE = re.compile(r"[\s|]+")  # line breaks and a separator inside a tag become one space
 
 
+def split_genres(value: object) -> list[str]:
+    """The genres of a catalogue ``genres`` cell ('|'-joined), stripped, in order; none for a
+    missing or empty cell."""
+    if not isinstance(value, str):
+        return []
+    return [g.strip() for g in value.split(GENRE_SEPARATOR) if g.strip()]
+
+
 def clean_tag(tag: object) -> str:
     """One tag as the contract keeps it: lower-cased, stripped, inner whitespace (and any
     ``TAG_SEPARATOR``) collapsed to one space; ``""`` for a missing value."""
