@@ -68,6 +68,7 @@ class Stack:
 
     def __init__(self, root: Path, env: dict[str, str], api: httpx.Client, deadline: float):
         self.root, self.env, self.api, self.deadline = root, env, api, deadline
+        self.orphans: set[int] = set()  # backfills left behind by a locked create, cancelled
 
     # ---- Airflow ----------------------------------------------------------------------------
 
@@ -86,7 +87,7 @@ class Stack:
         body = self.api.get("/backfills", params={"dag_id": DAG_ID, "limit": 100}).json()
         return sorted(body["backfills"], key=lambda b: b["id"])
 
-    def airflow(self, *args: str) -> subprocess.CompletedProcess:
+    def airflow(self, *args: str, on_locked=None) -> subprocess.CompletedProcess:
         # The test's metadata DB is SQLite, which allows one writer at a time: a CLI write can meet
         # the running scheduler's and fail with "database is locked" (the transaction is rolled
         # back). Try again then, as an operator would; PostgreSQL (the team stack) has no such limit.
@@ -104,6 +105,8 @@ class Stack:
                 f"airflow {' '.join(args[:2])}: SQLite database locked, attempt {attempt + 1}; trying again"
             )
             time.sleep(3)
+            if on_locked is not None:
+                on_locked()
         assert done.returncode == 0, f"airflow {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
         return done
 
@@ -122,10 +125,33 @@ class Stack:
             "--max-active-runs",
             "1",
             *extra,
+            on_locked=lambda: self.cancel_orphans(before),
         )
-        created = [b for b in self.backfills() if b["id"] not in before]
+        created = [b for b in self.backfills() if b["id"] not in before | self.orphans]
         assert len(created) == 1, self.backfills()
         return created[0]
+
+    def cancel_orphans(self, before: set[int]) -> None:
+        """Cancel the backfill a locked `backfill create` left behind, so that it can be retried.
+
+        Airflow 3.3.2 commits the Backfill row before it creates the runs (in a second
+        transaction); when that transaction meets "database is locked", the runs are rolled back
+        and its clean-up of the row is best effort (itself a write that can meet the same lock).
+        The row left behind has no runs and blocks every new backfill of the Dag
+        (AlreadyRunningBackfill) until the scheduler ends it two minutes later. An operator
+        cancels it, as done here through the REST API.
+        """
+        for backfill in self.backfills():
+            if backfill["id"] in before or backfill["completed_at"]:
+                continue
+            for _ in range(10):
+                response = self.api.put(f"/backfills/{backfill['id']}/cancel")
+                if response.status_code in (200, 409):  # 409: already completed meanwhile
+                    break
+                time.sleep(2)
+            assert response.status_code in (200, 409), response.text
+            self.orphans.add(backfill["id"])
+            print(f"cancelled backfill {backfill['id']}, left behind by a locked create")
 
     def wait_backfill_done(self, backfill_id: int) -> list[dict]:
         """Wait until the backfill is complete and all its runs are final; returns its runs."""
