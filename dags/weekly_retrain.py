@@ -8,7 +8,6 @@ imported at parse time.
 
 from __future__ import annotations
 
-import logging
 import os
 from datetime import timedelta
 
@@ -18,8 +17,6 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
 
 from recsys.notify import RecsysNotifier
-
-log = logging.getLogger(__name__)
 
 DEFAULT_ARGS = {
     "owner": "recsys",
@@ -32,17 +29,9 @@ DEFAULT_ARGS = {
 
 
 def _run(stage: str, **kwargs: object) -> dict:
-    from recsys.airflow_tasks import fail_fast, pseudonym_key_from_airflow
-    from recsys.pipeline import StageContext, run_stage
-    from recsys.runplan import plan_run
+    from recsys.airflow_tasks import run_stage_task
 
-    context = get_current_context()
-    dag_run = context["dag_run"]
-    with fail_fast(f"{stage} of {dag_run.run_id}"):
-        plan = plan_run(dag_run.run_type, context.get("data_interval_end"), dag_run.conf)
-        log.info("%s for %s", stage, plan.describe())
-        key = pseudonym_key_from_airflow() if stage == "anonymize" else None
-        return run_stage(stage, StageContext.create(plan.week, key=key, plan=plan), **kwargs)
+    return run_stage_task(stage, **kwargs)
 
 
 def _task_log_dirs(dag_id: str, run_id: str) -> list:

@@ -74,7 +74,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from scipy import stats
 
 from recsys.errors import RecsysError
@@ -156,6 +156,23 @@ class ExperimentConfig(BaseModel):
     churn_weeks: int = Field(
         default=2, ge=1, description="a user has churned with no activity in this many last weeks"
     )
+    min_weeks: int = Field(
+        default=1,
+        ge=1,
+        description="weeks a challenger is served before a readout may move an alias (promotion mode ab)",
+    )
+    max_weeks: int = Field(
+        default=4,
+        ge=1,
+        description="weeks after which a still inconclusive test ends: the challenger is retired, "
+        "champion stays (promotion mode ab)",
+    )
+
+    @model_validator(mode="after")
+    def _weeks_in_order(self) -> ExperimentConfig:
+        if self.max_weeks < self.min_weeks:
+            raise ValueError(f"max_weeks ({self.max_weeks}) must be >= min_weeks ({self.min_weeks})")
+        return self
 
     @field_validator("experiment_id")
     @classmethod

@@ -6,9 +6,13 @@ Imported only inside task callables (never at DAG parse time), so Airflow stays 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 #: Airflow Variable (or secrets-backend entry) holding the pseudonymization key when the environment
 #: has none. The name contains "secret", so Airflow masks the value in task logs.
@@ -39,3 +43,21 @@ def fail_fast(what: str) -> Iterator[None]:
         yield
     except RecsysError as exc:
         raise AirflowFailException(f"{what}: {exc}") from exc
+
+
+def run_stage_task(stage: str, **kwargs: Any) -> dict:
+    """Run one stage of :mod:`recsys.pipeline` inside an Airflow task: the week and the run's plan
+    come from the task's Dag run (data interval, run type, conf), the key (for the stages that
+    pseudonymize) from the environment or the Airflow Variable; returns the stage's result (XCom)."""
+    from airflow.sdk import get_current_context
+
+    from recsys.pipeline import KEYED_STAGES, StageContext, run_stage
+    from recsys.runplan import plan_run
+
+    context = get_current_context()
+    dag_run = context["dag_run"]
+    with fail_fast(f"{stage} of {dag_run.run_id}"):
+        plan = plan_run(dag_run.run_type, context.get("data_interval_end"), dag_run.conf)
+        log.info("%s for %s", stage, plan.describe())
+        key = pseudonym_key_from_airflow() if stage in KEYED_STAGES else None
+        return run_stage(stage, StageContext.create(plan.week, key=key, plan=plan), **kwargs)

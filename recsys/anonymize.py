@@ -59,6 +59,21 @@ USER_POLICY: dict[str, Action] = {
     "_source_file": "drop",
     "_source_line": "drop",
 }
+# Feedback (recsys.feedback_log): the typed rows of a raw feedback log; nothing but the user id in
+# it is personal. (Ingestion adds ``week`` after this policy, so a raw ``week`` column is refused.)
+FEEDBACK_POLICY: dict[str, Action] = {
+    "user_id": "pseudonymize",
+    "item_id": "keep",
+    "ts": "keep",
+    "event": "keep",
+    "watch_seconds": "keep",
+    "position": "keep",
+    "experiment_id": "keep",
+    "arm": "keep",
+    "from_recommendation": "keep",
+    "_source_file": "drop",
+    "_source_line": "drop",
+}
 
 AGE_BANDS = [
     (0, 17, "<18"),
@@ -137,6 +152,10 @@ def anonymize_events(events: pd.DataFrame, key: bytes) -> pd.DataFrame:
 
 def anonymize_users(users: pd.DataFrame, key: bytes) -> pd.DataFrame:
     return apply_policy(users, USER_POLICY, key, "users")
+
+
+def anonymize_feedback(feedback: pd.DataFrame, key: bytes) -> pd.DataFrame:
+    return apply_policy(feedback, FEEDBACK_POLICY, key, "feedback")
 
 
 # ---- k-anonymity of the released user attributes ----------------------------------------------

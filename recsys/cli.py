@@ -14,6 +14,7 @@
     recsys erase USER_ID [--reason TEXT]  right to be forgotten
     recsys scan --date DATE               leak scan of what a week's run published
     recsys rekey --new-key-env VAR        rotate the pseudonymization key
+    recsys simulate-feedback --date DATE [--seed N]   simulated users' feedback to the week's exposures
 
 DATE is any day (YYYY-MM-DD); the run works on the last complete week (Sunday to Sunday, UTC)
 ending on or before it, exactly as the Airflow DAG does with its data interval.
@@ -46,6 +47,7 @@ LAKE_COMMANDS = frozenset(
         "scan",
         "rekey",
         "erase",
+        "simulate-feedback",
     }
 )
 
@@ -235,6 +237,32 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate_feedback(args: argparse.Namespace, week: date) -> int:
+    from recsys.data.feedback import FeedbackConfig
+    from recsys.feedback_log import simulate_week
+    from recsys.settings import Settings, pseudonym_key
+    from recsys.storage import Lake
+
+    config = FeedbackConfig() if args.seed is None else FeedbackConfig(seed=args.seed)
+    result = simulate_week(Lake(Settings.from_env().lake_dir), week, pseudonym_key(), config)
+    print(
+        f"simulated feedback of week {result['week']}: {result['rows']} events ({result['clicks']} clicks, "
+        f"{result['plays']} plays) from {result['users']} users on {result['exposures']} exposures "
+        f"({sum(result['skipped'].values())} skipped) into {result['path']}"
+    )
+    return 0
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -246,7 +274,7 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from recsys.pipeline import STAGES
+    from recsys.pipeline import AB_STAGES, STAGES
 
     parser = argparse.ArgumentParser(
         prog="recsys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -282,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_load_movielens)
 
     p = sub.add_parser("stage", help="run one stage for a week, without Airflow")
-    p.add_argument("stage", choices=STAGES)
+    p.add_argument("stage", choices=STAGES + AB_STAGES)
     p.add_argument("--date", type=_day, required=True, help="any day; its last complete week is used")
     p.set_defaults(func=cmd_stage)
 
@@ -322,6 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", type=_day, help="any day (default today)")
     p.add_argument("--weeks", type=_positive, default=1)
     p.set_defaults(func=cmd_run_dates)
+
+    p = sub.add_parser(
+        "simulate-feedback",
+        help="simulate the users' clicks and plays on a week's A/B exposures (synthetic lakes only)",
+    )
+    p.add_argument("--date", type=_day, required=True, help="any day; its last complete week is used")
+    p.add_argument("--seed", type=_non_negative, help="seed of the simulated behaviour (default 0)")
+    p.set_defaults(func=_with_week(cmd_simulate_feedback))
 
     p = sub.add_parser("settings", help="show the effective settings")
     p.add_argument("--get", help="print one setting's value")

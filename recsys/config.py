@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from recsys.abtest import ExperimentConfig
 from recsys.content import ContentConfig
 from recsys.errors import ConfigError
 from recsys.gates import GateThresholds
@@ -63,8 +64,15 @@ class PipelineConfig(BaseModel):
     top_k: int = Field(10, ge=1, le=1000, description="length of each user's recommendation list")
     promotion: str = Field(
         "auto",
-        pattern="^(auto|manual|never)$",
-        description="auto: a passed gate moves champion; manual: a person approves in the Airflow UI; never",
+        pattern="^(auto|manual|ab|never)$",
+        description="auto: a passed gate moves champion; manual: a person approves in the Airflow UI; "
+        "ab: a passed candidate becomes the challenger of the A/B test (`experiment`) and only a ship "
+        "readout moves champion; never",
+    )
+    experiment: ExperimentConfig | None = Field(
+        None,
+        description="champion-vs-challenger A/B test: users are split between the arms' models by a "
+        "salted hash, exposures are logged, the ab_readout Dag reads the test out",
     )
     challenger_on_reject: bool = Field(False, description="give a rejected candidate the challenger alias")
     backfill_promotion: str = Field(
@@ -72,6 +80,12 @@ class PipelineConfig(BaseModel):
         pattern="^(auto|never)$",
         description="promotion mode of backfill runs: never (default: a backfill never moves champion) or auto",
     )
+
+    @model_validator(mode="after")
+    def _ab_needs_experiment(self) -> PipelineConfig:
+        if self.promotion == "ab" and self.experiment is None:
+            raise ValueError("promotion 'ab' needs an `experiment` (experiment_id, salt, arms)")
+        return self
 
     @model_validator(mode="after")
     def _gate_metric_matches_k(self) -> PipelineConfig:

@@ -69,3 +69,9 @@ def parse_week(text: str) -> date:
 def weeks_back(week: date, count: int) -> list[date]:
     """``count`` week starts ending with ``week``, oldest first."""
     return [week - WEEK * i for i in range(count - 1, -1, -1)]
+
+
+def serving_week(training_week: date) -> date:
+    """The week the lists trained on ``training_week`` are shown to users in: the next one (a run
+    for week W starts when W has ended). Exposures and their feedback carry this week."""
+    return training_week + timedelta(weeks=1)

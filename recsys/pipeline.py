@@ -22,7 +22,7 @@ import pandas as pd
 
 from recsys.config import PipelineConfig
 from recsys.errors import DataNotFoundError
-from recsys.intervals import week_bounds
+from recsys.intervals import serving_week, week_bounds
 from recsys.runplan import RunPlan
 from recsys.settings import Settings, pseudonym_key
 from recsys.storage import Lake, json_safe, read_parquet, write_json, write_parquet
@@ -758,12 +758,15 @@ def promote(ctx: StageContext, approved_by: str | None = None) -> dict[str, Any]
 
 def recommend(ctx: StageContext) -> dict[str, Any]:
     """The champion's "Top picks for you" for every user of the window, each item with its reason,
-    and the rows of each user's page (Because you watched ..., Trending now, New this week)."""
+    and the rows of each user's page (Because you watched ..., Trending now, New this week).
+
+    With an ``experiment`` configured, each user gets the list of their arm's model (champion, the
+    challenger under test, or popularity for a holdout; :func:`recsys.abtest.assign`) and what was
+    shown is logged as exposures (``anonymized/exposures``) for the ab_readout Dag."""
     from recsys.evaluate import item_genres, train_items
     from recsys.registry import CHAMPION, champion_version, load_served_model
     from recsys.rows import page_rows
     from recsys.serving import explained
-    from recsys.tracking import configure
 
     if ctx.plan is not None and ctx.plan.backfill:
         return ctx.record(
@@ -773,6 +776,8 @@ def recommend(ctx: StageContext) -> dict[str, Any]:
                 "reason": "backfill run: recommendations are published by current runs only",
             },
         )
+    from recsys.tracking import configure
+
     client = configure(ctx.settings)
     champ = champion_version(client, ctx.settings.model_name)
     if champ is None:
@@ -783,35 +788,127 @@ def recommend(ctx: StageContext) -> dict[str, Any]:
     train_df = read_parquet(ctx.lake.partition("prepared", ctx.week) / "train.parquet")
     items = read_parquet(ctx.lake.data_file("anonymized", "items", ctx.week))
     users = sorted(train_df["user"].unique())
-    served = _reranked(ctx, model, train_df, item_genres(items))
+    genres = item_genres(items)
     titles = dict(
         zip(items["item_id"].astype("int64").tolist(), items["title"].astype(str).tolist(), strict=True)
     )
-    lists = served.recommend(users, k=ctx.config.top_k, exclude=train_items(train_df))
-    recs = explained(model, lists, titles)
-    recs["model_version"] = str(champ.version)
-    recs["week"] = ctx.week.isoformat()
+    arms = _arms(ctx, client, users, model, str(champ.version), train_df)
     out = ctx.lake.partition("recommendations", ctx.week)
-    path = write_parquet(recs, out / "recommendations.parquet")
     start, end = week_bounds(ctx.week)
-    rows = page_rows(
-        recs, model, _content_model(ctx, model), train_df, items, titles, start, end, ctx.config.rows, users
+    exclude = train_items(train_df)
+    rec_parts, row_parts = [], []
+    for arm in arms:
+        served = _reranked(ctx, arm.model, train_df, genres)
+        recs = explained(arm.model, served.recommend(arm.users, k=ctx.config.top_k, exclude=exclude), titles)
+        rows_config = ctx.config.rows
+        if arm.popularity:  # a holdout is shown nothing personal: no "Because you watched" rows
+            rows_config = rows_config.model_copy(update={"because_rows": 0})
+            recs = recs.assign(source="popularity", reason="popular with everyone")
+            recs["reason_item_id"] = pd.array([pd.NA] * len(recs), dtype="Int64")
+        content = _content_model(ctx, model if arm.popularity else arm.model)
+        rows = page_rows(
+            recs, arm.model, content, train_df, items, titles, start, end, rows_config, arm.users
+        )
+        for frame in (recs, rows):
+            frame["model_version"] = arm.version
+            if arm.name is not None:
+                frame["arm"] = arm.name
+        rec_parts.append(recs)
+        row_parts.append(rows)
+    recs = pd.concat(rec_parts, ignore_index=True).sort_values(["user", "rank"], kind="stable")
+    rows = pd.concat(row_parts, ignore_index=True).sort_values(["user", "row_position"], kind="stable")
+    recs["week"] = rows["week"] = ctx.week.isoformat()
+    path = write_parquet(recs.reset_index(drop=True), out / "recommendations.parquet")
+    rows_path = write_parquet(rows.reset_index(drop=True), out / "rows.parquet")
+    result: dict[str, Any] = {
+        "status": "written",
+        "path": str(path),
+        "rows_path": str(rows_path),
+        "users": len(users),
+        "rows": len(recs),
+        "page_rows": rows.groupby("row_id").size().groupby(lambda r: r.split(":")[0]).sum().to_dict(),
+        "sources": recs["source"].value_counts().to_dict(),
+        "model_version": str(champ.version),
+    }
+    if ctx.config.experiment is not None:
+        shown_in = serving_week(ctx.week)  # trained on this week, shown during the next
+        exposures = _exposures(recs, ctx.config.experiment.experiment_id, shown_in)
+        result["experiment"] = {
+            "experiment_id": ctx.config.experiment.experiment_id,
+            "serving_week": shown_in.isoformat(),
+            "exposures_path": str(
+                write_parquet(exposures, ctx.lake.data_file("anonymized", "exposures", shown_in))
+            ),
+            "arms": {
+                a.name: {"users": len(a.users), "model_version": a.version}
+                for a in arms
+                if a.name is not None
+            },
+        }
+    return ctx.record("recommend", result)
+
+
+@dataclass(frozen=True)
+class _Arm:
+    """Who is served which model in the recommend stage; ``name`` None: no experiment configured."""
+
+    name: str | None
+    users: list[str]
+    model: Any
+    version: str
+    popularity: bool = False
+
+
+def _arms(
+    ctx: StageContext,
+    client: Any,
+    users: list[str],
+    champion: Any,
+    champion_version: str,
+    train: pd.DataFrame,
+) -> list[_Arm]:
+    """The arms of this week's recommendations: everyone on the champion without an experiment;
+    with one, each user's arm (salted hash), the challenger arm on the challenger under test (or
+    on the champion while there is none) and the holdout on popularity."""
+    from recsys.abtest import CHALLENGER, HOLDOUT, assign
+    from recsys.model import popularity_model
+    from recsys.registry import load_served_model, serving_challenger
+
+    experiment = ctx.config.experiment
+    if experiment is None:
+        return [_Arm(None, users, champion, champion_version)]
+    assigned = assign(users, experiment)
+    challenger = serving_challenger(client, ctx.settings.model_name)
+    arms = []
+    for name in experiment.report_order:
+        members = sorted(assigned.index[assigned == name])
+        if name == HOLDOUT:
+            arms.append(_Arm(name, members, popularity_model(train), "popularity", popularity=True))
+        elif name == CHALLENGER and challenger is not None:
+            model = load_served_model(f"models:/{ctx.settings.model_name}/{challenger.version}")
+            arms.append(_Arm(name, members, model, str(challenger.version)))
+        else:
+            arms.append(_Arm(name, members, champion, champion_version))
+    log.info(
+        "recommend: experiment %s, %s",
+        experiment.experiment_id,
+        ", ".join(f"{a.name} {len(a.users)} users on {a.version}" for a in arms),
     )
-    rows["model_version"] = str(champ.version)
-    rows["week"] = ctx.week.isoformat()
-    rows_path = write_parquet(rows, out / "rows.parquet")
-    return ctx.record(
-        "recommend",
+    return arms
+
+
+def _exposures(recs: pd.DataFrame, experiment_id: str, week: date) -> pd.DataFrame:
+    """What each user was shown in "Top picks for you": one row per (user, item) with its position."""
+    return pd.DataFrame(
         {
-            "status": "written",
-            "path": str(path),
-            "rows_path": str(rows_path),
-            "users": len(users),
-            "rows": len(recs),
-            "page_rows": rows.groupby("row_id").size().groupby(lambda r: r.split(":")[0]).sum().to_dict(),
-            "sources": recs["source"].value_counts().to_dict(),
-            "model_version": str(champ.version),
-        },
+            "user": recs["user"].astype(str).to_numpy(),
+            "arm": recs["arm"].astype(str).to_numpy(),
+            "experiment_id": experiment_id,
+            "item_id": recs["item_id"].astype("int64").to_numpy(),
+            "position": recs["rank"].astype("int64").to_numpy(),
+            "week": week.isoformat(),
+            "model_version": recs["model_version"].astype(str).to_numpy(),
+        }
     )
 
 
@@ -840,7 +937,20 @@ STAGE_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "recommend": recommend,
     "privacy_scan": privacy_scan,
     "promote": promote,  # only after a manual approval: not part of the automatic sequence
+    # the A/B test's (ab_readout Dag; recsys/experiment.py)
+    "feedback": lambda ctx: _experiment_stage("feedback", ctx),
+    "ab_readout": lambda ctx: _experiment_stage("ab_readout", ctx),
 }
+AB_STAGES = ("feedback", "ab_readout")
+"""The A/B test's stages (the ab_readout Dag's tasks), run on the week the lists were shown in."""
+KEYED_STAGES = ("anonymize", "feedback")
+"""Stages that pseudonymize raw input and so need the key."""
+
+
+def _experiment_stage(stage: str, ctx: StageContext) -> dict[str, Any]:
+    from recsys import experiment
+
+    return getattr(experiment, stage)(ctx)
 
 
 def run_stage(stage: str, ctx: StageContext, **kwargs: Any) -> dict[str, Any]:
@@ -954,13 +1064,19 @@ def format_summary(s: dict[str, Any]) -> str:
         )
     rec = s["recommendations"]
     if rec.get("status") == "written":
-        lines.append(
-            f"  recommended top-{s['top_k']} lists for {rec['users']} users with version "
-            f"{rec['model_version']} -> {rec['path']}"
-        )
+        by = "per A/B arm (below)" if rec.get("experiment") else f"with version {rec['model_version']}"
+        lines.append(f"  recommended top-{s['top_k']} lists for {rec['users']} users {by} -> {rec['path']}")
         if rec.get("rows_path"):
             counts = ", ".join(f"{kind} {n}" for kind, n in sorted((rec.get("page_rows") or {}).items()))
             lines.append(f"  page rows   {counts} -> {rec['rows_path']}")
+        exp = rec.get("experiment")
+        if exp:
+            arms = ", ".join(
+                f"{arm} {exp['arms'][arm]['users']} users on {exp['arms'][arm]['model_version']}"
+                for arm in ("champion", "challenger", "holdout")
+                if arm in exp["arms"]
+            )
+            lines.append(f"  A/B test    {exp['experiment_id']}, shown in week {exp['serving_week']}: {arms}")
     elif rec:
         lines.append(f"  recommend   skipped: {rec.get('reason')}")
     kanon = s.get("k_anonymity") or {}

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-PROMOTION_MODES = ("auto", "manual", "never")
+PROMOTION_MODES = ("auto", "manual", "ab", "never")
+TAG_AB = "ab_test"
 TAG_STATUS = "validation_status"
 TAG_REASONS = "gate_reasons"
 TAG_WEEK = "week"
@@ -103,10 +104,14 @@ def register_candidate(
     * ``auto``: a passed gate moves ``champion`` here;
     * ``manual``: a passed candidate gets ``challenger`` and waits for a person's approval
       (:func:`promote_version` is called after it);
+    * ``ab``: a passed candidate becomes the A/B test's ``challenger`` when no passed challenger is
+      under test (then it waits, tag ``ab_test`` = ``queued``); the first passed model, with no
+      champion to test against, becomes ``champion``. Only a "ship" readout moves champion
+      (:func:`recsys.experiment.act_on_readout`);
     * ``never``: nothing moves.
 
     A rejected candidate never gets ``champion``; it gets ``challenger`` only when
-    ``challenger_on_reject``.
+    ``challenger_on_reject`` (and never in mode ``ab``, where the challenger is served to users).
     """
     if promotion not in PROMOTION_MODES:
         raise ValueError(f"promotion mode {promotion!r}: choose one of {', '.join(PROMOTION_MODES)}")
@@ -124,9 +129,20 @@ def register_candidate(
         client.set_model_version_tag(name, number, key, value)
     previous = champion_version(client, name)
     previous_version = str(previous.version) if previous is not None else None
-    if decision.passed and promotion == "auto":
+    if decision.passed and (promotion == "auto" or (promotion == "ab" and previous is None)):
         promote_version(client, name, number, decision)
-    elif (decision.passed and promotion == "manual") or (not decision.passed and challenger_on_reject):
+    elif decision.passed and promotion == "ab":
+        testing = serving_challenger(client, name)
+        if testing is None or str(testing.version) == number:
+            client.set_registered_model_alias(name, CHALLENGER, number)
+            client.set_model_version_tag(name, number, TAG_AB, "under test")
+        else:
+            client.set_model_version_tag(
+                name, number, TAG_AB, f"queued: version {testing.version} is under test"
+            )
+    elif (decision.passed and promotion == "manual") or (
+        not decision.passed and challenger_on_reject and promotion != "ab"
+    ):
         client.set_registered_model_alias(name, CHALLENGER, number)
         client.set_model_version_tag(
             name, number, "review", "pending" if decision.passed else "rejected_by_gate"
@@ -139,6 +155,42 @@ def register_candidate(
         aliases=aliases_of(client, name, number),
         previous_champion=previous_version if previous_version != number else None,
     )
+
+
+def serving_challenger(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version holding ``challenger`` when its gate passed (one users may be served), else None.
+
+    A challenger given to a rejected candidate (``challenger_on_reject``) is for people to look at,
+    never for users: it is not returned.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(name, CHALLENGER)
+    except MlflowException:
+        return None
+    return version if (version.tags or {}).get(TAG_STATUS) == "passed" else None
+
+
+def gate_decision_of(version: ModelVersion) -> GateDecision:
+    """The gate decision a registered version carries in its tags (status and reasons)."""
+    tags = version.tags or {}
+    passed = tags.get(TAG_STATUS) == "passed"
+    try:
+        reasons = list(json.loads(tags.get(TAG_REASONS, "[]")))
+    except (TypeError, ValueError):
+        reasons = []
+    return GateDecision(passed=passed, reasons=reasons, checks={"registered_gate": passed}, metrics={})
+
+
+def retire_challenger(client: MlflowClient, name: str, version: str, outcome: str) -> None:
+    """End an A/B test without promotion: ``challenger`` leaves ``version``, which keeps the outcome
+    in its ``ab_test`` tag."""
+    model = client.get_registered_model(name)
+    if str((model.aliases or {}).get(CHALLENGER, "")) == str(version):
+        client.delete_registered_model_alias(name, CHALLENGER)
+    client.set_model_version_tag(name, str(version), TAG_AB, outcome)
+    log.info("%s version %s retired from its A/B test: %s", name, version, outcome)
 
 
 def aliases_of(client: MlflowClient, name: str, version: str) -> list[str]:

@@ -12,6 +12,8 @@ with a header row, comma-separated; every value is text until validation types i
   who tagged.
 * users: the user-profile snapshot of that week. It carries personal data (name, email, IP,
   device id, age, zip code): only the anonymize stage reads it; nothing after it may.
+* feedback (``raw/feedback/week=.../*.csv``): clicks and plays of the week (``RAW_FEEDBACK_COLUMNS``),
+  read by :mod:`recsys.feedback_log` only; raw user ids, so personal data like events.
 """
 
 from __future__ import annotations
@@ -46,11 +48,31 @@ RAW_USER_COLUMNS: Final = (
     "zip_code",
     "signup_date",
 )
-RAW_COLUMNS: Final = {"events": RAW_EVENT_COLUMNS, "items": RAW_ITEM_COLUMNS, "users": RAW_USER_COLUMNS}
+# feedback: the app's log of clicks and plays on what an A/B test showed, and of organic plays. Not
+# one of KINDS (the weekly ingest / validate stages): it has its own path, recsys.feedback_log.
+FEEDBACK_KIND: Final = "feedback"
+RAW_FEEDBACK_COLUMNS: Final = (
+    "user_id",  # raw user id (personal data)
+    "item_id",  # integer id of a catalogue item
+    "ts",  # ISO-8601 UTC, e.g. 2026-11-16T08:12:33Z, or Unix seconds; inside the file's week
+    "event",  # one of FEEDBACK_EVENTS
+    "watch_seconds",  # seconds watched (>= 0) on a play, empty on a click
+    "position",  # 1-based position in the list shown; empty for an organic play
+    "experiment_id",  # the A/B test of a recommendation row; empty otherwise
+    "arm",  # champion / challenger / holdout on a recommendation row; empty otherwise
+    "from_recommendation",  # true / false
+)
+FEEDBACK_EVENTS: Final = ("click", "play")
+RAW_COLUMNS: Final = {
+    "events": RAW_EVENT_COLUMNS,
+    "items": RAW_ITEM_COLUMNS,
+    "users": RAW_USER_COLUMNS,
+    FEEDBACK_KIND: RAW_FEEDBACK_COLUMNS,
+}
 # Columns a raw file may have or not (any order with the required ones); nothing else is accepted.
 OPTIONAL_ITEM_COLUMNS: Final = ("tags",)  # the item's tags, TAG_SEPARATOR-joined; "" when none
 OPTIONAL_COLUMNS: Final = {"events": (), "items": OPTIONAL_ITEM_COLUMNS, "users": ()}
-KINDS: Final = ("events", "items", "users")
+KINDS: Final = ("events", "items", "users")  # what the weekly ingest and validate stages read
 
 EVENT_TYPES: Final = ("view", "rating", "browse")  # browse = shown/browsed but not watched
 DEVICE_TYPES: Final = ("tv", "mobile", "web", "tablet", "unknown")
@@ -115,6 +137,21 @@ ANON_EVENT_COLUMNS: Final = (
     "device_type",
 )
 ANON_USER_COLUMNS: Final = ("user", "age_band", "gender", "occupation", "zip3", "signup_week")
+# feedback: user str (pseudonym), item_id int64, ts datetime64[ns, UTC], event str,
+# watch_seconds float64 (NaN on a click), position Int64 (NA on an organic play), experiment_id and
+# arm str (None on an organic play), from_recommendation bool, week str (ISO date of its Sunday)
+ANON_FEEDBACK_COLUMNS: Final = (
+    "user",
+    "item_id",
+    "ts",
+    "event",
+    "watch_seconds",
+    "position",
+    "experiment_id",
+    "arm",
+    "from_recommendation",
+    "week",
+)
 
 # ---- prepared (model input) ------------------------------------------------------------------
 # one row per (user, item) pair with the strongest evidence of preference in the window

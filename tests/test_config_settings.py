@@ -59,6 +59,12 @@ def test_pipeline_config_file(tmp_path):
         (json.dumps({"als": {"rank": 0}}), "als.rank"),
         (json.dumps({"colour": "blue"}), "colour"),
         (json.dumps({"top_k": 5}), "must be measured at top_k=5"),
+        (json.dumps({"promotion": "ab"}), "promotion 'ab' needs an `experiment`"),
+        (json.dumps({"experiment": {"experiment_id": "e 1", "salt": "s"}}), "experiment.experiment_id"),
+        (
+            json.dumps({"experiment": {"experiment_id": "e1", "salt": "s", "min_weeks": 3, "max_weeks": 2}}),
+            "max_weeks",
+        ),
     ],
 )
 def test_bad_config_files_name_the_problem(tmp_path, content, message):
@@ -85,3 +91,23 @@ def test_driver_memory_defaults_to_auto_and_keeps_jvm_sizes(tmp_path):
     fixed = Settings.from_env({"RECSYS_HOME": str(tmp_path), "RECSYS_SPARK_DRIVER_MEMORY": "3G"})
     assert driver_memory(fixed) == "3g"
     assert [auto_driver_memory(g * 2**30) for g in (2, 8, 24, 64)] == ["1g", "2g", "6g", "8g"]
+
+
+def test_experiment_config_with_ab_promotion(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(
+        json.dumps(
+            {
+                "promotion": "ab",
+                "experiment": {
+                    "experiment_id": "recs-2026-12",
+                    "salt": "s1",
+                    "arms": {"champion": 0.45, "challenger": 0.45, "holdout": 0.1},
+                },
+            }
+        )
+    )
+    config = PipelineConfig.load(path)
+    assert config.promotion == "ab"
+    assert config.experiment.arms["holdout"] == 0.1
+    assert (config.experiment.min_weeks, config.experiment.max_weeks) == (1, 4)

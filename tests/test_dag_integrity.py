@@ -126,3 +126,14 @@ def test_drift_monitor_shape(dagbag):
     assert info.end - info.start == timedelta(days=1)
     for task in dag.tasks:
         assert task.retries >= 1, f"{task.task_id} has no retries"
+
+
+def test_ab_readout_shape(dagbag):
+    dag = dagbag.dags["ab_readout"]
+    assert sorted(dag.task_ids) == ["ingest_feedback", "readout"]
+    assert dag.get_task("ingest_feedback").downstream_task_ids == {"readout"}
+    # a week without feedback to ingest (skipped) may still be read out from earlier weeks
+    assert dag.get_task("readout").trigger_rule == "none_failed"
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    assert "week" in dag.params
+    assert all(task.retries >= 1 for task in dag.tasks)

@@ -25,7 +25,7 @@ from recsys.pipeline import StageContext
 from recsys.pipeline import anonymize as anonymize_stage
 from recsys.pipeline import prepare as prepare_stage
 from recsys.privacy import ERASURE_LOG, erase_user, erased_pseudonyms, read_erasure_log
-from recsys.schemas import RAW_EVENT_COLUMNS, RAW_ITEM_COLUMNS, RAW_USER_COLUMNS
+from recsys.schemas import RAW_EVENT_COLUMNS, RAW_FEEDBACK_COLUMNS, RAW_ITEM_COLUMNS, RAW_USER_COLUMNS
 from recsys.storage import Lake, write_parquet, write_text
 from recsys.validation import validate_week
 from tests.conftest import PROJECT_ROOT, TEST_KEY, airflow_subprocess_env
@@ -112,7 +112,26 @@ def build_lake(settings) -> Lake:
             }
         )
         write_parquet(recs, lake.partition("recommendations", week) / "recommendations.parquet")
+    # the A/B test's logs: what was shown (exposures) and the feedback to it, the target's included
+    from recsys.feedback_log import ingest_feedback
+
+    shown = recs.assign(arm="champion", experiment_id="exp-1", position=recs["rank"], week=WEEK2.isoformat())
+    write_parquet(shown.assign(model_version="1"), lake.data_file("anonymized", "exposures", WEEK2))
+    write_text(feedback_text(WEEK2), raw_file(lake, "feedback", WEEK2))
+    ingest_feedback(lake, WEEK2, KEY)
     return lake
+
+
+def feedback_text(week: date) -> str:
+    """Clicks and plays of every user, and one bad row of the target's (quarantined)."""
+    head = "user_id,item_id,ts,event,watch_seconds,position,experiment_id,arm,from_recommendation\n"
+    rows = [
+        f"{user},7,{week.isoformat()}T20:0{u}:00Z,click,,1,exp-1,champion,true\n"
+        f"{user},7,{week.isoformat()}T20:1{u}:00Z,play,1200,1,exp-1,champion,true\n"
+        f"{user},3,{week.isoformat()}T21:0{u}:00Z,play,300,,,,false\n"
+        for u, user in enumerate(USERS["user_id"])
+    ]
+    return head + "".join(rows) + f"{TARGET},7,{week.isoformat()}T22:00:00Z,rate,,,,,false\n"
 
 
 def _fields(line: str) -> list[str]:
@@ -209,9 +228,12 @@ def test_erasure_removes_exactly_the_users_rows_from_every_layer(settings, lake)
             lines = old.decode().splitlines(keepends=True)
             want = lines[0] + "".join(line for line in lines[1:] if not _targets_line(line))
             assert new.decode() == want, rel
-            assert new.decode().splitlines()[0] == ",".join(
-                RAW_EVENT_COLUMNS if "events" in rel else RAW_USER_COLUMNS
-            )
+            header = {
+                "events": RAW_EVENT_COLUMNS,
+                "users": RAW_USER_COLUMNS,
+                "feedback": RAW_FEEDBACK_COLUMNS,
+            }
+            assert new.decode().splitlines()[0] == ",".join(header[rel.split("/")[1]])
         else:
             assert new == old, f"{rel} changed"
     assert '"Smith, Ann"' in after[f"raw/users/week={WEEK2}/users.csv"].decode()
@@ -219,7 +241,10 @@ def test_erasure_removes_exactly_the_users_rows_from_every_layer(settings, lake)
     # the counts per layer are exact
     for layer, files in expected.items():
         assert sum(record.removed[layer].values()) == sum(files.values()), layer
-    assert record.removed["raw"] == {"events": 2 * 9, "users": 2}  # 7 + duplicate + malformed per week
+    # events: 7 + duplicate + malformed per week; feedback: click, play, organic play, a bad row
+    assert record.removed["raw"] == {"events": 2 * 9, "users": 2, "feedback": 4}
+    assert record.removed["anonymized"]["feedback"] == 3 and record.removed["anonymized"]["exposures"] == 2
+    assert record.removed["quarantine"]["feedback"] == 1
     assert record.found and record.total_removed == sum(sum(f.values()) for f in expected.values())
     assert record.pseudonym == PSEUDONYM
 
@@ -322,7 +347,7 @@ def test_csv_rewrite_keeps_other_records_byte_for_byte(settings):
     assert users.read_bytes() == b"\xef\xbb\xbf" + ("\r\n".join([header, keep1, keep2]) + "\r\n").encode()
     assert gzip.decompress(events.read_bytes()).decode() == "\n".join([lines[0], lines[1], lines[3]]) + "\n"
     assert untouched.stat().st_mtime_ns == mtime, "a file without the user is not rewritten"
-    assert record.removed["raw"] == {"events": 1, "users": 1} and record.files_rewritten == 2
+    assert record.removed["raw"] == {"events": 1, "users": 1, "feedback": 0} and record.files_rewritten == 2
     assert not list(users.parent.glob(".*")), "no temporary file left behind"
 
 
@@ -403,7 +428,7 @@ def test_user_erasure_dag_runs_through_airflow_without_logging_the_id(tmp_path):
     (entry,) = read_erasure_log(lake)
     assert entry["pseudonym"] == PSEUDONYM and entry["reason"] == "ticket 42"
     assert entry["requested_by"].startswith("airflow:user_erasure/")
-    assert entry["removed"]["raw"] == {"events": 18, "users": 2}
+    assert entry["removed"]["raw"] == {"events": 18, "users": 2, "feedback": 0}
 
     # `airflow dags test` runs the task in-process: its log is this output (and any log files)
     output = out.stdout + out.stderr

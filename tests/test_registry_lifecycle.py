@@ -119,3 +119,44 @@ def test_rollback_without_history_says_so(registry):
     candidate(PASSED)
     with pytest.raises(RecsysError, match="no previous champion"):
         rollback(client, name)
+
+
+def test_ab_mode_first_model_is_champion_then_one_challenger_at_a_time(registry):
+    from recsys.registry import TAG_AB, gate_decision_of, retire_challenger, serving_challenger
+
+    client, name, candidate = registry
+    first = candidate(PASSED, promotion="ab")
+    assert first.aliases == [CHAMPION]  # nothing to test against yet
+    assert serving_challenger(client, name) is None
+    rejected = candidate(REJECTED, promotion="ab", challenger_on_reject=True)
+    assert rejected.aliases == []  # a rejected model is never served to users, whatever the flag
+    second = candidate(PASSED, promotion="ab")
+    assert second.aliases == [CHALLENGER]
+    assert client.get_model_version(name, second.version).tags[TAG_AB] == "under test"
+    assert str(serving_challenger(client, name).version) == second.version
+    third = candidate(PASSED, promotion="ab")  # a test is running: the next candidate waits
+    assert third.aliases == []
+    assert (
+        client.get_model_version(name, third.version)
+        .tags[TAG_AB]
+        .startswith(f"queued: version {second.version}")
+    )
+    assert str(champion_version(client, name).version) == first.version
+    # the registered gate decision is what promotion checks
+    assert gate_decision_of(client.get_model_version(name, second.version)).passed is True
+    assert gate_decision_of(client.get_model_version(name, rejected.version)).passed is False
+    retire_challenger(client, name, second.version, "kept champion: test")
+    assert serving_challenger(client, name) is None
+    assert client.get_model_version(name, second.version).tags[TAG_AB] == "kept champion: test"
+    fourth = candidate(PASSED, promotion="ab")  # the alias is free again
+    assert fourth.aliases == [CHALLENGER]
+
+
+def test_serving_challenger_ignores_a_rejected_challenger(registry):
+    from recsys.registry import serving_challenger
+
+    client, name, candidate = registry
+    candidate(PASSED)
+    flagged = candidate(REJECTED, challenger_on_reject=True)
+    assert flagged.aliases == [CHALLENGER]
+    assert serving_challenger(client, name) is None

@@ -6,6 +6,9 @@ Both sources write the same files into each week's raw partitions (see ``recsys.
     raw/items/week=YYYY-MM-DD/items.csv     catalogue snapshot as of the week's end
     raw/users/week=YYYY-MM-DD/users.csv     user profiles as of the week's end
 
+The synthetic generator also records its world (``generator.json`` at the lake root), so that
+``recsys.feedback_log`` can simulate ``raw/feedback/week=YYYY-MM-DD/feedback.csv`` on it.
+
 UTF-8, header row, comma separated, ``\\n`` line ends, minimal RFC 4180 quoting, written atomically.
 
 * ``recsys.data.synthetic``: ``GeneratorConfig``, ``generate(lake, config, end_week)``
@@ -27,7 +30,8 @@ from recsys.storage import Lake, write_text
 EVENTS_FILE = "events.csv"
 ITEMS_FILE = "items.csv"
 USERS_FILE = "users.csv"
-RAW_FILE_NAMES = {"events": EVENTS_FILE, "items": ITEMS_FILE, "users": USERS_FILE}
+FEEDBACK_FILE = "feedback.csv"  # simulated feedback (recsys.feedback_log.simulate_week)
+RAW_FILE_NAMES = {"events": EVENTS_FILE, "items": ITEMS_FILE, "users": USERS_FILE, "feedback": FEEDBACK_FILE}
 
 _SPECIAL = (",", '"', "\r", "\n")
 
@@ -39,7 +43,9 @@ def _quote(text: str) -> str:
 
 
 def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))
+    return (
+        value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and np.isnan(value))
+    )
 
 
 def csv_rows(df: pd.DataFrame) -> tuple[str, np.ndarray]:
@@ -84,6 +90,7 @@ def raw_file(lake: Lake, kind: str, week: date) -> Path:
 
 __all__ = [
     "EVENTS_FILE",
+    "FEEDBACK_FILE",
     "ITEMS_FILE",
     "RAW_FILE_NAMES",
     "USERS_FILE",

@@ -23,10 +23,14 @@ samples each week's log from it:
   ``GenerationResult.injected_bad_rows`` counts them. Every other row is valid.
 
 Same config (seed included) and same ``end_week`` give byte-identical files.
+
+``generate`` also records its world in ``generator.json`` (lake root) (the config and ``end_week``):
+:func:`world_of_lake` rebuilds the same world from it, e.g. to simulate the users' feedback.
 """
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,7 +43,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from recsys.data import raw_file, write_csv
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, DataNotFoundError, DataReadError
 from recsys.intervals import week_bounds, week_start_of, weeks_back
 from recsys.schemas import (
     EVENT_TYPES,
@@ -48,7 +52,7 @@ from recsys.schemas import (
     RAW_ITEM_COLUMNS,
     RAW_USER_COLUMNS,
 )
-from recsys.storage import Lake
+from recsys.storage import Lake, write_json
 
 GENRES: tuple[str, ...] = (
     "Action",
@@ -501,6 +505,40 @@ def build_world(config: GeneratorConfig, end_week: date) -> World:
     return _build_world(config, weeks[0])
 
 
+GENERATOR_FILE = "generator.json"  # at the lake root: what generate() drew the lake from
+
+
+def generator_file(lake: Lake) -> Path:
+    """``generator.json`` at the lake root: the config and end week of the last ``generate`` into ``lake``."""
+    return lake.root / GENERATOR_FILE
+
+
+def world_of_lake(lake: Lake) -> World:
+    """The world the lake's synthetic weeks were drawn from, rebuilt from the lake's ``generator.json``.
+
+    Raises DataNotFoundError when the lake was not written by ``recsys generate`` (no such file)
+    and DataReadError when the file cannot be read as a generator record.
+    """
+    path = generator_file(lake)
+    if not path.is_file():
+        raise DataNotFoundError(
+            f"no {GENERATOR_FILE} in {path.parent}: feedback can only be simulated on a lake written by "
+            "`recsys generate`"
+        )
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        values, end_week = record["config"], date.fromisoformat(record["end_week"])
+        if not isinstance(values, dict):
+            raise TypeError("config is not an object")
+        config = config_from(values)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, ConfigError) as exc:
+        problem = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+        raise DataReadError(
+            f"{path} is corrupt ({problem}); run `recsys generate` again to rewrite it"
+        ) from None
+    return build_world(config, end_week)
+
+
 # ---- one week of events ------------------------------------------------------------------------
 
 
@@ -722,6 +760,10 @@ def generate(
     end_week = week_start_of(end_week)
     weeks = weeks_back(end_week, config.weeks)
     world = _build_world(config, weeks[0])
+    # the world this lake was drawn from, for world_of_lake (not in result.files: not a raw drop)
+    write_json(
+        generator_file(lake), {"config": config.model_dump(mode="json"), "end_week": end_week.isoformat()}
+    )
     rows: dict[str, int] = {}
     files: list[Path] = []
     bad_total = dict.fromkeys(BAD_ROW_KINDS, 0)
@@ -759,4 +801,6 @@ __all__ = [
     "build_world",
     "config_from",
     "generate",
+    "generator_file",
+    "world_of_lake",
 ]

@@ -5,10 +5,11 @@
 =============================================== ===================== ===================================
 layer                                           files                 a row is the user's when
 =============================================== ===================== ===================================
-``raw/events``, ``raw/users``                   ``*.csv``, ``*.csv.gz`` its ``user_id`` field is the id
+``raw/events``, ``raw/users``, ``raw/feedback`` ``*.csv``, ``*.csv.gz`` its ``user_id`` field is the id
 ``staged``, ``validated``, ``quarantine``       ``*.parquet``         its ``user_id`` is the id
-(events, users)
-``anonymized`` (events, users)                  ``*.parquet``         its ``user`` is the pseudonym
+(events, users, feedback)
+``anonymized`` (events, users, feedback,        ``*.parquet``         its ``user`` is the pseudonym
+exposures)
 ``prepared`` (train, holdout)                   ``*.parquet``         its ``user`` is the pseudonym
 ``recommendations``                             ``*.parquet``         its ``user`` is the pseudonym
 =============================================== ===================== ===================================
@@ -82,14 +83,15 @@ log = logging.getLogger(__name__)
 ERASURE_DIR = "erasures"
 ERASURE_LOG = f"{ERASURE_DIR}/log.jsonl"
 LOCK_FILE = f"{ERASURE_DIR}/.lock"
-RAW_KINDS = ("events", "users")  # items hold no user
+RAW_KINDS = ("events", "users", "feedback")  # items hold no user; feedback: the A/B test's log
+ANONYMIZED_KINDS = (*RAW_KINDS, "exposures")  # exposures: what the A/B test showed each pseudonym
 TEXT_LAYERS = ("staged", "validated", "quarantine")  # rows as read: the raw id, as text
 PSEUDONYM_LAYERS = ("anonymized", "prepared", "recommendations")
 RAW_LINE_COLUMN = "_raw_line"  # recsys.ingest.RAW_LINE: the text of a malformed record
 REDACTED = "[redacted]"
 # labels every record carries (with 0 when nothing was removed), for stable reading
 _DEFAULT_LABELS = {
-    "anonymized": RAW_KINDS,
+    "anonymized": ANONYMIZED_KINDS,
     "prepared": ("train", "holdout"),
     "recommendations": ("recommendations",),
 }
@@ -267,7 +269,7 @@ class _Eraser:
                 self.removed.setdefault(layer, {}).setdefault(kind, 0)
         for layer in PSEUDONYM_LAYERS:
             self.removed.setdefault(layer, dict.fromkeys(_DEFAULT_LABELS[layer], 0))
-            kinds = RAW_KINDS if layer == "anonymized" else (None,)
+            kinds = ANONYMIZED_KINDS if layer == "anonymized" else (None,)
             for kind in kinds:
                 for path in self._parquet_files(layer, kind):
                     label = kind or path.stem
