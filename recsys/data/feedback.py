@@ -77,22 +77,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from recsys.anonymize import pseudonymize, week_of
 from recsys.data.synthetic import _DAY_WEIGHTS, _HOUR_WEIGHTS, World
 from recsys.intervals import week_bounds
+from recsys.schemas import FEEDBACK_EVENTS, RAW_FEEDBACK_COLUMNS
 
 log = logging.getLogger(__name__)
 
 EXPOSURE_COLUMNS: tuple[str, ...] = ("user", "arm", "experiment_id", "item_id", "position", "week")
-FEEDBACK_COLUMNS: tuple[str, ...] = (
-    "user_id",
-    "item_id",
-    "ts",
-    "event",
-    "watch_seconds",
-    "position",
-    "experiment_id",
-    "arm",
-    "from_recommendation",
-)
-FEEDBACK_EVENTS: tuple[str, ...] = ("click", "play")
+FEEDBACK_COLUMNS: tuple[str, ...] = RAW_FEEDBACK_COLUMNS  # the upstream log's contract
 SKIP_REASONS: tuple[str, ...] = ("other_week", "unknown_user", "unknown_item", "unknown_population_user")
 
 _SECONDS_PER_DAY = 86400
