@@ -318,6 +318,8 @@ def version_row(
         notes.append(f"data through {tags['data_through']}")
     if tags.get("review"):
         notes.append(f"review: {tags['review']}")
+    if tags.get("ab_test"):  # promotion mode ab: under test, queued, shipped or retired by a readout
+        notes.append(f"A/B test: {tags['ab_test'][:300]}")
     if tags.get("previous_champion"):
         notes.append(f"replaced champion v{tags['previous_champion']}")
     if tags.get("rolled_back_to"):
@@ -739,7 +741,9 @@ def render_model_history(h: ModelHistory) -> str:
             cards = (
                 '<div class="cards">'
                 + _card(CHAMPION, h, h.champion, "No version holds the champion alias yet.")
-                + _card(CHALLENGER, h, h.challenger, "No challenger (none waits for review).")
+                + _card(
+                    CHALLENGER, h, h.challenger, "No challenger (none waits for review or is under A/B test)."
+                )
                 + "</div>"
             )
         versions = (

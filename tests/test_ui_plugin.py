@@ -384,3 +384,17 @@ def test_plugin_import_is_light():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_model_history_notes_the_ab_test_of_a_version(registry):
+    from recsys.tracking import configure
+
+    settings, (v1, _, _), _ = registry
+    client = configure(settings)
+    client.set_model_version_tag(settings.model_name, v1, "ab_test", "kept champion: exp-1: KEEP")
+    try:
+        history = ui.load_model_history(settings)
+        row = next(v for v in history.versions if v.version == v1)
+        assert "A/B test: kept champion: exp-1: KEEP" in row.notes
+    finally:
+        client.delete_model_version_tag(settings.model_name, v1, "ab_test")
