@@ -801,8 +801,8 @@ def recommend(ctx: StageContext) -> dict[str, Any]:
         served = _reranked(ctx, arm.model, train_df, genres)
         recs = explained(arm.model, served.recommend(arm.users, k=ctx.config.top_k, exclude=exclude), titles)
         rows_config = ctx.config.rows
-        if arm.popularity:  # a holdout is shown nothing personal: no "Because you watched" rows
-            rows_config = rows_config.model_copy(update={"because_rows": 0})
+        if arm.popularity:  # a holdout is shown nothing personalized: popular titles and trending
+            rows_config = rows_config.model_copy(update={"because_rows": 0, "new_this_week": False})
             recs = recs.assign(source="popularity", reason="popular with everyone")
             recs["reason_item_id"] = pd.array([pd.NA] * len(recs), dtype="Int64")
         content = _content_model(ctx, model if arm.popularity else arm.model)
