@@ -24,11 +24,12 @@ RUN_WEEKS ?= 2
 # Week to end on (any day; the last complete week before it is used). Default: today.
 UNTIL ?= $(shell date -u +%F)
 
-.PHONY: help install run test lint ui generate clean bench
+.PHONY: help install run ab-demo test lint ui generate clean bench
 
 help:
 	@echo "make run    set up (venv, Airflow DB, data) and run the weekly retrain DAG end to end"
 	@echo "make test   run the whole test suite"
+	@echo "make ab-demo  an A/B test on simulated users: two weekly runs, a week of feedback, the readout"
 	@echo "make ui     Airflow UI on http://127.0.0.1:8080 and MLflow UI on http://127.0.0.1:5000"
 	@echo "make lint   ruff"
 	@echo "make bench  benchmarks against stock Spark (writes docs/benchmarks.md)"
@@ -69,6 +70,28 @@ run: $(STAMP) $(KEY_FILE) $(AIRFLOW_HOME)/airflow.db
 	  $(BIN)/recsys summary --date $$day || true; \
 	  if [ $$rc -ne 0 ]; then echo "DAG run failed (exit $$rc); last lines of the log:"; tail -30 $(RECSYS_HOME)/logs/dags-test-$$day.log; exit $$rc; fi; \
 	done
+
+# The A/B loop on a lake of its own (var/ab-demo): weekly_retrain for RUN_WEEKS weeks with an
+# experiment in promotion mode ab, then the simulated users' week of the last lists, then ab_readout.
+AB_HOME := $(RECSYS_HOME)/ab-demo
+ab-demo: $(STAMP) $(KEY_FILE) $(AIRFLOW_HOME)/airflow.db
+	@mkdir -p $(AB_HOME)/logs
+	@echo '{"promotion": "ab", "experiment": {"experiment_id": "picks-demo", "salt": "demo"}}' > $(AB_HOME)/ab.json
+	@export RECSYS_HOME=$(AB_HOME) RECSYS_CONFIG=$(AB_HOME)/ab.json RECSYS_MODEL_NAME=recsys_ab_demo \
+	  RECSYS_PSEUDONYM_KEY="$$(cat $(KEY_FILE))"; set -e; \
+	test -n "$$(ls -A $(AB_HOME)/lake/raw/events 2>/dev/null)" || $(BIN)/recsys generate --until $(UNTIL); \
+	for day in $$($(BIN)/recsys run-dates --until $(UNTIL) --weeks $(RUN_WEEKS)); do \
+	  echo "==> airflow dags test weekly_retrain $$day (log: $(AB_HOME)/logs/weekly-$$day.log)"; \
+	  $(BIN)/airflow dags test weekly_retrain $$day > $(AB_HOME)/logs/weekly-$$day.log 2>&1 \
+	    || { tail -30 $(AB_HOME)/logs/weekly-$$day.log; exit 1; }; \
+	  $(BIN)/recsys summary --date $$day | grep -E "registered|A/B test" || true; \
+	done; \
+	shown=$$(date -u -d "$$day + 7 days" +%F); \
+	$(BIN)/recsys simulate-feedback --date $$shown; \
+	echo "==> airflow dags test ab_readout $$shown (log: $(AB_HOME)/logs/ab-readout-$$shown.log)"; \
+	$(BIN)/airflow dags test ab_readout $$shown > $(AB_HOME)/logs/ab-readout-$$shown.log 2>&1 \
+	  || { tail -30 $(AB_HOME)/logs/ab-readout-$$shown.log; exit 1; }; \
+	$(BIN)/recsys ab-status --date $$shown
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=25

@@ -48,6 +48,7 @@ LAKE_COMMANDS = frozenset(
         "rekey",
         "erase",
         "simulate-feedback",
+        "ab-status",
     }
 )
 
@@ -139,6 +140,23 @@ def cmd_stage(args: argparse.Namespace) -> int:
     _progress(f"{args.stage} for week {ctx.week} ...")
     result = run_stage(args.stage, ctx)
     print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_ab_status(args: argparse.Namespace) -> int:
+    from recsys.errors import DataNotFoundError
+    from recsys.experiment import format_readout
+    from recsys.settings import Settings
+    from recsys.storage import Lake
+
+    week = _week_of_day(args.date)
+    result = Lake(Settings.from_env().lake_dir).read_stage_result(week, "ab_readout")
+    if result is None:
+        raise DataNotFoundError(
+            f"no A/B readout of week {week.isoformat()}: run `recsys stage ab_readout --date {args.date}` "
+            "or the ab_readout Dag first"
+        )
+    print(json.dumps(result, indent=2, default=str) if args.json else format_readout(result))
     return 0
 
 
@@ -312,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stage", choices=STAGES + AB_STAGES)
     p.add_argument("--date", type=_day, required=True, help="any day; its last complete week is used")
     p.set_defaults(func=cmd_stage)
+
+    p = sub.add_parser("ab-status", help="show the A/B readout recorded for a week")
+    p.add_argument("--date", type=_day, required=True, help="any day; its last complete week is used")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_ab_status)
 
     p = sub.add_parser("pipeline", help="run every stage for a week, without Airflow")
     p.add_argument("--date", type=_day, required=True, help="any day; its last complete week is used")

@@ -289,4 +289,42 @@ weeks {html.escape(", ".join(weeks))}; exposed users {users}.</p>
 """
 
 
-__all__ = ["ab_readout", "act_on_readout", "feedback", "readout_page"]
+def format_readout(result: dict[str, Any]) -> str:
+    """The recorded result of an ``ab_readout`` stage as a few lines for a terminal."""
+    lines = [f"A/B readout of week {result.get('week')}: experiment {result.get('experiment_id', '-')}"]
+    if result.get("status") != "read out":
+        lines.append(f"  {result.get('status')}: {result.get('reason')}")
+        return "\n".join(lines)
+    lines.append(
+        f"  champion version {result['champion_version']}, challenger version {result['challenger_version']}, "
+        f"weeks {', '.join(result['weeks'])}"
+    )
+    out = result["readout"]
+    from recsys.abtest import ARM_NAMES, METRICS
+
+    metrics = [m for m in METRICS if m in out["comparisons"]]
+    arms = [a for a in ARM_NAMES if a in out["arm_metrics"]]
+    lines.append("  " + f"{'metric':<24}" + "".join(f"{a:>14}" for a in arms) + f"{'lift':>10}{'Holm p':>10}")
+    for metric in metrics:
+        c = out["comparisons"][metric]
+        cells = "".join(f"{_cell(out['arm_metrics'][a].get(metric)):>14}" for a in arms)
+        lift = c.get("relative_lift")
+        lift_text = "n/a" if lift is None else f"{lift * 100:+.1f}%"
+        p_text = "n/a" if c.get("p_adjusted") is None else f"{c['p_adjusted']:.3g}"
+        lines.append(f"  {metric:<24}{cells}{lift_text:>10}{p_text:>10}")
+    users = out["users"]
+    lines.append("  users: " + ", ".join(f"{a} {users[a]}" for a in arms if a in users))
+    lines.append(f"  {result['summary']}")
+    lines.extend(f"    {reason}" for reason in out["reasons"])
+    lines.append(f"  action: {result['action']}")
+    lines.append(f"  report: {result['report']} (MLflow run {result['mlflow_run_id']})")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.4f}" if abs(value) < 100 else f"{value:,.1f}"
+
+
+__all__ = ["ab_readout", "act_on_readout", "feedback", "format_readout", "readout_page"]

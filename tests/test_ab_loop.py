@@ -159,7 +159,7 @@ def test_recommend_splits_users_by_arm_and_logs_exposures(loop):
     assert abs(share["champion"] - 0.45) < 0.05 and abs(share["holdout"] - 0.1) < 0.04
 
 
-def test_better_challenger_ships_through_the_readout_and_moves_champion(loop):
+def test_better_challenger_ships_through_the_readout_and_moves_champion(loop, capsys):
     settings, lake = loop["settings"], loop["lake"]
     simulated = simulate_week(lake, READOUT_WEEK, TEST_KEY.encode())
     assert simulated["clicks"] > 0 and simulated["plays"] > 0
@@ -185,6 +185,12 @@ def test_better_challenger_ships_through_the_readout_and_moves_champion(loop):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "ab")}
     assert {"ab/readout.json", "ab/readout.png", "ab/readout.html"} <= artifacts
     assert "SHIP" in Path(result["report"]).read_text()
+    # `recsys ab-status` prints the recorded readout
+    from recsys.cli import main
+
+    assert main(["ab-status", "--date", (READOUT_WEEK + timedelta(days=8)).isoformat()]) == 0
+    printed = capsys.readouterr().out
+    assert "picks-2026-11: SHIP" in printed and "plays_per_user" in printed and "action: promoted" in printed
     # nothing raw in what the readout wrote
     feedback = pd.read_parquet(lake.data_file("anonymized", "feedback", READOUT_WEEK))
     raw_ids = set(pd.read_csv(lake.raw_files("feedback", READOUT_WEEK)[0], dtype=str)["user_id"])
