@@ -104,6 +104,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.dag
 	$(BIN)/python -m bench.hybrid
 	$(BIN)/python -m bench.abtest
+	$(BIN)/python -m bench.ceiling
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
