@@ -135,7 +135,13 @@ def ab_readout(ctx: StageContext) -> dict[str, Any]:
     page = readout_page(result, base, landed)
     run_id = _log_readout(ctx, result, base, landed, page)
     report = write_text(page, ctx.lake.partition("reports", ctx.week) / "ab_readout.html")
-    action = act_on_readout(ctx, result.decision, len(landed), str(challenger.version), result.summary())
+    action = act_on_readout(
+        ctx,
+        result.decision,
+        len(landed),
+        str(challenger.version),
+        f"{result.summary()} (readout run {run_id})",
+    )
     return ctx.record(
         "ab_readout",
         {
