@@ -238,9 +238,9 @@ def content(ctx: StageContext) -> dict[str, Any]:
 
     from recsys.content import ContentModel
     from recsys.storage import replace_dir
-    from recsys.tracking import configure
+    from recsys.tracking import CONTENT_SUFFIX, configure
 
-    experiment_name = f"{ctx.settings.mlflow_experiment}_content"
+    experiment_name = ctx.settings.mlflow_experiment + CONTENT_SUFFIX
     configure(ctx.settings, experiment=experiment_name)
     items_file = ctx.lake.data_file("anonymized", "items", ctx.week)
     items = read_parquet(items_file)

@@ -44,6 +44,10 @@ def configure(settings: Settings, experiment: str | None = None) -> MlflowClient
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+CONTENT_SUFFIX = "_content"
+"""The content stage logs its runs in the experiment ``<mlflow_experiment>_content``."""
+
+
 def metric_key(name: str) -> str:
     """MLflow metric names cannot hold '@': ``ndcg@10`` is logged as ``ndcg_at_10``."""
     return name.replace("@", "_at_")

@@ -200,6 +200,12 @@ def test_planted_leaks_are_found_with_kind_location_and_a_masked_sample(isolated
     with mlflow.start_run():  # another week: not this run's business
         mlflow.set_tag("week", PREVIOUS.isoformat())
         mlflow.log_param("client", omar["ip_address"])
+    # 3b. a user-written tag in the content model's run (its own experiment) naming someone's email
+    configure(isolated, experiment=isolated.mlflow_experiment + "_content")
+    with mlflow.start_run() as content_run:
+        mlflow.set_tag("week", WEEK.isoformat())
+        mlflow.log_text(f"title,tags\nFilm 1,great! ask {li['email']}\n", "content/catalogue.csv")
+    configure(isolated)
     # 4. a device id (and a name) in an Airflow task log
     logs = tmp_path / "airflow-logs"
     task_log = logs / "dag_id=weekly_retrain" / "run_id=manual" / "task_id=train" / "attempt=1.log"
@@ -219,8 +225,10 @@ def test_planted_leaks_are_found_with_kind_location_and_a_masked_sample(isolated
     assert _kinds_at(report, f"{run_loc}/params/client") == {"ip"}
     assert _kinds_at(report, f"{run_loc}/artifacts/notes/contact.txt") == {"email"}
     assert _kinds_at(report, f"airflow-log:{task_log}") == {"device_id", "name"}
-    assert report.checked["mlflow_runs"] == 1, "only the runs tagged with the week"
-    assert len(report.findings) == 7
+    content_loc = f"mlflow:run/{content_run.info.run_id}/artifacts/content/catalogue.csv"
+    assert _kinds_at(report, content_loc) == {"email"}
+    assert report.checked["mlflow_runs"] == 2, "only the runs tagged with the week"
+    assert len(report.findings) == 8
     assert all(f.matched == "input" and f.count >= 1 for f in report.findings)
     note = next(f for f in report.findings if f.location.endswith("[note]"))
     assert note.sample == "j***@example.com"

@@ -548,10 +548,11 @@ def _download(out: _Collector, location: str, **kwargs: Any) -> Path | None:
 def _scan_mlflow(settings: Settings, week: date, out: _Collector) -> None:
     from mlflow.entities import ViewType
 
-    from recsys.tracking import configure
+    from recsys.tracking import CONTENT_SUFFIX, configure
 
     client = configure(settings)
-    names = [settings.mlflow_experiment, settings.mlflow_experiment + VALIDATION_SUFFIX]
+    # the content runs hold the catalogue's text (titles, user-written tags): scanned too
+    names = [settings.mlflow_experiment + suffix for suffix in ("", VALIDATION_SUFFIX, CONTENT_SUFFIX)]
     experiment_ids = [e.experiment_id for n in names if (e := client.get_experiment_by_name(n)) is not None]
     day = week.isoformat()
     scanned_models: set[str] = set()
