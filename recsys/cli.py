@@ -15,6 +15,7 @@
     recsys scan --date DATE               leak scan of what a week's run published
     recsys rekey --new-key-env VAR        rotate the pseudonymization key
     recsys simulate-feedback --date DATE [--seed N]   simulated users' feedback to the week's exposures
+    recsys ab-status --date DATE [--json] the A/B readout recorded for the week (see `stage ab_readout`)
 
 DATE is any day (YYYY-MM-DD); the run works on the last complete week (Sunday to Sunday, UTC)
 ending on or before it, exactly as the Airflow DAG does with its data interval.
