@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from bench.common import measure, movielens_pairs, table, write_section
-from bench.train import K, score, split
+from bench.train import TUNED_HEADER, K, popularity_row, score, split, tuned_row
 
 LAMBDAS = (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 
@@ -72,25 +72,10 @@ def ceiling_rows(name: str) -> list[list[object]]:
             ]
             if value > best:
                 chosen, best = lam, value
-        final = score(ease_model(train, chosen), train, holdout)["ndcg@10"]
-    ratio = final / pop if pop > 0 else float("nan")
-    print(
-        f"[{name}] EASE: chose lambda={chosen:g} (validation ndcg@10 {best:.4f}); holdout ndcg@10 "
-        f"{final:.4f} = {ratio:.2f}x popularity ({pop:.4f}); {m.seconds:.0f}s, peak {m.peak_gib:.2f} GiB",
-        flush=True,
-    )
+        final = ease_model(train, chosen)
     return [
-        [
-            name,
-            "EASE (item-item, tuned)",
-            f"lambda={chosen:g}",
-            best,
-            final,
-            f"{ratio:.2f}x",
-            m.seconds,
-            m.peak_gib,
-        ],
-        [name, "popularity baseline", "", "", pop, "1.00x", "", ""],
+        tuned_row(name, "EASE (item-item, tuned)", {"lambda": chosen}, best, final, m, pop, train, holdout),
+        popularity_row(name, pop),
     ]
 
 
@@ -105,20 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "EASE, a strong collaborative filter the project does not serve, on the split of the tuned section "
         f"(lambda chosen from {', '.join(f'{v:g}' for v in LAMBDAS)} on the time-aware validation split "
         "of the training window, refit on the window, scored once on the holdout). It shows how much "
-        "of the 1.6x-popularity target the data allows beyond ALS.\n\n"
-        + table(
-            [
-                "data",
-                "model",
-                "chosen",
-                "validation NDCG@10",
-                "holdout NDCG@10",
-                "vs popularity",
-                "seconds",
-                "peak GiB",
-            ],
-            rows,
-        )
+        "of the 1.6x-popularity target the data allows beyond ALS.\n\n" + table(TUNED_HEADER, rows)
     )
     path = write_section("ceiling", "Quality ceiling: EASE on the same split", body)
     print(f"wrote {path}")

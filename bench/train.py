@@ -204,8 +204,26 @@ def tuned_rows(name: str, train: pd.DataFrame, holdout: pd.DataFrame) -> list[li
     rows.append(
         tuned_row(name, "implicit ALS (CPU, tuned)", best_point, best_score, imp, m, pop, train, holdout)
     )
-    rows.append([name, "popularity baseline", "", "", pop, "1.00x", "", ""])
+    rows.append(popularity_row(name, pop))
     return rows
+
+
+TUNED_HEADER = [
+    "data",
+    "model",
+    "chosen",
+    "validation NDCG@10",
+    "holdout NDCG@10",
+    "vs popularity",
+    "seconds",
+    "peak GiB",
+]
+"""Columns of a row of :func:`tuned_row` (and :func:`popularity_row`)."""
+
+
+def popularity_row(name: str, pop: float) -> list[object]:
+    """The popularity baseline's row of a tuned-quality table."""
+    return [name, "popularity baseline", "", "", pop, "1.00x", "", ""]
 
 
 def tuned_row(name, label, point, validation_score, model, m, pop, train, holdout) -> list[object]:  # noqa: ANN001
@@ -285,16 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs with tuning enabled; implicit gets the same split and grid. Seconds: the whole search "
             "and the refit.\n\n"
             + table(
-                [
-                    "data",
-                    "model",
-                    "chosen",
-                    "validation NDCG@10",
-                    "holdout NDCG@10",
-                    "vs popularity",
-                    "seconds",
-                    "peak GiB",
-                ],
+                TUNED_HEADER,
                 tuned,
             )
         )

@@ -741,7 +741,8 @@ def _p(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.3g}"
 
 
-def _num(value: float) -> str:
+def format_number(value: float) -> str:
+    """A metric value for people: 4 decimals below 100, 1 above (thousands separated); NaN is n/a."""
     if math.isnan(value):
         return "n/a"
     return f"{value:,.4f}" if abs(value) < 100 else f"{value:,.1f}"
@@ -750,7 +751,7 @@ def _num(value: float) -> str:
 def _describe(c: MetricComparison, alpha: float) -> str:
     level = f"{(1 - alpha) * 100:g}%"
     return (
-        f"{c.metric} {_num(c.champion)} -> {_num(c.challenger)} ({_pct(c.relative_lift)}, {level} CI "
+        f"{c.metric} {format_number(c.champion)} -> {format_number(c.challenger)} ({_pct(c.relative_lift)}, {level} CI "
         f"{_pct(c.lift_ci_low)} .. {_pct(c.lift_ci_high)}; {c.test} p = {_p(c.p_value)}, "
         f"Holm p = {_p(c.p_adjusted)})"
     )
@@ -800,7 +801,7 @@ def readout_from_users(
     srm = srm_check(users, config)
     decision, reasons = _decide(config, users, comparisons, srm, assignment_mismatches)
     if HOLDOUT in config.arms:
-        values = ", ".join(f"{m} {_num(arm_metrics[HOLDOUT][m])}" for m in METRICS)
+        values = ", ".join(f"{m} {format_number(arm_metrics[HOLDOUT][m])}" for m in METRICS)
         reasons.append(f"INFO: holdout (popularity, {users[HOLDOUT]:,} users, not decided on): {values}")
     return Readout(
         experiment_id=config.experiment_id,

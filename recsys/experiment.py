@@ -82,7 +82,7 @@ def _test_weeks(exposures: pd.DataFrame, challenger_version: str) -> list[str]:
 
 def ab_readout(ctx: StageContext) -> dict[str, Any]:
     """Read the experiment out over the weeks up to ``ctx.week`` and act on it (module docstring)."""
-    from recsys.abtest import readout
+    from recsys.abtest import plot_readout, readout
     from recsys.feedback_log import read_exposures, read_feedback
     from recsys.registry import champion_version, serving_challenger
     from recsys.tracking import configure
@@ -132,8 +132,9 @@ def ab_readout(ctx: StageContext) -> dict[str, Any]:
     active = events[["user", "week"]].drop_duplicates()
     result = readout(shown, events, active, experiment)
     log.info("ab_readout: %s", result.summary())
-    page = readout_page(result, base, landed)
-    run_id = _log_readout(ctx, result, base, landed, page)
+    png = plot_readout(result)
+    page = readout_page(result, base, landed, png)
+    run_id = _log_readout(ctx, result, base, landed, page, png)
     report = write_text(page, ctx.lake.partition("reports", ctx.week) / "ab_readout.html")
     action = act_on_readout(
         ctx,
@@ -184,11 +185,12 @@ def act_on_readout(ctx: StageContext, decision: str, weeks: int, version: str, s
     return f"continue: inconclusive after {weeks} of at most {experiment.max_weeks} weeks"
 
 
-def _log_readout(ctx: StageContext, result: Any, base: dict[str, Any], weeks: list[str], page: str) -> str:
+def _log_readout(
+    ctx: StageContext, result: Any, base: dict[str, Any], weeks: list[str], page: str, png: bytes
+) -> str:
     """One MLflow run of experiment ``<experiment>_ab`` per readout: metrics, json, plot and page."""
     import mlflow
 
-    from recsys.abtest import plot_readout
     from recsys.report import log_html
     from recsys.tracking import configure, metric_key
 
@@ -227,19 +229,17 @@ def _log_readout(ctx: StageContext, result: Any, base: dict[str, Any], weeks: li
         mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # NaN: not computable
         mlflow.log_dict(json_safe(result.to_dict()), "ab/readout.json")
         with tempfile.TemporaryDirectory() as tmp:
-            png = Path(tmp) / "readout.png"
-            png.write_bytes(plot_readout(result))
-            mlflow.log_artifact(str(png), "ab")
+            path = Path(tmp) / "readout.png"
+            path.write_bytes(png)
+            mlflow.log_artifact(str(path), "ab")
         log_html(page, "ab/readout.html", "the A/B readout", run_id=run.info.run_id)
         return run.info.run_id
 
 
-def readout_page(result: Any, base: dict[str, Any], weeks: list[str]) -> str:
+def readout_page(result: Any, base: dict[str, Any], weeks: list[str], png: bytes) -> str:
     """A self-contained HTML page of a readout: the decision and its reasons, per-arm metrics, the
-    comparisons and the lift plot (embedded)."""
+    comparisons and the lift plot ``png`` (:func:`recsys.abtest.plot_readout`, embedded)."""
     import base64
-
-    from recsys.abtest import plot_readout
 
     def cell(value: Any) -> str:
         if isinstance(value, float):
@@ -272,7 +272,7 @@ def readout_page(result: Any, base: dict[str, Any], weeks: list[str]) -> str:
         for c in result.comparisons.values()
     )
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in result.reasons)
-    image = base64.b64encode(plot_readout(result)).decode("ascii")
+    image = base64.b64encode(png).decode("ascii")
     users = ", ".join(f"{html.escape(a)} {n:,}" for a, n in result.users.items())
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>A/B readout {html.escape(result.experiment_id)}</title>
@@ -313,7 +313,7 @@ def format_readout(result: dict[str, Any]) -> str:
     lines.append("  " + f"{'metric':<24}" + "".join(f"{a:>14}" for a in arms) + f"{'lift':>10}{'Holm p':>10}")
     for metric in metrics:
         c = out["comparisons"][metric]
-        cells = "".join(f"{_cell(out['arm_metrics'][a].get(metric)):>14}" for a in arms)
+        cells = "".join(f"{_number(out['arm_metrics'][a].get(metric)):>14}" for a in arms)
         lift = c.get("relative_lift")
         lift_text = "n/a" if lift is None else f"{lift * 100:+.1f}%"
         p_text = "n/a" if c.get("p_adjusted") is None else f"{c['p_adjusted']:.3g}"
@@ -327,10 +327,11 @@ def format_readout(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:,.4f}" if abs(value) < 100 else f"{value:,.1f}"
+def _number(value: float | None) -> str:
+    """A value of a recorded (JSON) readout, where a value not computable is null."""
+    from recsys.abtest import format_number
+
+    return format_number(float("nan") if value is None else value)
 
 
 __all__ = ["ab_readout", "act_on_readout", "feedback", "format_readout", "readout_page"]
