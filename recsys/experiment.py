@@ -52,14 +52,14 @@ AB_EXPERIMENT_SUFFIX = "_ab"
 def feedback(ctx: StageContext) -> dict[str, Any]:
     """Stream, validate and pseudonymize the raw feedback log of ``ctx.week`` (see module docstring)."""
     from recsys.errors import DataNotFoundError
-    from recsys.feedback_log import ingest_feedback
+    from recsys.feedback_log import exposures_file, ingest_feedback
 
     if ctx.config.experiment is None:
         return ctx.record(
             "feedback", {"status": "skipped", "reason": "no experiment configured (config `experiment`)"}
         )
     if not ctx.lake.raw_files("feedback", ctx.week):
-        if ctx.lake.data_file("anonymized", "exposures", ctx.week).is_file():
+        if exposures_file(ctx.lake, ctx.week).is_file():
             raise DataNotFoundError(
                 f"lists were shown in week {ctx.week.isoformat()} (exposures logged) but no feedback "
                 f"has landed in {ctx.lake.partition('raw', ctx.week, 'feedback')}"
@@ -83,7 +83,7 @@ def _test_weeks(exposures: pd.DataFrame, challenger_version: str) -> list[str]:
 def ab_readout(ctx: StageContext) -> dict[str, Any]:
     """Read the experiment out over the weeks up to ``ctx.week`` and act on it (module docstring)."""
     from recsys.abtest import plot_readout, readout
-    from recsys.feedback_log import read_exposures, read_feedback
+    from recsys.feedback_log import active_users, feedback_file, read_exposures, read_feedback
     from recsys.registry import champion_version, serving_challenger
     from recsys.tracking import configure
 
@@ -116,9 +116,7 @@ def ab_readout(ctx: StageContext) -> dict[str, Any]:
                 f"experiment {experiment.experiment_id} up to week {ctx.week.isoformat()}",
             },
         )
-    landed = [
-        w for w in served if ctx.lake.data_file("anonymized", "feedback", date.fromisoformat(w)).is_file()
-    ]
+    landed = [w for w in served if feedback_file(ctx.lake, date.fromisoformat(w)).is_file()]
     waiting = [w for w in served if w not in landed]
     base.update(served_weeks=served, awaiting_feedback=waiting)
     if not landed:
@@ -129,7 +127,7 @@ def ab_readout(ctx: StageContext) -> dict[str, Any]:
     shown = exposures[exposures["week"].astype(str).isin(landed)]
     events = read_feedback(ctx.lake, [date.fromisoformat(w) for w in landed])
     events = events.assign(week=events["week"].astype(str))
-    active = events[["user", "week"]].drop_duplicates()
+    active = active_users(events)
     result = readout(shown, events, active, experiment)
     log.info("ab_readout: %s", result.summary())
     png = plot_readout(result)

@@ -32,7 +32,6 @@ Both write atomically and replace what an earlier run of the same week wrote.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import uuid
 from collections import Counter
@@ -44,8 +43,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from recsys import abtest
 from recsys.abtest import ARM_NAMES
 from recsys.data.feedback import FeedbackConfig
 from recsys.errors import ConfigError, DataNotFoundError, ValidationFailed
@@ -59,11 +58,11 @@ from recsys.schemas import (
     SOURCE_FILE,
     SOURCE_LINE,
 )
-from recsys.storage import Lake
+from recsys.storage import Lake, write_parquet
 
 log = logging.getLogger(__name__)
 
-EXPOSURE_COLUMNS = ("user", "arm", "experiment_id", "item_id", "position", "week", "model_version")
+EXPOSURE_COLUMNS = (*abtest.EXPOSURE_COLUMNS, "model_version")  # as the recommend stage writes them
 
 USER_MISSING = "user_id missing"
 ITEM_NOT_INT = "item_id not an integer"
@@ -253,8 +252,8 @@ def ingest_feedback(lake: Lake, week: date, key: bytes) -> dict[str, Any]:
     }
     assert result["read"] == result["used"] + result["quarantined"] + result["erased"], result
 
-    _write_table(quarantine, quarantine_file(lake, week), quarantine_schema(text_columns))
-    _write_table(anonymized, feedback_file(lake, week), _anonymized_schema(anonymized))
+    write_parquet(quarantine, quarantine_file(lake, week), quarantine_schema(text_columns))
+    write_parquet(anonymized, feedback_file(lake, week), _anonymized_schema(anonymized))
     log.info(
         "ingest feedback %s: %d read, %d used, %d quarantined, %d of erased users dropped",
         week,
@@ -344,18 +343,6 @@ def _anonymized_schema(df: pd.DataFrame) -> pa.Schema:
         ],
         metadata=pa.Schema.from_pandas(df, preserve_index=False).metadata,  # Int64 reads back as Int64
     )
-
-
-def _write_table(df: pd.DataFrame, path: Path, schema: pa.Schema) -> Path:
-    """Write ``df`` with ``schema`` to ``path`` atomically (temporary name in the folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 # ---- reading --------------------------------------------------------------------------------------

@@ -831,14 +831,14 @@ def recommend(ctx: StageContext) -> dict[str, Any]:
         "model_version": str(champ.version),
     }
     if ctx.config.experiment is not None:
+        from recsys.feedback_log import exposures_file
+
         shown_in = serving_week(ctx.week)  # trained on this week, shown during the next
         exposures = _exposures(recs, ctx.config.experiment.experiment_id, shown_in)
         result["experiment"] = {
             "experiment_id": ctx.config.experiment.experiment_id,
             "serving_week": shown_in.isoformat(),
-            "exposures_path": str(
-                write_parquet(exposures, ctx.lake.data_file("anonymized", "exposures", shown_in))
-            ),
+            "exposures_path": str(write_parquet(exposures, exposures_file(ctx.lake, shown_in))),
             "arms": {
                 a.name: {"users": len(a.users), "model_version": a.version}
                 for a in arms

@@ -91,12 +91,13 @@ def _temp_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
 
 
-def write_parquet(df: pd.DataFrame, path: Path) -> Path:
-    """Write ``df`` to ``path`` atomically (temp file + rename)."""
+def write_parquet(df: pd.DataFrame, path: Path, schema: Any = None) -> Path:
+    """Write ``df`` to ``path`` atomically (temp file + rename); ``schema``: a ``pyarrow.Schema`` to
+    write instead of the one pyarrow infers (e.g. typed columns of an empty frame)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_sibling(path)
     try:
-        df.to_parquet(tmp, index=False)
+        df.to_parquet(tmp, index=False, **({"schema": schema} if schema is not None else {}))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
