@@ -8,6 +8,7 @@ returns it: a small JSON-able dict fit for XCom.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import tempfile
@@ -607,11 +608,15 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
 
 def _content_model(ctx: StageContext, served: Any) -> Any:
     """The served hybrid's content model, or (ALS served alone) the one the content stage fitted."""
-    from recsys.content import ContentModel
     from recsys.hybrid import HybridModel
 
-    if isinstance(served, HybridModel):
-        return served.content
+    return served.content if isinstance(served, HybridModel) else _week_content(ctx)
+
+
+def _week_content(ctx: StageContext) -> Any:
+    """The content model the week's content stage fitted (read from the lake)."""
+    from recsys.content import ContentModel
+
     return ContentModel.load(Path(ctx.result("content")["path"]))
 
 
@@ -764,9 +769,10 @@ def recommend(ctx: StageContext) -> dict[str, Any]:
     challenger under test, or popularity for a holdout; :func:`recsys.abtest.assign`) and what was
     shown is logged as exposures (``anonymized/exposures``) for the ab_readout Dag."""
     from recsys.evaluate import item_genres, train_items
+    from recsys.hybrid import HybridModel
     from recsys.registry import CHAMPION, champion_version, load_served_model
     from recsys.rows import page_rows
-    from recsys.serving import explained
+    from recsys.serving import explained, serving_frame
 
     if ctx.plan is not None and ctx.plan.backfill:
         return ctx.record(
@@ -796,16 +802,23 @@ def recommend(ctx: StageContext) -> dict[str, Any]:
     out = ctx.lake.partition("recommendations", ctx.week)
     start, end = week_bounds(ctx.week)
     exclude = train_items(train_df)
+    week_content = functools.cache(lambda: _week_content(ctx))  # ALS arms share it: read once
     rec_parts, row_parts = [], []
     for arm in arms:
         served = _reranked(ctx, arm.model, train_df, genres)
-        recs = explained(arm.model, served.recommend(arm.users, k=ctx.config.top_k, exclude=exclude), titles)
+        lists = served.recommend(arm.users, k=ctx.config.top_k, exclude=exclude)
         rows_config = ctx.config.rows
+        shown_by = model if arm.popularity else arm.model  # the holdout's rows use the champion's
+        content = shown_by.content if isinstance(shown_by, HybridModel) else week_content()
         if arm.popularity:  # a holdout is shown nothing personalized: popular titles and trending
             rows_config = rows_config.model_copy(update={"because_rows": 0, "new_this_week": False})
-            recs = recs.assign(source="popularity", reason="popular with everyone")
-            recs["reason_item_id"] = pd.array([pd.NA] * len(recs), dtype="Int64")
-        content = _content_model(ctx, model if arm.popularity else arm.model)
+            recs = serving_frame(lists).assign(
+                source="popularity",
+                reason_item_id=pd.array([pd.NA] * len(lists), dtype="Int64"),
+                reason="popular with everyone",
+            )
+        else:
+            recs = explained(arm.model, lists, titles)
         rows = page_rows(
             recs, arm.model, content, train_df, items, titles, start, end, rows_config, arm.users
         )
