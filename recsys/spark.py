@@ -13,13 +13,19 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recsys.settings import Settings
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    import pandas as pd
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +122,43 @@ def get_spark(settings: Settings, app_name: str = "recsys-retrain") -> SparkSess
         spark.sparkContext.defaultParallelism,
     )
     return spark
+
+
+def is_local(spark: SparkSession) -> bool:
+    """Whether the session runs on a local master (driver and executors share this machine's disk)."""
+    return spark.sparkContext.master.startswith("local")
+
+
+def _scratch_dir(spark: SparkSession) -> Path:
+    configured = spark.sparkContext.getConf().get("spark.local.dir")
+    base = Path(configured.split(",")[0]) if configured else Path(tempfile.gettempdir())
+    return base / "handoff"
+
+
+@contextmanager
+def pandas_to_spark(spark: SparkSession, frame: pd.DataFrame) -> Iterator[DataFrame]:
+    """``frame`` as a Spark DataFrame, for as long as the ``with`` block runs.
+
+    On a local master the frame goes through an uncompressed Parquet file in Spark's local dir,
+    which Spark scans natively and in parallel. That is much faster than ``createDataFrame``, whose
+    Arrow batches are turned into rows on the driver before the first job starts: at 830k rating
+    triples (MovieLens-1M shape) the ALS fit took 4.5 s from Parquet against 7.7 s from Arrow
+    (docs/benchmarks.md). A cluster's executors cannot read the driver's disk, so on any other master
+    the frame goes through Arrow. The file is removed when the block ends; use the DataFrame (and
+    materialize what is derived from it) inside the block.
+    """
+    if not is_local(spark):
+        yield spark.createDataFrame(frame)
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory = _scratch_dir(spark)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{uuid.uuid4().hex}.parquet"
+    try:
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, compression="none")
+        yield spark.read.parquet(str(path))
+    finally:
+        if path.exists():
+            path.unlink()

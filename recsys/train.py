@@ -11,7 +11,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from recsys.model import FactorModel, popularity_order, seen_matrix
-from recsys.spark import als_sizing
+from recsys.spark import als_sizing, pandas_to_spark
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -68,7 +68,6 @@ def fit_spark_als(
     )
     log.info("ALS on %d pairs: %s", len(frame), sizing.describe())
     started = time.perf_counter()
-    sdf = spark.createDataFrame(frame)
     als = ALS(
         rank=config.rank,
         maxIter=config.max_iter,
@@ -85,7 +84,10 @@ def fit_spark_als(
         coldStartStrategy="drop",
         seed=config.seed,
     )
-    fitted = als.fit(sdf)
+    # ALS materializes (and persists) its blocks and final factors inside fit, so the model does not
+    # read its input again once the hand-off file is gone
+    with pandas_to_spark(spark, frame) as sdf:
+        fitted = als.fit(sdf)
     return fitted, users, items, time.perf_counter() - started
 
 
