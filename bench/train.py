@@ -26,6 +26,7 @@ import pandas as pd
 from bench.common import SHAPES, generated_pairs, measure, median_run, movielens_pairs, table, write_section
 
 K = 10
+FIRST_SEED = 42
 
 
 def split(pairs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -43,7 +44,9 @@ def score(model, train: pd.DataFrame, holdout: pd.DataFrame) -> dict[str, float]
     return score_model(model, train, holdout, K, int(train["item_id"].nunique()))
 
 
-def implicit_model(train: pd.DataFrame, rank: int, iterations: int, reg: float, alpha: float):  # noqa: ANN201
+def implicit_model(  # noqa: ANN201
+    train: pd.DataFrame, rank: int, iterations: int, reg: float, alpha: float, seed: int = FIRST_SEED
+):
     from implicit.cpu.als import AlternatingLeastSquares
     from scipy import sparse
 
@@ -59,7 +62,7 @@ def implicit_model(train: pd.DataFrame, rank: int, iterations: int, reg: float, 
         factors=rank,
         iterations=iterations,
         regularization=reg,
-        random_state=42,
+        random_state=seed,
         calculate_training_loss=False,
     )
     als.fit(matrix, show_progress=False)
@@ -74,8 +77,9 @@ def implicit_model(train: pd.DataFrame, rank: int, iterations: int, reg: float, 
     )
 
 
-def stock_spark_model(train: pd.DataFrame, rank: int, iterations: int):  # noqa: ANN201
-    """Spark's ALS with its defaults (regParam 0.1, alpha 1.0, 10 blocks) in a default session."""
+def stock_spark_model(train: pd.DataFrame, rank: int, iterations: int, seed: int | None = None):  # noqa: ANN201
+    """Spark's ALS with its defaults (regParam 0.1, alpha 1.0, 10 blocks) in a default session; ``seed``
+    for its random start (None: Spark's own default seed)."""
     from pyspark.ml.recommendation import ALS
     from pyspark.sql import SparkSession
 
@@ -96,9 +100,10 @@ def stock_spark_model(train: pd.DataFrame, rank: int, iterations: int):  # noqa:
             "r": train["strength"].astype(np.float32),
         }
     )
-    fitted = ALS(
-        rank=rank, maxIter=iterations, implicitPrefs=True, userCol="u", itemCol="i", ratingCol="r"
-    ).fit(spark.createDataFrame(frame))
+    als = ALS(rank=rank, maxIter=iterations, implicitPrefs=True, userCol="u", itemCol="i", ratingCol="r")
+    if seed is not None:
+        als.setSeed(seed)
+    fitted = als.fit(spark.createDataFrame(frame))
     model = factor_model(fitted, users, items, train, ALSConfig(rank=rank, max_iter=iterations))
     spark.stop()
     return model
@@ -126,36 +131,55 @@ def project_model(train: pd.DataFrame, config):  # noqa: ANN001, ANN201
     return model
 
 
+def seeded_runs(make, repeats: int):  # noqa: ANN001, ANN201
+    """``make(seed)`` for seeds 42, 43, ...: (every run's model, a Measure with the median wall time)."""
+    models: list = []
+    seeds = iter(range(FIRST_SEED, FIRST_SEED + repeats))
+    _, m = median_run(lambda: models.append(make(next(seeds))), repeats)
+    return models, m
+
+
 def speed_rows(name: str, train: pd.DataFrame, holdout: pd.DataFrame, repeats: int) -> list[list[object]]:
+    """Time and quality of each model; the quality is the mean over the timed runs' models, each
+    trained with its own seed (ALS's result moves with its random start, so one seed could make a
+    model look better or worse than another by chance)."""
     from recsys.model import popularity_model
     from recsys.train import ALSConfig
 
     config = ALSConfig()
     rows = []
 
-    def row(label: str, model, m) -> list[object]:  # noqa: ANN001
-        metrics = score(model, train, holdout)
+    def row(label: str, models: list, m) -> list[object]:  # noqa: ANN001
+        scores = [score(model, train, holdout) for model in models]
+        ndcg = [s["ndcg@10"] for s in scores]
+        spread = f"{min(ndcg):.4f}-{max(ndcg):.4f}" if len(set(ndcg)) > 1 else ""
         print(
             f"[{name}] {label}: {m.seconds:.2f}s (median of {repeats}), peak {m.peak_gib:.2f} GiB, "
-            f"ndcg@10 {metrics['ndcg@10']:.4f}",
+            f"ndcg@10 {np.mean(ndcg):.4f} {spread}",
             flush=True,
         )
-        return [name, label, m.seconds, m.peak_gib, metrics["ndcg@10"], metrics["precision@10"]]
+        precision = float(np.mean([s["precision@10"] for s in scores]))
+        return [name, label, m.seconds, m.peak_gib, float(np.mean(ndcg)), spread, precision]
 
-    project, m = median_run(lambda: project_model(train, config), repeats)
+    project, m = seeded_runs(
+        lambda seed: project_model(train, config.model_copy(update={"seed": seed})), repeats
+    )
     rows.append(row("project training stage", project, m))
     project_seconds = m.seconds
-    stock, m = median_run(lambda: stock_spark_model(train, config.rank, config.max_iter), repeats)
+    stock, m = seeded_runs(lambda seed: stock_spark_model(train, config.rank, config.max_iter, seed), repeats)
     rows.append(row("stock Spark ALS (defaults)", stock, m))
     rows[0][1] = (
         f"project ALS fit, as the stage runs it ({m.seconds / max(project_seconds, 1e-9):.1f}x faster than stock)"
     )
-    imp, m = median_run(
-        lambda: implicit_model(train, config.rank, config.max_iter, config.reg_param, config.alpha), repeats
+    imp, m = seeded_runs(
+        lambda seed: implicit_model(
+            train, config.rank, config.max_iter, config.reg_param, config.alpha, seed
+        ),
+        repeats,
     )
     rows.append(row("implicit ALS (CPU)", imp, m))
     pop, m = median_run(lambda: popularity_model(train), repeats)
-    rows.append(row("popularity baseline", pop, m))
+    rows.append(row("popularity baseline", [pop], m))
     return rows
 
 
@@ -247,7 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--shapes", nargs="+", default=["ml-100k", "ml-latest-small", "ml-1m shape", "ml-10m shape"]
+        "--shapes",
+        nargs="*",
+        default=["ml-100k", "ml-latest-small", "ml-1m shape", "ml-10m shape"],
+        help="datasets for the speed table (none: leave that section as it is)",
     )
     parser.add_argument(
         "--tuned", nargs="*", default=["ml-100k", "ml-latest-small"], help="datasets to tune on"
@@ -270,25 +297,32 @@ def main(argv: list[str] | None = None) -> int:
     spark.stop()
 
     rows: list[list[object]] = []
+    path = None
     for name in args.shapes:
         train, holdout = split(load(name))
         print(f"[{name}] {len(train):,} training pairs, {len(holdout):,} relevant holdout pairs", flush=True)
         rows.extend(speed_rows(name, train, holdout, args.repeats if len(train) < 5_000_000 else 1))
     config = ALSConfig()
-    body = (
-        f"Rank {config.rank}, {config.max_iter} iterations, regParam {config.reg_param:g}, alpha "
-        f"{config.alpha:g} for the project and implicit (stock Spark keeps its defaults but rank, "
-        "iterations and implicit feedback); strength = rating / 2.5; per-user time-based holdout "
-        "(latest 20% of each user's pairs, relevant = rated >= 3.5), seen items excluded. The "
-        "project's row is one fit on the training stage's path (`train_als`, Spark sized for the data); "
-        "by default the stage first picks reg_param 0.1 or 1.0 on a validation split (two more fits on "
-        "80% of the window, see the tuned section). Seconds: "
-        f"median of {args.repeats} runs (1 at 10M), each making its own SparkContext on a JVM already up "
-        "and warmed by one fit, then fit and factors out of Spark; peak memory = Python + Spark JVM "
-        "(the JVM is shared, so later rows include earlier ones).\n\n"
-        + table(["data", "model", "seconds", "peak GiB", "NDCG@10", "precision@10"], rows)
-    )
-    path = write_section("train", "Training: project vs stock Spark ALS vs implicit", body)
+    if rows:
+        body = (
+            f"Rank {config.rank}, {config.max_iter} iterations, regParam {config.reg_param:g}, alpha "
+            f"{config.alpha:g} for the project and implicit (stock Spark keeps its defaults but rank, "
+            "iterations, implicit feedback and the seed); strength = rating / 2.5; per-user time-based holdout "
+            "(latest 20% of each user's pairs, relevant = rated >= 3.5), seen items excluded. The "
+            "project's row is one fit on the training stage's path (`train_als`, Spark sized for the "
+            "data, the pairs handed to Spark as Parquet on a local master); by default the stage first "
+            "picks reg_param 0.1 or 1.0 on a validation split (two more fits on 80% of the window, see "
+            f"the tuned section). Seconds: median of {args.repeats} runs (1 at 10M), each making its own "
+            "SparkContext on a JVM already up and warmed by one fit, then fit and factors out of Spark; "
+            "peak memory = Python + Spark JVM (the JVM is shared, so later rows include earlier ones). NDCG@10 "
+            f"and precision@10: the mean over the timed runs' models, run i trained with seed {FIRST_SEED} + i - 1 "
+            "(every model, stock Spark's too; a random start moves ALS's result), and the range of "
+            "NDCG@10 over them.\n\n"
+            + table(
+                ["data", "model", "seconds", "peak GiB", "NDCG@10", "NDCG@10 range", "precision@10"], rows
+            )
+        )
+        path = write_section("train", "Training: project vs stock Spark ALS vs implicit", body)
     if args.tuned:
         tuned: list[list[object]] = []
         for name in args.tuned:

@@ -6,6 +6,8 @@ scheduling overhead. :func:`get_spark` configures the session for the machine (A
 shuffle partitions from the cores, driver memory from the RAM when not set), and
 :func:`als_sizing` picks ALS's blocks, the input's partitions and the checkpoint interval from the
 data size and the session's parallelism (so a Spark master with more executors gets more blocks).
+:func:`pandas_to_spark` hands a pandas frame to a local session as a Parquet file, which Spark scans
+natively, instead of through the driver.
 """
 
 from __future__ import annotations
