@@ -570,7 +570,7 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
     compared: dict[str, Any] = {
         "popularity": popularity,
         "als": served.als if isinstance(served, HybridModel) else served,
-        "content": ContentRecommender(_content_model(ctx, served), train_df),
+        "content": ContentRecommender(_content_model(served, lambda: _week_content(ctx)), train_df),
     }
     if isinstance(served, HybridModel):
         compared["hybrid"] = served
@@ -606,11 +606,12 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
     )
 
 
-def _content_model(ctx: StageContext, served: Any) -> Any:
-    """The served hybrid's content model, or (ALS served alone) the one the content stage fitted."""
+def _content_model(served: Any, week_content: Callable[[], Any]) -> Any:
+    """The served hybrid's content model, or (ALS served alone) the one the content stage fitted,
+    from ``week_content()`` (:func:`_week_content`), called only then."""
     from recsys.hybrid import HybridModel
 
-    return served.content if isinstance(served, HybridModel) else _week_content(ctx)
+    return served.content if isinstance(served, HybridModel) else week_content()
 
 
 def _week_content(ctx: StageContext) -> Any:
@@ -769,7 +770,6 @@ def recommend(ctx: StageContext) -> dict[str, Any]:
     challenger under test, or popularity for a holdout; :func:`recsys.abtest.assign`) and what was
     shown is logged as exposures (``anonymized/exposures``) for the ab_readout Dag."""
     from recsys.evaluate import item_genres, train_items
-    from recsys.hybrid import HybridModel
     from recsys.registry import CHAMPION, champion_version, load_served_model
     from recsys.rows import page_rows
     from recsys.serving import explained, serving_frame
@@ -809,7 +809,7 @@ def recommend(ctx: StageContext) -> dict[str, Any]:
         lists = served.recommend(arm.users, k=ctx.config.top_k, exclude=exclude)
         rows_config = ctx.config.rows
         shown_by = model if arm.popularity else arm.model  # the holdout's rows use the champion's
-        content = shown_by.content if isinstance(shown_by, HybridModel) else week_content()
+        content = _content_model(shown_by, week_content)
         if arm.popularity:  # a holdout is shown nothing personalized: popular titles and trending
             rows_config = rows_config.model_copy(update={"because_rows": 0, "new_this_week": False})
             recs = serving_frame(lists).assign(

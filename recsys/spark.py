@@ -162,5 +162,4 @@ def pandas_to_spark(spark: SparkSession, frame: pd.DataFrame) -> Iterator[DataFr
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, compression="none")
         yield spark.read.parquet(str(path))
     finally:
-        if path.exists():
-            path.unlink()
+        path.unlink(missing_ok=True)
