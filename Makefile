@@ -19,15 +19,23 @@ export RECSYS_HOME ?= $(CURDIR)/var
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::FutureWarning
 KEY_FILE := $(RECSYS_HOME)/secrets/pseudonym.key
 
-# How many of the newest generated weeks `make run` retrains on, oldest first (each one DAG run).
+# How many of the lake's newest weeks `make run` retrains on, oldest first (each one DAG run); `all`: every
+# week of raw events in the lake (what `make history` does).
 RUN_WEEKS ?= 2
-# Week to end on (any day; the last complete week before it is used). Default: today.
-UNTIL ?= $(shell date -u +%F)
+# Week to end on (any day; the last complete week before it is used). Default: the lake's newest week of
+# raw events; on an empty lake, today (synthetic data is generated up to it).
+UNTIL ?=
+UNTIL_ARG := $(if $(UNTIL),--until $(UNTIL))
+# `make history FROM=YYYY-MM-DD`: leave out the lake's weeks before this day's week.
+FROM ?=
+FROM_ARG := $(if $(FROM),--from $(FROM))
 
-.PHONY: help install run ab-demo test lint ui generate clean bench
+.PHONY: help install run history land ab-demo test lint ui generate clean bench
 
 help:
 	@echo "make run    set up (venv, Airflow DB, data) and run the weekly retrain DAG end to end"
+	@echo "make land DATA=PATH   land your history: a MovieLens folder, or events.csv + items.csv [+ users.csv]"
+	@echo "make history  every week of the lake through the weekly DAG, oldest first (FROM=, UNTIL= to cut)"
 	@echo "make test   run the whole test suite"
 	@echo "make ab-demo  an A/B test on simulated users: two weekly runs, a week of feedback, the readout"
 	@echo "make ui     Airflow UI on http://127.0.0.1:8080 and MLflow UI on http://127.0.0.1:5000"
@@ -58,18 +66,42 @@ $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 	@echo "Airflow metadata DB ready: $(AIRFLOW_HOME)/airflow.db"
 
 generate: $(STAMP)
-	$(BIN)/recsys generate --until $(UNTIL)
+	$(BIN)/recsys generate $(UNTIL_ARG)
+
+# Each week is one `airflow dags test` run; a run that fails, or that leaves no record of its week (it did
+# not do its work), stops here with a non-zero exit.
+RUN_DAGS = export RECSYS_PSEUDONYM_KEY="$$(cat $(KEY_FILE))"; \
+	days="$$($(BIN)/recsys run-dates $(UNTIL_ARG) $(FROM_ARG) --weeks $(RUN_WEEKS))" || exit 2; \
+	test -n "$$days" || { echo "error: no week to run (RUN_WEEKS=$(RUN_WEEKS) FROM=$(FROM) UNTIL=$(UNTIL))"; exit 2; }; \
+	mkdir -p $(RECSYS_HOME)/logs; n=$$(echo $$days | wc -w); i=0; \
+	for day in $$days; do \
+	  i=$$((i + 1)); log=$(RECSYS_HOME)/logs/dags-test-$$day.log; \
+	  echo "==> [$$i/$$n] airflow dags test weekly_retrain $$day (log: $$log)"; \
+	  $(BIN)/airflow dags test weekly_retrain $$day > $$log 2>&1; rc=$$?; \
+	  if [ $$rc -ne 0 ]; then \
+	    why=$$(grep -h "\[recsys\] task_failed" $$log | tail -1 | sed -e 's/.*| error: //' -e 's/ \[recsys\.notify\].*//'); \
+	    test -n "$$why" || { tail -30 $$log; why="exit $$rc"; }; \
+	    echo "error: the DAG run of $$day failed: $$why (log: $$log)"; exit $$rc; fi; \
+	  grep -q "DagRun Finished.*state=success" $$log || { echo "error: the DAG run of $$day did not finish successfully (see $$log)"; exit 1; }; \
+	  $(BIN)/recsys summary --date $$day $(SUMMARY_ARGS) || { echo "error: the DAG run of $$day did no work (see $$log)"; exit 1; }; \
+	done
 
 run: $(STAMP) $(KEY_FILE) $(AIRFLOW_HOME)/airflow.db
-	@test -n "$$(ls -A $(RECSYS_HOME)/lake/raw/events 2>/dev/null)" || $(BIN)/recsys generate --until $(UNTIL)
-	@export RECSYS_PSEUDONYM_KEY="$$(cat $(KEY_FILE))"; \
-	for day in $$($(BIN)/recsys run-dates --until $(UNTIL) --weeks $(RUN_WEEKS)); do \
-	  echo "==> airflow dags test weekly_retrain $$day (log: $(RECSYS_HOME)/logs/dags-test-$$day.log)"; \
-	  mkdir -p $(RECSYS_HOME)/logs; \
-	  $(BIN)/airflow dags test weekly_retrain $$day > $(RECSYS_HOME)/logs/dags-test-$$day.log 2>&1; rc=$$?; \
-	  $(BIN)/recsys summary --date $$day || true; \
-	  if [ $$rc -ne 0 ]; then echo "DAG run failed (exit $$rc); last lines of the log:"; tail -30 $(RECSYS_HOME)/logs/dags-test-$$day.log; exit $$rc; fi; \
-	done
+	@test -n "$$(ls -A $(RECSYS_HOME)/lake/raw/events 2>/dev/null)" || $(BIN)/recsys generate $(UNTIL_ARG)
+	@$(RUN_DAGS)
+
+# Bring your own data: land a history, then run every week of it through Airflow, oldest first.
+land: $(STAMP)
+	@test -n "$(DATA)" || { echo "error: give DATA=PATH: a MovieLens folder (ml-100k, ml-1m, ml-latest-small), or a folder with events.csv, items.csv and optionally users.csv"; exit 2; }
+	@if ls "$(DATA)"/events*.csv* >/dev/null 2>&1; then \
+	  $(BIN)/recsys land-csv --events "$$(ls "$(DATA)"/events*.csv* | head -1)" --items "$$(ls "$(DATA)"/items*.csv* | head -1)" \
+	    $$(ls "$(DATA)"/users*.csv* 2>/dev/null | head -1 | sed 's/^/--users /'); \
+	else $(BIN)/recsys load-movielens "$(DATA)"; fi
+
+history: $(STAMP) $(KEY_FILE) $(AIRFLOW_HOME)/airflow.db
+	@test -n "$$(ls -A $(RECSYS_HOME)/lake/raw/events 2>/dev/null)" || { echo "error: the lake $(RECSYS_HOME)/lake has no raw events: land a history first (make land DATA=PATH)"; exit 2; }
+	@$(MAKE) --no-print-directory run RUN_WEEKS=all SUMMARY_ARGS=--brief
+	@$(BIN)/recsys registry
 
 # The A/B loop on a lake of its own (var/ab-demo): weekly_retrain for RUN_WEEKS weeks with an
 # experiment in promotion mode ab, then the simulated users' week of the last lists, then ab_readout.
@@ -79,8 +111,8 @@ ab-demo: $(STAMP) $(KEY_FILE) $(AIRFLOW_HOME)/airflow.db
 	@echo '{"promotion": "ab", "experiment": {"experiment_id": "picks-demo", "salt": "demo"}}' > $(AB_HOME)/ab.json
 	@export RECSYS_HOME=$(AB_HOME) RECSYS_CONFIG=$(AB_HOME)/ab.json RECSYS_MODEL_NAME=recsys_ab_demo \
 	  RECSYS_PSEUDONYM_KEY="$$(cat $(KEY_FILE))"; set -e; \
-	test -n "$$(ls -A $(AB_HOME)/lake/raw/events 2>/dev/null)" || $(BIN)/recsys generate --until $(UNTIL); \
-	for day in $$($(BIN)/recsys run-dates --until $(UNTIL) --weeks $(RUN_WEEKS)); do \
+	test -n "$$(ls -A $(AB_HOME)/lake/raw/events 2>/dev/null)" || $(BIN)/recsys generate $(UNTIL_ARG); \
+	for day in $$($(BIN)/recsys run-dates $(UNTIL_ARG) --weeks $(RUN_WEEKS)); do \
 	  echo "==> airflow dags test weekly_retrain $$day (log: $(AB_HOME)/logs/weekly-$$day.log)"; \
 	  $(BIN)/airflow dags test weekly_retrain $$day > $(AB_HOME)/logs/weekly-$$day.log 2>&1 \
 	    || { tail -30 $(AB_HOME)/logs/weekly-$$day.log; exit 1; }; \

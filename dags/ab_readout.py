@@ -20,9 +20,9 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
+from recsys.intervals import DAG_START
 from recsys.notify import RecsysNotifier
 
 
@@ -30,7 +30,7 @@ from recsys.notify import RecsysNotifier
     dag_id="ab_readout",
     description="Weekly A/B readout of champion vs challenger: feedback in, metrics, decision, promotion",
     schedule=CronTriggerTimetable("@weekly", timezone="UTC", interval=timedelta(weeks=1)),
-    start_date=pendulum.datetime(2026, 1, 4, tz="UTC"),
+    start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.intervals)
     catchup=False,
     max_active_runs=1,
     default_args={

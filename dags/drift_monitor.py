@@ -23,6 +23,7 @@ import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 
+from recsys.intervals import DAG_START
 from recsys.notify import RecsysNotifier
 
 DEFAULT_ARGS = {
@@ -45,7 +46,7 @@ def _check_time() -> pendulum.DateTime:
     dag_id="drift_monitor",
     description="Daily drift check of the newest interactions against the champion's; triggers early retrains",
     schedule=CronTriggerTimetable("@daily", timezone="UTC", interval=timedelta(days=1)),
-    start_date=pendulum.datetime(2026, 1, 4, tz="UTC"),
+    start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.intervals)
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

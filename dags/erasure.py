@@ -18,9 +18,9 @@ import logging
 import os
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
+from recsys.intervals import DAG_START
 from recsys.notify import RecsysNotifier
 
 log = logging.getLogger("recsys.dags.user_erasure")
@@ -38,7 +38,7 @@ DEFAULT_ARGS = {
     dag_id="user_erasure",
     description="Erase one user's rows from every lake layer (right to be forgotten); recorded by pseudonym",
     schedule=None,
-    start_date=pendulum.datetime(2026, 1, 4, tz="UTC"),
+    start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.intervals)
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
+from recsys.intervals import DAG_START
 from recsys.notify import RecsysNotifier
 
 
@@ -20,7 +20,7 @@ from recsys.notify import RecsysNotifier
     dag_id="model_rollback",
     description="Move the champion alias back to a named or the previous model version",
     schedule=None,
-    start_date=pendulum.datetime(2026, 1, 4, tz="UTC"),
+    start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.intervals)
     catchup=False,
     max_active_runs=1,
     default_args={

@@ -1,5 +1,5 @@
-"""weekly_retrain: validate, anonymize, content model, train (Spark ALS + hybrid), evaluate, gate, register,
-recommend.
+"""weekly_retrain: training window, validate, anonymize, content model, train (Spark ALS + hybrid), evaluate,
+gate, register, recommend.
 
 This file only wires tasks: each task derives the week from its data interval, calls one function
 of ``recsys.pipeline`` and returns that function's small result dict (XCom). Nothing heavy is
@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
 
+from recsys.intervals import DAG_START
 from recsys.notify import RecsysNotifier
 
 DEFAULT_ARGS = {
@@ -52,7 +52,7 @@ def _task_log_dirs(dag_id: str, run_id: str) -> list:
     dag_id="weekly_retrain",
     description="Weekly retrain of the Spark ALS recommender, gated promotion through the MLflow registry",
     schedule=CronTriggerTimetable("@weekly", timezone="UTC", interval=timedelta(weeks=1)),
-    start_date=pendulum.datetime(2026, 1, 4, tz="UTC"),
+    start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.intervals)
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
@@ -77,6 +77,11 @@ def _task_log_dirs(dag_id: str, run_id: str) -> list:
     },
 )
 def weekly_retrain() -> None:
+    @task(execution_timeout=timedelta(hours=2))
+    def window() -> dict:
+        """Fail at once when the week has no raw data; bring the window's earlier weeks to anonymized."""
+        return _run("window")
+
     @task(execution_timeout=timedelta(minutes=30))
     def ingest() -> dict:
         return _run("ingest")
@@ -153,7 +158,8 @@ def weekly_retrain() -> None:
         return _run("privacy_scan", airflow_log_dirs=_task_log_dirs(context["dag"].dag_id, context["run_id"]))
 
     registered = (
-        ingest()
+        window()
+        >> ingest()
         >> validate()
         >> anonymize()
         >> prepare()

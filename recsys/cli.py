@@ -6,7 +6,7 @@
     recsys pipeline --date DATE           every stage in order, without Airflow
     recsys summary --date DATE            what the run of that week did
     recsys registry                       versions, aliases and gate status of the model
-    recsys run-dates --until DATE --weeks N   the dates to hand `airflow dags test`, one per line
+    recsys run-dates [--until DATE] [--weeks N|all] [--from DATE]   dates for `airflow dags test`
     recsys settings [--get NAME]          the effective settings
     recsys validate PATH [--kind K]       the validation suites on any file or raw partition
     recsys promote --date DATE            approve this week's candidate (promotion mode manual)
@@ -171,14 +171,17 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from recsys.pipeline import StageContext, format_summary, summary, write_summary
+    from recsys.pipeline import StageContext, format_brief, format_summary, summary, write_summary
 
     ctx = StageContext.create(_week_of_day(args.date))
     if ctx.lake.read_stage_result(ctx.week, "ingest") is None:
         raise RecsysError(f"no run recorded for week {ctx.week} under {ctx.lake.root / 'runs'}")
     data = summary(ctx)
     write_summary(ctx)
-    print(json.dumps(data, indent=2, default=str) if args.json else format_summary(data))
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(format_brief(data) if args.brief else format_summary(data))
     return 0
 
 
@@ -235,12 +238,42 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run_dates(args: argparse.Namespace) -> int:
-    """Dates for `airflow dags test`: one per week, ending with the last complete week before --until."""
-    last = _week_of_day(args.until or _today())
-    for i in range(args.weeks - 1, -1, -1):
-        # the Sunday that ends week `w`: its data interval end
-        print((last - timedelta(weeks=i) + timedelta(weeks=1)).isoformat())
+    """Dates for `airflow dags test`, one per week, oldest first: the Sunday that ends each week (its data
+    interval end). The last week is the last complete one before --until; without --until, the lake's
+    newest week of raw events (today's last complete week on an empty lake). ``--weeks all``: every week
+    of raw events in the lake up to there (from --from on)."""
+    from recsys.settings import Settings
+    from recsys.storage import Lake
+
+    lake = Lake(Settings.from_env().lake_dir)
+    history = lake.raw_weeks("events")
+    if args.until is not None:
+        last = _week_of_day(args.until)
+    elif history:
+        last = history[-1]
+    else:
+        last = _week_of_day(_today())
+    if args.weeks == "all":
+        weeks = [w for w in history if w <= last]
+        if not weeks:
+            raise RecsysError(
+                f"--weeks all: the lake at {lake.root} has no raw events up to week {last.isoformat()} "
+                "(land data with `recsys generate`, `recsys load-movielens` or `recsys land-csv`)"
+            )
+    else:
+        weeks = [last - timedelta(weeks=i) for i in range(int(args.weeks) - 1, -1, -1)]
+    if args.from_day is not None:
+        from recsys.intervals import week_start_of
+
+        weeks = [w for w in weeks if w >= week_start_of(args.from_day)]
+    for week in weeks:
+        print((week + timedelta(weeks=1)).isoformat())
     return 0
+
+
+def _weeks_arg(text: str) -> int | str:
+    """``--weeks``: a positive number of weeks, or ``all``."""
+    return "all" if text.strip().lower() == "all" else _positive(text)
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
@@ -344,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="summarize the run of a week")
     p.add_argument("--date", type=_day, required=True, help="any day; its last complete week is used")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--brief", action="store_true", help="one line: window, gate, registered version")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("registry", help="show the model registry: versions, aliases, gate status")
@@ -369,9 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: validation-<name> beside PATH)")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("run-dates", help="dates to pass to `airflow dags test`, one per week")
-    p.add_argument("--until", type=_day, help="any day (default today)")
-    p.add_argument("--weeks", type=_positive, default=1)
+    p = sub.add_parser("run-dates", help="dates to pass to `airflow dags test`, one per week, oldest first")
+    p.add_argument(
+        "--until", type=_day, help="any day (default: the lake's newest week of raw events, else today)"
+    )
+    p.add_argument(
+        "--weeks", type=_weeks_arg, default=1, help="how many weeks ending there, or 'all' the lake has"
+    )
+    p.add_argument("--from", dest="from_day", type=_day, help="leave out weeks before this day's week")
     p.set_defaults(func=cmd_run_dates)
 
     p = sub.add_parser(

@@ -17,6 +17,8 @@ check               passes when
 ``beats_baseline``  candidate > baseline and candidate >= baseline * (1 + ``baseline_margin``)
 ``no_regression``   candidate >= champion * (1 - ``max_regression``); passes, "no champion yet",
                     when there is no champion (``champion=None``)
+``window_weeks``    the training window held at least ``min_window_weeks`` weeks of data (run when
+                    the caller gives the ``window``: the pipeline always does)
 ``coverage_floor``  candidate ``coverage@k`` >= ``min_coverage``; only run when ``min_coverage`` is
                     set (default ``None``: no such check, no such reason)
 ``diversity_floor`` candidate ``diversity@k`` >= ``min_diversity``; only run when ``min_diversity``
@@ -46,9 +48,18 @@ CORE_CHECKS = ("primary_floor", "users_evaluated", "beats_baseline", "no_regress
 """The checks every decision runs."""
 FLOOR_CHECKS = ("coverage_floor", "diversity_floor")
 """The optional floors, run only when :attr:`GateThresholds.min_coverage` / ``min_diversity`` is set."""
-CHECKS = CORE_CHECKS + FLOOR_CHECKS
+WINDOW_CHECKS = ("window_weeks",)
+"""Run when :func:`evaluate_gate` is given the training window (the pipeline always gives it)."""
+CHECKS = CORE_CHECKS + WINDOW_CHECKS + FLOOR_CHECKS
 """Every check the gate knows, in the order a decision lists them."""
 _PRIMARY_PATTERN = re.compile(rf"^({'|'.join(RANKING_METRICS)})@[1-9][0-9]*$")
+
+
+MIN_WINDOW_WEEKS = 1
+"""Default of :attr:`GateThresholds.min_window_weeks`. The window stage fills the window from every
+week the lake has, so a short window only happens at the start of a history, where a first week's model
+that beats popularity on enough users is a real model; raise it to hold promotion until the history is
+longer (e.g. ``{"gate": {"min_window_weeks": 4}}``)."""
 
 
 class GateThresholds(BaseModel):
@@ -61,6 +72,11 @@ class GateThresholds(BaseModel):
     min_users_evaluated: int = Field(default=20, ge=0)
     baseline_margin: float = Field(default=0.05, ge=0, lt=1, allow_inf_nan=False)
     max_regression: float = Field(default=0.02, ge=0, lt=1, allow_inf_nan=False)
+    min_window_weeks: int = Field(
+        default=MIN_WINDOW_WEEKS,
+        ge=1,
+        description="weeks of data the training window must hold (of prepare.window_weeks)",
+    )
     min_coverage: float | None = Field(
         default=None,
         ge=0,
@@ -188,11 +204,14 @@ def evaluate_gate(
     champion: Mapping[str, Any] | None,
     baseline: Mapping[str, Any],
     thresholds: GateThresholds,
+    window: Mapping[str, Any] | None = None,
 ) -> GateDecision:
     """Run every check (none short-circuits) and return the decision; never raises on bad metrics.
 
     ``candidate``, ``champion`` and ``baseline`` are metric dicts as returned by
     :func:`recsys.metrics.ranking_metrics`. ``champion=None`` means no model is in production yet.
+    ``window`` (``{"weeks": N, "size": M}``: N weeks of data in a window of M) adds the
+    ``window_weeks`` check.
     """
     t = thresholds
     name = t.primary_metric
@@ -258,6 +277,20 @@ def evaluate_gate(
             f"{name} {cand:.4f} {'>=' if ok else '<'} champion {champ:.4f} -{_pct(t.max_regression)}"
             f" = {allowed:.4f}",
         )
+
+    if window is not None:
+        weeks, weeks_problem = _number(window, "weeks")
+        size = window.get("size")
+        of = f" of {size}" if size is not None else ""
+        if weeks is None:
+            record("window_weeks", False, f"training window weeks {weeks_problem}")
+        else:
+            ok = weeks >= t.min_window_weeks
+            record(
+                "window_weeks",
+                ok,
+                f"window {weeks:g}{of} weeks {'>=' if ok else '<'} minimum {t.min_window_weeks}",
+            )
 
     metrics: dict[str, Any] = {
         "primary_metric": name,

@@ -631,7 +631,21 @@ def find_raw_files(lake: Lake, kind: str, week: date) -> tuple[date, list[Path]]
             f"and earlier weeks of {folder.parent} for *.csv / *.csv.gz"
         )
     raise DataNotFoundError(
-        f"no raw {kind} files for week {week.isoformat()}: looked in {folder} for *.csv / *.csv.gz"
+        f"no raw {kind} files for week {week.isoformat()} in {folder} (*.csv / *.csv.gz): "
+        + lake_history(lake, kind)
+    )
+
+
+def lake_history(lake: Lake, kind: str = "events") -> str:
+    """Which weeks the lake's raw ``kind`` covers, as the end of an error message."""
+    weeks = lake.raw_weeks(kind)
+    if not weeks:
+        return (
+            f"the lake at {lake.root} has no raw {kind} at all (land data with `recsys generate`, "
+            "`recsys load-movielens` or `recsys land-csv`)"
+        )
+    return (
+        f"the lake's raw {kind} cover {len(weeks)} weeks, {weeks[0].isoformat()} .. {weeks[-1].isoformat()}"
     )
 
 

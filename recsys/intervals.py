@@ -18,6 +18,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 
 WEEK = timedelta(weeks=1)
+#: ``start_date`` of every recsys DAG. Airflow creates no task for a logical date before a DAG's start
+#: and marks such a run successful, so the DAGs start at the first Sunday of 1970: any week of a
+#: user's history can be run, backfilled or tested, and whether it *can* be worked on is decided by
+#: the lake (the ingest stage fails with one line naming the lake's first and last raw weeks).
+DAG_START = datetime(1970, 1, 4, tzinfo=UTC)
 # 1970-01-04 was a Sunday: weeks are counted from there.
 _EPOCH_SUNDAY = date(1970, 1, 4)
 

@@ -14,7 +14,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from recsys.storage import Lake, json_safe, read_parquet, write_json, write_parq
 log = logging.getLogger(__name__)
 
 STAGES = (
+    "window",
     "ingest",
     "validate",
     "anonymize",
@@ -109,6 +110,88 @@ class StageContext:
 
 
 # ---- stages ------------------------------------------------------------------------------------
+
+WINDOW_STAGES = ("ingest", "validate", "anonymize")
+"""What the ``window`` stage runs on each earlier window week that has raw data but no anonymized events."""
+
+
+def window(ctx: StageContext) -> dict[str, Any]:
+    """Make sure the run's week can be worked on, and bring its training window up to ``anonymized``.
+
+    Fails at once, in one line naming the lake's first and last raw weeks, when the week has no raw
+    events (a date before the history, after it, or in a gap). Then, by ``prepare.window_fill``:
+    ``process`` runs ingest, validate and anonymize on every earlier week of the window that has raw
+    events but no anonymized ones, oldest first, each recorded under its own week as a normal run
+    records it (a week whose validation fails is left out and named, with the reason); ``warn``
+    only says how many weeks training will miss; ``refuse`` fails the run naming them.
+    """
+    from recsys.errors import RecsysError
+    from recsys.ingest import lake_history
+    from recsys.prepare import plan_window, require_window
+
+    lake, week = ctx.lake, ctx.week
+    if not lake.raw_files("events", week) and not lake.data_file("anonymized", "events", week).exists():
+        raise DataNotFoundError(
+            f"week {week.isoformat()} cannot be run: no raw events in "
+            f"{lake.partition('raw', week, 'events')}; {lake_history(lake)}"
+        )
+    mode = ctx.config.prepare.window_fill
+    size = ctx.config.prepare.window_weeks
+    before = plan_window(lake, week, size)
+    earlier = [w for w in before.unprocessed if w != week]
+    # the run's own week is the ingest task's to process: refuse only for the earlier ones
+    require_window(replace(before, unprocessed=tuple(earlier)), mode)
+    processed: list[str] = []
+    failed: dict[str, str] = {}
+    if earlier and mode == "warn":
+        log.warning(
+            "window of week %s: %d earlier weeks have raw data but are not anonymized; training without "
+            "them (prepare.window_fill is 'warn')",
+            week,
+            len(earlier),
+        )
+    elif earlier:
+        log.info("window of week %s: processing %d earlier weeks (%s)", week, len(earlier), _span(earlier))
+        for i, w in enumerate(earlier, 1):
+            sub = StageContext(
+                week=w,
+                settings=ctx.settings,
+                config=ctx.config,
+                lake=lake,
+                key=ctx.key,
+                plan=RunPlan(
+                    week=w,
+                    trigger="window",
+                    run_type=ctx.plan.run_type if ctx.plan is not None else "manual",
+                    reasons=[f"training window of week {week.isoformat()}"],
+                ),
+            )
+            started = time.perf_counter()
+            try:
+                for stage in WINDOW_STAGES:
+                    STAGE_FUNCTIONS[stage](sub)
+            except RecsysError as exc:  # bad data of that week: left out of the window, with the reason
+                failed[w.isoformat()] = f"{stage}: {exc}"
+                log.warning("window of week %s: week %s left out: %s: %s", week, w, stage, exc)
+            else:
+                processed.append(w.isoformat())
+                log.info(
+                    "window of week %s: [%d/%d] week %s anonymized in %.1fs",
+                    week,
+                    i,
+                    len(earlier),
+                    w,
+                    time.perf_counter() - started,
+                )
+    after = plan_window(lake, week, size, failed)
+    log.info("%s", after.describe())
+    return ctx.record(
+        "window", {"mode": mode, "processed": processed, "failed": failed, "window": after.to_dict()}
+    )
+
+
+def _span(weeks: list[date]) -> str:
+    return weeks[0].isoformat() if len(weeks) == 1 else f"{weeks[0].isoformat()} .. {weeks[-1].isoformat()}"
 
 
 def ingest(ctx: StageContext) -> dict[str, Any]:
@@ -206,15 +289,28 @@ def anonymize(ctx: StageContext) -> dict[str, Any]:
 
 
 def prepare(ctx: StageContext) -> dict[str, Any]:
+    from recsys.prepare import plan_window, read_window, require_window
     from recsys.prepare import prepare as prepare_pairs
-    from recsys.prepare import read_window
 
-    events, weeks = read_window(ctx.lake, ctx.week, ctx.config.prepare.window_weeks)
-    prepared = prepare_pairs(events, ctx.config.prepare)
+    config = ctx.config.prepare
+    filled = ctx.lake.read_stage_result(ctx.week, "window") or {}
+    window = plan_window(ctx.lake, ctx.week, config.window_weeks, filled.get("failed"))
+    require_window(window, config.window_fill)
+    if window.unprocessed:
+        log.warning("week %s trains on less than its window: %s", ctx.week, window.describe())
+    else:
+        log.info("week %s: %s", ctx.week, window.describe())
+    events, weeks = read_window(ctx.lake, ctx.week, config.window_weeks)
+    prepared = prepare_pairs(events, config)
     folder = ctx.lake.partition("prepared", ctx.week)
     write_parquet(prepared.train, folder / "train.parquet")
     write_parquet(prepared.holdout, folder / "holdout.parquet")
-    stats = {**prepared.stats, "window_weeks": [w.isoformat() for w in weeks]}
+    stats = {
+        **prepared.stats,
+        "window_weeks": [w.isoformat() for w in weeks],
+        "window_size": config.window_weeks,
+        "window": window.describe(),
+    }
     stats["profile"] = str(_write_profile(ctx))
     return ctx.record("prepare", stats)
 
@@ -442,9 +538,13 @@ def train(ctx: StageContext) -> dict[str, Any]:
         model = train_als(train_df, als_config, spark)  # the chosen config, refit on the whole window
         model.meta.update({"week": ctx.week.isoformat(), "train_digest": prep["train_digest"]})
         mlflow.log_params({f"als.{k}": v for k, v in als_config.model_dump().items()})
+        mlflow.set_tag("window", prep.get("window") or f"window: {len(prep['window_weeks'])} weeks")
         mlflow.log_params(
             {
                 "window_weeks": len(prep["window_weeks"]),
+                "window_size": prep.get("window_size"),
+                "window_first": min(prep["window_weeks"]),
+                "window_last": max(prep["window_weeks"]),
                 "top_k": ctx.config.top_k,
                 "spark_master": ctx.settings.spark_master,
                 "tuned": tuning is not None,
@@ -639,7 +739,12 @@ def gate(ctx: StageContext) -> dict[str, Any]:
 
     configure(ctx.settings)
     ev = ctx.result("evaluate")
-    decision = evaluate_gate(ev["candidate"], ev["champion"], ev["baseline"], ctx.config.gate)
+    prep = ctx.result("prepare")
+    window = {
+        "weeks": len(prep["window_weeks"]),
+        "size": prep.get("window_size") or len(prep["window_weeks"]),
+    }
+    decision = evaluate_gate(ev["candidate"], ev["champion"], ev["baseline"], ctx.config.gate, window=window)
     run_id = ctx.result("train")["run_id"]
     with mlflow.start_run(run_id=run_id):
         mlflow.set_tag("validation_status", "passed" if decision.passed else "rejected")
@@ -938,6 +1043,7 @@ def privacy_scan(ctx: StageContext, airflow_log_dirs: list[Path] | None = None) 
 
 
 STAGE_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
+    "window": window,
     "ingest": ingest,
     "validate": validate,
     "anonymize": anonymize,
@@ -956,7 +1062,7 @@ STAGE_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 AB_STAGES = ("feedback", "ab_readout")
 """The A/B test's stages (the ab_readout Dag's tasks), run on the week the lists were shown in."""
-KEYED_STAGES = ("anonymize", "feedback")
+KEYED_STAGES = ("window", "anonymize", "feedback")
 """Stages that pseudonymize raw input and so need the key."""
 
 
@@ -1025,6 +1131,9 @@ def summary(ctx: StageContext) -> dict[str, Any]:
         "registered": reg,
         "recommendations": rec,
         "validation_report": val.get("report_html"),
+        "window": get("prepare").get("window"),
+        "window_processed": get("window").get("processed") or [],
+        "window_failed": get("window").get("failed") or {},
         "privacy_scan": get("privacy_scan"),
         "k_anonymity": get("anonymize").get("k_anonymity"),
     }
@@ -1039,6 +1148,12 @@ def format_summary(s: dict[str, Any]) -> str:
             f"  {kind:<7} read {rows.get('rows_read', '?'):>7}  valid {rows.get('rows_valid', '?'):>7}"
             f"  quarantined {rows.get('rows_quarantined', '?'):>5}  ({why})"
         )
+    if s.get("window"):
+        processed = s.get("window_processed") or []
+        done = f" ({len(processed)} earlier weeks processed by this run)" if processed else ""
+        lines.append(f"  {s['window'].replace('window: ', 'window      ', 1)}{done}")
+        for failed_week, why in sorted((s.get("window_failed") or {}).items()):
+            lines.append(f"              left out {failed_week}: {why}")
     metrics = s["metrics"]
     if metrics.get("candidate"):
         keys = [k for k in metrics["candidate"] if "@" in k and not k.startswith("coverage")]
@@ -1106,6 +1221,23 @@ def format_summary(s: dict[str, Any]) -> str:
     if s.get("validation_report"):
         lines.append(f"  validation report: {s['validation_report']}")
     return "\n".join(lines)
+
+
+def format_brief(s: dict[str, Any]) -> str:
+    """One line per run, for a run over many weeks: the window, the gate's verdict, the version."""
+    parts = [f"week {s['week']}"]
+    if s.get("window"):
+        parts.append(s["window"].split(";")[0])
+    primary = (s["metrics"].get("candidate") or {}).get(f"ndcg@{s['top_k']}")
+    if primary is not None:
+        parts.append(f"ndcg@{s['top_k']} {_fmt(primary, '.4f')}")
+    if s["gate"].get("passed") is not None:
+        parts.append("gate " + ("PASSED" if s["gate"]["passed"] else "REJECTED"))
+    reg = s["registered"]
+    if reg:
+        aliases = ", ".join(reg.get("aliases") or []) or "no alias"
+        parts.append(f"version {reg.get('version')} ({aliases})")
+    return ": ".join(parts[:1]) + ": " + "; ".join(parts[1:]) if len(parts) > 1 else parts[0]
 
 
 def _fmt(value: Any, spec: str) -> str:

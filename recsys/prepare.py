@@ -1,7 +1,10 @@
 """Prepare: from anonymized events to model input.
 
 * reads the anonymized event partitions of the training window (the run's week and up to
-  ``window_weeks - 1`` weeks before it that exist);
+  ``window_weeks - 1`` weeks before it that exist; :func:`plan_window` says which weeks of the window
+  are anonymized, which have raw data but are not anonymized yet, and which have no data at all: the
+  pipeline's ``window`` stage brings the second kind up to ``anonymized`` before training, as
+  ``window_fill`` says);
 * drops exact duplicates of (user, item, ts, event_type) (counted);
 * turns events into one implicit-feedback strength per (user, item):
   ``view`` = 1 + min(watch_seconds / 3600, 1); ``rating`` = rating / 2.5; ``browse`` = 0
@@ -15,14 +18,15 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from recsys.errors import DataNotFoundError
+from recsys.errors import ConfigError, DataNotFoundError
 from recsys.intervals import weeks_back
 from recsys.storage import Lake
 
@@ -37,6 +41,84 @@ class PrepareConfig(BaseModel):
     relevance_min_rating: float = Field(
         3.5, description="a holdout pair with only a rating below this is not counted as relevant"
     )
+    window_fill: Literal["process", "warn", "refuse"] = Field(
+        "process",
+        description="window weeks with raw data that are not anonymized yet: process (ingest, validate "
+        "and anonymize them before training, each recorded like a normal run), warn (train on the "
+        "anonymized weeks only and say how many are missing) or refuse (fail the run naming them)",
+    )
+
+
+@dataclass(frozen=True)
+class Window:
+    """The training window of ``week``: its ``size`` weeks, oldest first, by what the lake holds."""
+
+    week: date
+    size: int
+    ready: tuple[date, ...]  # anonymized events: trained on
+    unprocessed: tuple[date, ...]  # raw events, not anonymized (yet)
+    no_data: tuple[date, ...]  # no raw events at all (before the lake's history, or a gap)
+    failed: dict[str, str] = field(default_factory=dict)  # week -> why it could not be processed
+
+    @property
+    def weeks(self) -> list[date]:
+        return weeks_back(self.week, self.size)
+
+    def describe(self) -> str:
+        """One line, e.g. ``window: 11 of 12 weeks (1997-09-21 .. 1997-11-30); 1 week has no raw data``."""
+        n = len(self.ready)
+        text = f"window: {n} of {self.size} weeks"
+        if self.ready:
+            text += f" ({self.ready[0].isoformat()} .. {self.ready[-1].isoformat()})"
+        notes = []
+        if self.unprocessed:
+            listed = ", ".join(w.isoformat() for w in self.unprocessed[:4])
+            more = ", ..." if len(self.unprocessed) > 4 else ""
+            notes.append(f"{_weeks(len(self.unprocessed))} with raw data not anonymized ({listed}{more})")
+        if self.failed:
+            notes.append(f"{_weeks(len(self.failed))} failed to process (see the window stage)")
+        if self.no_data:
+            notes.append(f"{_weeks(len(self.no_data))} without raw data")
+        return text + ("; " + "; ".join(notes) if notes else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "weeks": len(self.ready),
+            "first": self.ready[0].isoformat() if self.ready else None,
+            "last": self.ready[-1].isoformat() if self.ready else None,
+            "unprocessed": [w.isoformat() for w in self.unprocessed],
+            "no_data": [w.isoformat() for w in self.no_data],
+            "failed": dict(self.failed),
+            "text": self.describe(),
+        }
+
+
+def _weeks(n: int) -> str:
+    return f"{n} week{'s' if n != 1 else ''}"
+
+
+def plan_window(lake: Lake, week: date, size: int, failed: dict[str, str] | None = None) -> Window:
+    """Which weeks of ``week``'s training window are anonymized, processable or without data."""
+    ready, unprocessed, no_data = [], [], []
+    for w in weeks_back(week, size):
+        if lake.data_file("anonymized", "events", w).exists():
+            ready.append(w)
+        elif lake.raw_files("events", w):
+            unprocessed.append(w)
+        else:
+            no_data.append(w)
+    failed = {w: why for w, why in (failed or {}).items() if date.fromisoformat(w) in unprocessed}
+    return Window(week, size, tuple(ready), tuple(unprocessed), tuple(no_data), failed)
+
+
+def require_window(window: Window, mode: str) -> None:
+    """Refuse (``mode`` refuse) a window with weeks that have raw data but are not anonymized."""
+    if mode == "refuse" and window.unprocessed:
+        raise ConfigError(
+            f"training window of week {window.week.isoformat()}: {window.describe()}; "
+            "prepare.window_fill is 'refuse': run those weeks first, or set it to 'process'"
+        )
 
 
 @dataclass
@@ -47,7 +129,7 @@ class Prepared:
 
 
 def read_window(lake: Lake, week: date, window_weeks: int) -> tuple[pd.DataFrame, list[date]]:
-    weeks = [w for w in weeks_back(week, window_weeks) if lake.data_file("anonymized", "events", w).exists()]
+    weeks = list(plan_window(lake, week, window_weeks).ready)
     if week not in weeks:
         raise DataNotFoundError(
             f"no anonymized events for week {week.isoformat()} at "

@@ -12,6 +12,7 @@ from tests.conftest import PROJECT_ROOT
 
 DAGS = PROJECT_ROOT / "dags"
 EXPECTED_TASKS = [
+    "window",
     "ingest",
     "validate",
     "anonymize",
@@ -45,7 +46,7 @@ def test_no_import_errors(dagbag):
 def test_weekly_retrain_shape(dagbag):
     dag = dagbag.dags["weekly_retrain"]
     assert sorted(dag.task_ids) == sorted(EXPECTED_TASKS)
-    chain = EXPECTED_TASKS[:10]
+    chain = EXPECTED_TASKS[:11]
     for upstream, downstream in zip(chain, chain[1:], strict=False):
         assert dag.get_task(upstream).downstream_task_ids == {downstream}, upstream
     assert dag.get_task("review").downstream_task_ids == {"promote"}

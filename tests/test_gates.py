@@ -13,6 +13,7 @@ from recsys.gates import (
     CHECKS,
     CORE_CHECKS,
     FLOOR_CHECKS,
+    WINDOW_CHECKS,
     GateDecision,
     GateThresholds,
     evaluate_gate,
@@ -281,7 +282,7 @@ FLOORS = GateThresholds(min_coverage=0.05, min_diversity=0.30)
 
 
 def test_floor_checks_follow_the_core_checks():
-    assert CHECKS == CORE_CHECKS + FLOOR_CHECKS
+    assert CHECKS == CORE_CHECKS + WINDOW_CHECKS + FLOOR_CHECKS
     assert FLOOR_CHECKS == ("coverage_floor", "diversity_floor")
     assert T.min_coverage is None and T.min_diversity is None
 
@@ -289,7 +290,7 @@ def test_floor_checks_follow_the_core_checks():
 def test_floors_met_pass():
     decision = evaluate_gate(beyond(), CHAMPION, BASELINE, FLOORS)
     assert decision.passed
-    assert list(decision.checks) == list(CHECKS)
+    assert list(decision.checks) == list(CORE_CHECKS + FLOOR_CHECKS)
     assert "PASS: coverage@10 0.2500 >= floor 0.0500" in decision.reasons
     assert "PASS: diversity@10 0.6000 >= floor 0.3000" in decision.reasons
     assert decision.metrics["coverage@10"] == 0.25
@@ -385,3 +386,30 @@ def test_invalid_floors_are_refused(kwargs):
 def test_floor_edges_are_accepted():
     t = GateThresholds(min_coverage=0, min_diversity=1)
     assert (t.min_coverage, t.min_diversity, t.k) == (0, 1, 10)
+
+
+# ---- training window ---------------------------------------------------------------------------
+def test_window_check_runs_only_when_the_window_is_given():
+    assert T.min_window_weeks == 1
+    assert "window_weeks" not in evaluate_gate(GOOD, None, BASELINE, T).checks
+    decision = evaluate_gate(GOOD, None, BASELINE, T, window={"weeks": 3, "size": 12})
+    assert list(decision.checks) == [*CORE_CHECKS, "window_weeks"]
+    assert decision.passed
+    assert "PASS: window 3 of 12 weeks >= minimum 1" in decision.reasons
+
+
+def test_a_window_shorter_than_the_minimum_fails_the_gate():
+    t = GateThresholds(min_window_weeks=4)
+    decision = evaluate_gate(GOOD, None, BASELINE, t, window={"weeks": 3, "size": 12})
+    assert not decision.passed
+    assert failed(decision) == ["window_weeks"]
+    assert "FAIL: window 3 of 12 weeks < minimum 4" in decision.reasons
+    assert evaluate_gate(GOOD, None, BASELINE, t, window={"weeks": 4, "size": 12}).passed
+
+
+def test_a_window_without_its_week_count_fails_closed():
+    decision = evaluate_gate(GOOD, None, BASELINE, T, window={"size": 12})
+    assert failed(decision) == ["window_weeks"]
+    assert "FAIL: training window weeks is missing" in decision.reasons
+    with pytest.raises(ValidationError):
+        GateThresholds(min_window_weeks=0)
