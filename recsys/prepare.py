@@ -71,12 +71,12 @@ class Window:
         if self.ready:
             text += f" ({self.ready[0].isoformat()} .. {self.ready[-1].isoformat()})"
         notes = []
-        if self.unprocessed:
-            listed = ", ".join(w.isoformat() for w in self.unprocessed[:4])
-            more = ", ..." if len(self.unprocessed) > 4 else ""
-            notes.append(f"{_weeks(len(self.unprocessed))} with raw data not anonymized ({listed}{more})")
+        pending = [w for w in self.unprocessed if w.isoformat() not in self.failed]
+        if pending:
+            notes.append(f"{_weeks(len(pending))} with raw data not anonymized ({_listed(pending)})")
         if self.failed:
-            notes.append(f"{_weeks(len(self.failed))} failed to process (see the window stage)")
+            failed = [date.fromisoformat(w) for w in sorted(self.failed)]
+            notes.append(f"{_weeks(len(failed))} left out, failed to process ({_listed(failed)})")
         if self.no_data:
             notes.append(f"{_weeks(len(self.no_data))} without raw data")
         return text + ("; " + "; ".join(notes) if notes else "")
@@ -92,6 +92,11 @@ class Window:
             "failed": dict(self.failed),
             "text": self.describe(),
         }
+
+
+def _listed(weeks: list[date], most: int = 4) -> str:
+    more = ", ..." if len(weeks) > most else ""
+    return ", ".join(w.isoformat() for w in weeks[:most]) + more
 
 
 def _weeks(n: int) -> str:
