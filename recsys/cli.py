@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -458,6 +459,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, PermissionError) as exc:
         print(f"error: {exc.__class__.__name__}: {_first_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # the reader went away (`recsys run-dates | head -1`): nothing to say
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout again at exit
+        return 0
     except ConnectionError as exc:  # a service (S3, MLflow server, Spark master) is not reachable
         print(f"error: {_first_line(exc)}", file=sys.stderr)
         return 1
