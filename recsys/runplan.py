@@ -105,7 +105,10 @@ def plan_run(
     else:
         week = partition_week(data_interval_end or now)
     if week > week_start_of(now):
-        raise ConfigError(f"conf 'week' {week.isoformat()} is in the future (now is {now.isoformat()})")
+        source = "conf 'week'" if conf.get("week") else "week"
+        raise ConfigError(
+            f"{source} {week.isoformat()} is in the future (now is {now.isoformat()}): nothing to work on yet"
+        )
     if through is not None:
         start, end = week_bounds(week)
         if through <= start:

@@ -73,3 +73,16 @@ def test_through_at_or_after_the_week_end_means_a_complete_week():
 def test_bad_conf_gets_a_clear_error(conf, message):
     with pytest.raises(ConfigError, match=message):
         plan_run("manual", NOW, conf, now=NOW)
+
+
+def test_a_logical_date_in_the_future_says_so_without_blaming_the_conf():
+    with pytest.raises(ConfigError, match=r"^week 2027-01-03 is in the future .*nothing to work on yet$"):
+        plan_run("manual", datetime(2027, 1, 11, tzinfo=UTC), {}, now=NOW)
+
+
+def test_any_week_of_a_history_can_be_planned():
+    from recsys.intervals import DAG_START
+
+    assert DAG_START == datetime(1970, 1, 4, tzinfo=UTC) and DAG_START.weekday() == 6  # a Sunday
+    plan = plan_run("backfill", datetime(1997, 9, 21, tzinfo=UTC), {}, now=NOW)
+    assert plan.week == date(1997, 9, 14) and plan.backfill
