@@ -41,6 +41,7 @@ LAKE_COMMANDS = frozenset(
     {
         "generate",
         "load-movielens",
+        "land-csv",
         "stage",
         "pipeline",
         "summary",

@@ -1,5 +1,6 @@
 """Operational commands of the `recsys` CLI: registry lifecycle and privacy.
 
+recsys land-csv --events FILE_OR_DIR --items FILE [--users FILE]   your own CSV history -> weekly raw partitions
 recsys promote --date DATE              approve this week's candidate (promotion mode manual)
 recsys rollback [--to VERSION] --reason TEXT
 recsys erase USER_ID [--reason TEXT]    right to be forgotten (needs RECSYS_PSEUDONYM_KEY)
@@ -26,6 +27,27 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "cli"
+
+
+def cmd_land_csv(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from recsys.data.csv_history import land_csv_history
+    from recsys.settings import Settings
+    from recsys.storage import Lake
+
+    settings = Settings.from_env()
+    weeks = land_csv_history(
+        Lake(settings.lake_dir),
+        Path(args.events),
+        Path(args.items),
+        Path(args.users) if args.users else None,
+        progress=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    print(
+        f"landed {len(weeks)} weekly partitions ({weeks[0]} .. {weeks[-1]}) into {settings.lake_dir / 'raw'}"
+    )
+    return 0
 
 
 def cmd_promote(args: argparse.Namespace, week: date) -> int:
@@ -149,6 +171,24 @@ def cmd_drift_check(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any, day: Any, with_week: Any, moment: Any = None) -> None:
     """Register the commands on the CLI's subparsers; ``with_week`` wraps a handler taking a week."""
+    p = sub.add_parser(
+        "land-csv",
+        help="land your own interaction history (flat CSV exports) into the raw lake, one partition a week",
+    )
+    p.add_argument(
+        "--events",
+        required=True,
+        metavar="FILE_OR_DIR",
+        help="events CSV (.csv / .csv.gz, raw events columns) or a folder of them, any number of weeks",
+    )
+    p.add_argument("--items", required=True, metavar="FILE", help="the catalogue CSV (raw items columns)")
+    p.add_argument(
+        "--users",
+        metavar="FILE",
+        help="user profiles CSV (raw users columns); default: the lake's, else one row per user id",
+    )
+    p.set_defaults(func=cmd_land_csv)
+
     p = sub.add_parser(
         "promote", help="approve this week's candidate: move champion to it (gate must have passed)"
     )
