@@ -137,6 +137,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.hybrid
 	$(BIN)/python -m bench.abtest
 	$(BIN)/python -m bench.ceiling
+	$(BIN)/python -m bench.gate_users
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

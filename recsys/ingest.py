@@ -644,6 +644,8 @@ def lake_history(lake: Lake, kind: str = "events") -> str:
             f"the lake at {lake.root} has no raw {kind} at all (land data with `recsys generate`, "
             "`recsys load-movielens` or `recsys land-csv`)"
         )
+    if len(weeks) == 1:
+        return f"the lake's raw {kind} cover 1 week, {weeks[0].isoformat()}"
     return (
         f"the lake's raw {kind} cover {len(weeks)} weeks, {weeks[0].isoformat()} .. {weeks[-1].isoformat()}"
     )

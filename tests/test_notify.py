@@ -446,7 +446,7 @@ def test_dags_test_gate_rejection_is_notified_and_the_run_succeeds(airflow_env):
     output = result.stdout + result.stderr
     assert "state=success" in _finished(output)  # a rejected candidate is not a failure
     (line,) = _notifications(output)
-    assert line.startswith("[recsys] gate_rejected: gate rejected candidate notify_als version 1 (3/4 checks")
+    assert line.startswith("[recsys] gate_rejected: gate rejected candidate notify_als version 1 (4/5 checks")
     assert "dag=weekly_retrain" in line and "task=register week=2026-11-15 trigger=manual" in line
     assert "registered as rejected; no champion yet" in line
     assert "FAIL: ndcg@10 " in line and "< floor 0.9900" in line
@@ -461,15 +461,16 @@ def test_dags_test_gate_rejection_is_notified_and_the_run_succeeds(airflow_env):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_dags_test_failed_run_is_notified_with_the_error(airflow_env):
-    # the week 2026-11-08 .. 2026-11-15 has no raw data: ingest fails (no retries in tests)
+    # the week 2026-11-08 .. 2026-11-15 has no raw data: the first task fails (no retries in tests)
     result = _run(
         [str(BIN / "airflow"), "dags", "test", "weekly_retrain", "2026-11-15"], airflow_env, check=False
     )
     output = result.stdout + result.stderr
     assert "state=failed" in _finished(output)
     task_line, run_line = _notifications(output)
-    assert task_line.startswith("[recsys] task_failed: task ingest failed after 1 try | dag=weekly_retrain")
-    assert "task=ingest week=2026-11-08" in task_line
-    assert "error: DataNotFoundError: no raw events files for week 2026-11-08" in task_line
-    assert run_line.startswith("[recsys] run_failed: run failed at task ingest | dag=weekly_retrain")
+    assert task_line.startswith("[recsys] task_failed: task window failed after 1 try | dag=weekly_retrain")
+    assert "task=window week=2026-11-08" in task_line
+    assert "error: DataNotFoundError: week 2026-11-08 cannot be run: no raw events in " in task_line
+    assert "the lake's raw events cover 1 week, 2026-11-15" in task_line
+    assert run_line.startswith("[recsys] run_failed: run failed at task window | dag=weekly_retrain")
     assert "week=2026-11-08" in run_line and "reason: task_failure" in run_line

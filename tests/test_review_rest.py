@@ -32,7 +32,7 @@ def airflow_stack(tmp_path_factory):
             "--weeks",
             "1",
             "--users",
-            "200",
+            "300",  # one week of 300 users evaluates over 100 (the gate's minimum)
             "--items",
             "100",
         ],
