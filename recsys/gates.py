@@ -245,16 +245,22 @@ def evaluate_gate(
         ok = _at_least(cand, t.min_primary)
         record("primary_floor", ok, f"{name} {cand:.4f} {'>=' if ok else '<'} floor {t.min_primary:.4f}")
 
+    def minimum(check: str, value: float | None, problem: str, limit: int, shown: str) -> None:
+        """A count that must reach ``limit``; fails closed (``problem``) when it is missing."""
+        if value is None:
+            record(check, False, problem)
+        else:
+            ok = value >= limit
+            record(check, ok, f"{shown.format(value)} {'>=' if ok else '<'} minimum {limit}")
+
     # enough users behind the numbers
-    if users is None:
-        record("users_evaluated", False, f"candidate {USERS_EVALUATED} {users_problem}")
-    else:
-        ok = users >= t.min_users_evaluated
-        record(
-            "users_evaluated",
-            ok,
-            f"{USERS_EVALUATED} {users:g} {'>=' if ok else '<'} minimum {t.min_users_evaluated}",
-        )
+    minimum(
+        "users_evaluated",
+        users,
+        f"candidate {USERS_EVALUATED} {users_problem}",
+        t.min_users_evaluated,
+        USERS_EVALUATED + " {:g}",
+    )
 
     # beats the popularity baseline by the margin
     if cand is None or base is None:
@@ -289,19 +295,17 @@ def evaluate_gate(
             f" = {allowed:.4f}",
         )
 
+    # enough weeks of data in the training window
     if window is not None:
         weeks, weeks_problem = _number(window, "weeks")
-        size = window.get("size")
-        of = f" of {size}" if size is not None else ""
-        if weeks is None:
-            record("window_weeks", False, f"training window weeks {weeks_problem}")
-        else:
-            ok = weeks >= t.min_window_weeks
-            record(
-                "window_weeks",
-                ok,
-                f"window {weeks:g}{of} weeks {'>=' if ok else '<'} minimum {t.min_window_weeks}",
-            )
+        size = f" of {window['size']}" if window.get("size") is not None else ""
+        minimum(
+            "window_weeks",
+            weeks,
+            f"training window weeks {weeks_problem}",
+            t.min_window_weeks,
+            "window {:g}" + size + " weeks",
+        )
 
     metrics: dict[str, Any] = {
         "primary_metric": name,
