@@ -69,22 +69,26 @@ generate: $(STAMP)
 	$(BIN)/recsys generate $(UNTIL_ARG)
 
 # Each week is one `airflow dags test` run; a run that fails, or that leaves no record of its week (it did
-# not do its work), stops here with a non-zero exit.
+# not do its work), is a one-line error and a non-zero exit: at once, or with KEEP_GOING=1 (make history)
+# after the remaining weeks, naming every week that failed.
 RUN_DAGS = export RECSYS_PSEUDONYM_KEY="$$(cat $(KEY_FILE))"; \
 	days="$$($(BIN)/recsys run-dates $(UNTIL_ARG) $(FROM_ARG) --weeks $(RUN_WEEKS))" || exit 2; \
 	test -n "$$days" || { echo "error: no week to run (RUN_WEEKS=$(RUN_WEEKS) FROM=$(FROM) UNTIL=$(UNTIL))"; exit 2; }; \
-	mkdir -p $(RECSYS_HOME)/logs; n=$$(echo $$days | wc -w); i=0; \
+	mkdir -p $(RECSYS_HOME)/logs; n=$$(echo $$days | wc -w); i=0; failed=""; \
 	for day in $$days; do \
-	  i=$$((i + 1)); log=$(RECSYS_HOME)/logs/dags-test-$$day.log; \
+	  i=$$((i + 1)); log=$(RECSYS_HOME)/logs/dags-test-$$day.log; why=""; \
 	  echo "==> [$$i/$$n] airflow dags test weekly_retrain $$day (log: $$log)"; \
 	  $(BIN)/airflow dags test weekly_retrain $$day > $$log 2>&1; rc=$$?; \
 	  if [ $$rc -ne 0 ]; then \
 	    why=$$(grep -h "\[recsys\] task_failed" $$log | tail -1 | sed -e 's/.*| error: //' -e 's/ \[recsys\.notify\].*//'); \
 	    test -n "$$why" || { tail -30 $$log; why="exit $$rc"; }; \
-	    echo "error: the DAG run of $$day failed: $$why (log: $$log)"; exit $$rc; fi; \
-	  grep -q "DagRun Finished.*state=success" $$log || { echo "error: the DAG run of $$day did not finish successfully (see $$log)"; exit 1; }; \
-	  $(BIN)/recsys summary --date $$day $(SUMMARY_ARGS) || { echo "error: the DAG run of $$day did no work (see $$log)"; exit 1; }; \
-	done
+	  elif ! grep -q "DagRun Finished.*state=success" $$log; then why="the run did not finish successfully"; \
+	  elif ! $(BIN)/recsys summary --date $$day $(SUMMARY_ARGS); then why="the run recorded no work for its week"; fi; \
+	  if [ -n "$$why" ]; then \
+	    echo "error: the DAG run of $$day failed: $$why (log: $$log)"; \
+	    [ "$(KEEP_GOING)" = 1 ] || exit 1; failed="$$failed $$day"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "error: $$(echo $$failed | wc -w) of $$n DAG runs failed:$$failed (why: the error lines above)"; exit 1; fi
 
 run: $(STAMP) $(KEY_FILE) $(AIRFLOW_HOME)/airflow.db
 	@test -n "$$(ls -A $(RECSYS_HOME)/lake/raw/events 2>/dev/null)" || $(BIN)/recsys generate $(UNTIL_ARG)
@@ -100,8 +104,8 @@ land: $(STAMP)
 
 history: $(STAMP) $(KEY_FILE) $(AIRFLOW_HOME)/airflow.db
 	@test -n "$$(ls -A $(RECSYS_HOME)/lake/raw/events 2>/dev/null)" || { echo "error: the lake $(RECSYS_HOME)/lake has no raw events: land a history first (make land DATA=PATH)"; exit 2; }
-	@$(MAKE) --no-print-directory run RUN_WEEKS=all SUMMARY_ARGS=--brief
-	@$(BIN)/recsys registry
+	@$(MAKE) --no-print-directory run RUN_WEEKS=all SUMMARY_ARGS=--brief KEEP_GOING=1; rc=$$?; \
+	$(BIN)/recsys registry; exit $$rc
 
 # The A/B loop on a lake of its own (var/ab-demo): weekly_retrain for RUN_WEEKS weeks with an
 # experiment in promotion mode ab, then the simulated users' week of the last lists, then ab_readout.
