@@ -41,6 +41,17 @@ def airflow_subprocess_env(root: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def untuned_config(root: Path, **overrides: object) -> str:
+    """A ``RECSYS_CONFIG`` file under ``root`` with tuning off (plus ``overrides``), for end-to-end tests
+    whose subject is not the tuning grid (it is tested by test_tuning, test_e2e_airflow and
+    test_history_airflow): each training then fits ALS twice instead of four times."""
+    import json
+
+    path = root / "untuned_config.json"
+    path.write_text(json.dumps({"tuning": {"enabled": False}, **overrides}), encoding="utf-8")
+    return str(path)
+
+
 def shared_data_dir() -> Path:
     """MovieLens data: RECSYS_DATA_DIR, else ../shared/data beside the checkout."""
     configured = os.environ.get("RECSYS_DATA_DIR")

@@ -281,7 +281,10 @@ def stack(tmp_path_factory):
         RECSYS_MLFLOW_ARTIFACT_ROOT=str(root / "mlflow" / "artifacts"),
         RECSYS_MODEL_NAME=MODEL,
         RECSYS_SPARK_DRIVER_MEMORY="1g",
+        # what is tested is how backfills run and register, not the tuning grid (tests elsewhere)
+        RECSYS_CONFIG=str(root / "config.json"),
     )
+    (root / "config.json").write_text('{"tuning": {"enabled": false}}')
     (root / "mlflow").mkdir()
     generate(
         Lake(root / "lake"),

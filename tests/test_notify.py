@@ -429,7 +429,8 @@ def _finished(output: str) -> str:
 def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("notify")
     strict = root / "strict_gate.json"
-    strict.write_text(json.dumps({"gate": {"min_primary": 0.99}}))  # no model reaches it: rejected
+    # no model reaches the floor: rejected (and no tuning: the subject is the notification)
+    strict.write_text(json.dumps({"gate": {"min_primary": 0.99}, "tuning": {"enabled": False}}))
     env = airflow_subprocess_env(
         root, RECSYS_MODEL_NAME="notify_als", RECSYS_NOTIFY="log", RECSYS_CONFIG=str(strict)
     )

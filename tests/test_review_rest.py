@@ -20,7 +20,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 def airflow_stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("review")
     port = free_port()
-    (root / "config.json").write_text('{"promotion": "manual"}')
+    # one week of 200 synthetic users evaluates about 80: below the gate's default minimum (100)
+    (root / "config.json").write_text(
+        '{"promotion": "manual", "gate": {"min_users_evaluated": 50}, "tuning": {"enabled": false}}'
+    )
     env = standalone_env(root, port, RECSYS_CONFIG=str(root / "config.json"))
     today = datetime.now(tz=UTC).date().isoformat()
     subprocess.run(
@@ -32,7 +35,7 @@ def airflow_stack(tmp_path_factory):
             "--weeks",
             "1",
             "--users",
-            "300",  # one week of 300 users evaluates over 100 (the gate's minimum)
+            "200",
             "--items",
             "100",
         ],

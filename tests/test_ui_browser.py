@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.browser import Chromium
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, untuned_config
 from tests.standalone import BIN, airflow_standalone, answers, free_port, standalone_env, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -71,7 +71,13 @@ def stack(tmp_path_factory):
     browser = ensure_chromium()
     root = tmp_path_factory.mktemp("ui")
     port = free_port()
-    env = standalone_env(root, port, RECSYS_MODEL_NAME=MODEL, RECSYS_MLFLOW_PUBLIC_URL=MLFLOW_UI)
+    env = standalone_env(
+        root,
+        port,
+        RECSYS_MODEL_NAME=MODEL,
+        RECSYS_MLFLOW_PUBLIC_URL=MLFLOW_UI,
+        RECSYS_CONFIG=untuned_config(root),
+    )
     run([str(BIN / "airflow"), "db", "migrate"], env)
     generate = ["generate", "--until", UNTIL, "--weeks", "1", "--users", "300", "--items", "150"]
     run([str(BIN / "recsys"), *generate], env)
