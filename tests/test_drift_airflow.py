@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.conftest import airflow_subprocess_env, untuned_config
+from tests.conftest import airflow_subprocess_env
 from tests.test_e2e_airflow import BIN, dags_test, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -46,7 +46,7 @@ def retrain_runs(env: dict[str, str]) -> list[dict]:
 @pytest.fixture(scope="module")
 def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("drift-airflow")
-    env = airflow_subprocess_env(root, RECSYS_MODEL_NAME="drift_als", RECSYS_CONFIG=untuned_config(root))
+    env = airflow_subprocess_env(root, RECSYS_MODEL_NAME="drift_als")
     run([str(BIN / "airflow"), "db", "migrate"], env)
     land(env, STABLE_CHECKS[0])
     run([str(BIN / "recsys"), "pipeline", "--date", "2026-11-02"], env)  # champion on week 2026-10-25
