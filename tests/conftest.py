@@ -43,8 +43,9 @@ def airflow_subprocess_env(root: Path, **extra: str) -> dict[str, str]:
 
 def untuned_config(root: Path, **overrides: object) -> str:
     """A ``RECSYS_CONFIG`` file under ``root`` with tuning off (plus ``overrides``), for end-to-end tests
-    whose subject is not the tuning grid (it is tested by test_tuning, test_e2e_airflow and
-    test_history_airflow): each training then fits ALS twice instead of four times."""
+    whose subject is not the tuning grid (test_tuning tests it; test_history_airflow, test_drift_airflow,
+    test_ab_loop and test_native_stack run it through Airflow): each training fits ALS twice instead of
+    four times."""
     import json
 
     path = root / "untuned_config.json"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import PROJECT_ROOT, airflow_subprocess_env
+from tests.conftest import PROJECT_ROOT, airflow_subprocess_env, untuned_config
 
 BIN = Path(sys.executable).parent
 UNTIL = "2026-11-23"  # a Monday: the last complete week is 2026-11-15 .. 2026-11-22
@@ -42,7 +42,7 @@ def dags_test(env: dict[str, str], dag_id: str, day: str, *extra: str) -> str:
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("e2e")
-    env = airflow_subprocess_env(root, RECSYS_MODEL_NAME="e2e_als")
+    env = airflow_subprocess_env(root, RECSYS_MODEL_NAME="e2e_als", RECSYS_CONFIG=untuned_config(root))
     run([str(BIN / "airflow"), "db", "migrate"], env)
     run(
         [
