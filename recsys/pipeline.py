@@ -300,7 +300,7 @@ def prepare(ctx: StageContext) -> dict[str, Any]:
         log.warning("week %s trains on less than its window: %s", ctx.week, window.describe())
     else:
         log.info("week %s: %s", ctx.week, window.describe())
-    events, weeks = read_window(ctx.lake, ctx.week, config.window_weeks)
+    events, weeks = read_window(ctx.lake, window)
     prepared = prepare_pairs(events, config)
     folder = ctx.lake.partition("prepared", ctx.week)
     write_parquet(prepared.train, folder / "train.parquet")
@@ -1237,7 +1237,7 @@ def format_brief(s: dict[str, Any]) -> str:
     if reg:
         aliases = ", ".join(reg.get("aliases") or []) or "no alias"
         parts.append(f"version {reg.get('version')} ({aliases})")
-    return ": ".join(parts[:1]) + ": " + "; ".join(parts[1:]) if len(parts) > 1 else parts[0]
+    return f"{parts[0]}: {'; '.join(parts[1:])}" if len(parts) > 1 else parts[0]
 
 
 def _fmt(value: Any, spec: str) -> str:

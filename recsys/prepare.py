@@ -133,8 +133,9 @@ class Prepared:
     stats: dict[str, int | str | list[str]]
 
 
-def read_window(lake: Lake, week: date, window_weeks: int) -> tuple[pd.DataFrame, list[date]]:
-    weeks = list(plan_window(lake, week, window_weeks).ready)
+def read_window(lake: Lake, window: Window) -> tuple[pd.DataFrame, list[date]]:
+    """The anonymized events of the window's ready weeks (:func:`plan_window`), which must include its week."""
+    week, weeks = window.week, list(window.ready)
     if week not in weeks:
         raise DataNotFoundError(
             f"no anonymized events for week {week.isoformat()} at "

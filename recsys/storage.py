@@ -49,7 +49,7 @@ class Lake:
         folder = self.partition("raw", week, kind)
         if not folder.is_dir():
             return []
-        return sorted(p for p in folder.iterdir() if p.is_file() and _is_data_file(p.name))
+        return sorted(p for p in folder.iterdir() if p.is_file() and is_data_file(p.name))
 
     def raw_weeks(self, kind: str = "events") -> list[date]:
         """Weeks that have raw files of ``kind``, oldest first."""
@@ -83,7 +83,8 @@ class Lake:
         return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _is_data_file(name: str) -> bool:
+def is_data_file(name: str) -> bool:
+    """A raw data file's name: ``*.csv`` / ``*.csv.gz``, not hidden (``.``) nor set aside (``_``)."""
     return not name.startswith((".", "_")) and name.endswith((".csv", ".csv.gz"))
 
 

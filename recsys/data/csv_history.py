@@ -54,7 +54,7 @@ from recsys.data import RAW_FILE_NAMES, csv_rows, raw_file, write_csv
 from recsys.errors import ConfigError, DataNotFoundError, DataReadError
 from recsys.ingest import CsvStream, Record
 from recsys.schemas import KINDS, OPTIONAL_COLUMNS, RAW_COLUMNS, RAW_USER_COLUMNS
-from recsys.storage import Lake
+from recsys.storage import Lake, is_data_file
 
 CHUNK_ROWS = 100_000  # event records parsed and written at a time
 SNAPSHOT_KINDS = ("items", "users")
@@ -65,10 +65,6 @@ _MAX_UNIX_SECONDS = 9.2e9
 _EPOCH = date(1970, 1, 1)
 _SUNDAY = 3  # 1970-01-04, day 3 of the Unix epoch, was a Sunday
 _PROGRESS_WEEKS = 20  # per-week progress lines at most
-
-
-def _is_data_file(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith((".", "_")) and path.name.endswith((".csv", ".csv.gz"))
 
 
 def _input_file(path: Path, what: str) -> Path:
@@ -89,7 +85,7 @@ def event_files(path: Path) -> list[Path]:
         )
     if path.is_file():
         return [path]
-    files = sorted(p for p in path.iterdir() if _is_data_file(p))
+    files = sorted(p for p in path.iterdir() if p.is_file() and is_data_file(p.name))
     if not files:
         raise DataNotFoundError(f"{path} holds no *.csv or *.csv.gz files: expected the events export")
     return files
