@@ -1,10 +1,10 @@
 """A/B readout power: the smallest uplift of the primary metric the readout ships in 80% of runs.
 
-For the default :class:`recsys.abtest.ExperimentConfig` (primary ``plays_per_user``, alpha 0.05 with
+For the default :class:`recsys.experiments.abtest.ExperimentConfig` (primary ``plays_per_user``, alpha 0.05 with
 Holm across the five metrics, 50/50 split) and each traffic level (exposed users per arm), repeated
-experiments are simulated and read out with :func:`recsys.abtest.readout_from_users` (the readout's
+experiments are simulated and read out with :func:`recsys.experiments.abtest.readout_from_users` (the readout's
 statistics and decision on the per-user table; the aggregation from the raw frames is the same for
-every run and is tested in ``tests/test_abtest.py``). The power at an uplift is the share of runs
+every run and is tested in ``tests/experiments/test_abtest.py``). The power at an uplift is the share of runs
 whose decision is ``ship``; a bisection over the relative uplift of the challenger's play rate
 finds the smallest uplift with power >= 80%. The runs use common random numbers (run ``r`` draws the
 same users at every uplift, plays by inverse-CDF sampling, :func:`poisson_quantile`), so the power is monotone in the uplift
@@ -39,7 +39,7 @@ import pandas as pd
 from scipy import stats
 
 from bench.common import table, write_section
-from recsys.abtest import METRICS, ExperimentConfig, readout_from_users
+from recsys.experiments.abtest import METRICS, ExperimentConfig, readout_from_users
 
 TRAFFIC = (1_000, 5_000, 20_000)
 RUNS = 200
@@ -100,7 +100,7 @@ def poisson_quantile(u: np.ndarray, lam: np.ndarray) -> np.ndarray:
 
 
 def user_table(users: Users, uplift: float) -> pd.DataFrame:
-    """The per-user table (:data:`recsys.abtest.USER_COLUMNS`) with the challenger's play rate
+    """The per-user table (:data:`recsys.experiments.abtest.USER_COLUMNS`) with the challenger's play rate
     multiplied by ``1 + uplift``."""
     n = len(users.rate)
     half = n // 2
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     variance = plays_variance(PLAYS_MEAN)
     margin = 1.96 * math.sqrt(TARGET_POWER * (1 - TARGET_POWER) / args.runs)
     body = f"""
-How large an improvement of the primary metric (`plays_per_user`) the A/B readout (`recsys.abtest`,
+How large an improvement of the primary metric (`plays_per_user`) the A/B readout (`recsys.experiments.abtest`,
 default config: alpha {config.alpha:g}, Holm over the {len(METRICS)} metrics, guardrails, 50/50 split)
 turns into a **ship** decision in at least {TARGET_POWER:.0%} of experiments, by simulation: {args.runs}
 simulated experiments per uplift, bisection over the challenger's relative uplift of the play rate,

@@ -29,7 +29,7 @@ def ease_model(train: pd.DataFrame, lam: float, min_users: int = 2):  # noqa: AN
     """EASE on the binary user x item matrix of ``train`` as a FactorModel (user rows x B)."""
     from scipy import sparse
 
-    from recsys.model import FactorModel, popularity_order, seen_matrix
+    from recsys.models.factors import FactorModel, popularity_order, seen_matrix
 
     users = np.array(sorted(train["user"].unique()), dtype=str)
     counts = train.groupby("item_id")["user"].nunique()
@@ -56,9 +56,9 @@ def ease_model(train: pd.DataFrame, lam: float, min_users: int = 2):  # noqa: AN
 
 
 def ceiling_rows(name: str) -> list[list[object]]:
-    from recsys.evaluate import score_model
-    from recsys.model import popularity_model
-    from recsys.tuning import TuningConfig, time_aware_split
+    from recsys.evaluation.evaluate import score_model
+    from recsys.models.factors import popularity_model
+    from recsys.training.tuning import TuningConfig, time_aware_split
 
     train, holdout = split(movielens_pairs(name))
     pop = score(popularity_model(train), train, holdout)["ndcg@10"]

@@ -10,7 +10,7 @@ local MLflow store).
 
 Reported: the DAG's wall time (the ``airflow dags test`` process, and the DAG run in Airflow's
 metadata), each task's wall time from Airflow's task instances next to the stage's own compute
-(``compute_seconds``, timed around the stage function by :func:`recsys.pipeline.run_stage`), and the
+(``compute_seconds``, timed around the stage function by :func:`recsys.pipeline.stages.run_stage`), and the
 orchestration overhead = DAG wall time minus the sum of the stages' compute, as a share of the wall
 time. Peak memory is the Airflow process and everything it starts (the Spark JVM).
 
@@ -56,8 +56,8 @@ def environment(work: Path) -> dict[str, str]:
 def prepare_world(work: Path, env: dict[str, str], events_per_user_week: float, end_week: date) -> int:
     """Generate the world and process the weeks before ``end_week``; returns the raw event lines."""
     from recsys.data.synthetic import GeneratorConfig, generate
-    from recsys.pipeline import StageContext, run_stage
-    from recsys.storage import Lake
+    from recsys.io.storage import Lake
+    from recsys.pipeline.stages import StageContext, run_stage
 
     os.environ.update({k: env[k] for k in ("RECSYS_HOME", "RECSYS_PSEUDONYM_KEY")})
     n_users, n_items, _ = SHAPES["ml-1m shape"]
@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help=f"keep {WORK} afterwards")
     args = parser.parse_args(argv)
 
-    from recsys.intervals import week_start_of
-    from recsys.storage import Lake
+    from recsys.core.intervals import week_start_of
+    from recsys.io.storage import Lake
 
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)

@@ -1,21 +1,21 @@
 """Gate users: how many evaluated users the gate's ``beats_baseline`` verdict needs to be trusted.
 
-The gate (:func:`recsys.gates.evaluate_gate`) passes ``beats_baseline`` when the candidate's mean
+The gate (:func:`recsys.promotion.gates.evaluate_gate`) passes ``beats_baseline`` when the candidate's mean
 NDCG@10 over the holdout users is above the popularity baseline's and at least ``1 +
 baseline_margin`` times it. With few users both means are noisy, so the verdict on a small holdout
 can differ from the verdict the same models would get on many users. This script measures how often.
 
 For each dataset (ml-100k, ml-latest-small from ``../shared/data``):
 
-1. events -> :func:`recsys.prepare.prepare` (strength = rating / 2.5, each user's latest 20% of
+1. events -> :func:`recsys.data.prepare.prepare` (strength = rating / 2.5, each user's latest 20% of
    pairs held out, relevant = rated at least 3.5), as the pipeline prepares MovieLens;
-2. the popularity baseline (:func:`recsys.model.popularity_model`) and three ALS candidates
-   (:func:`recsys.train.train_als` on a local :func:`recsys.spark.get_spark` session, seed 42):
-   **strong** = the default :class:`recsys.train.ALSConfig`, **near-margin** = rank 1 (a learned
+2. the popularity baseline (:func:`recsys.models.factors.popularity_model`) and three ALS candidates
+   (:func:`recsys.training.als.train_als` on a local :func:`recsys.io.spark.get_spark` session, seed 42):
+   **strong** = the default :class:`recsys.training.als.ALSConfig`, **near-margin** = rank 1 (a learned
    popularity, close to the baseline), **weak** = rank 2 and 1 iteration;
-3. per-user NDCG@10 of every model on the holdout (:func:`recsys.metrics.ndcg_at_k` on the lists
-   :func:`recsys.evaluate.score_model` would score: same users, each user's training items
-   excluded; their mean is checked against :func:`recsys.metrics.ranking_metrics`);
+3. per-user NDCG@10 of every model on the holdout (:func:`recsys.evaluation.metrics.ndcg_at_k` on the lists
+   :func:`recsys.evaluation.evaluate.score_model` would score: same users, each user's training items
+   excluded; their mean is checked against :func:`recsys.evaluation.metrics.ranking_metrics`);
 4. for each size n: ``--draws`` seeded random subsets of n holdout users (without replacement; the
    same subsets for every candidate), and the same number of samples of n users drawn with
    replacement (n independent users from the population the holdout stands for). On each, the
@@ -73,14 +73,14 @@ class Resampled:
 
 def thresholds() -> Any:
     """The gate's default thresholds, with the user-count check out of the way."""
-    from recsys.gates import GateThresholds
+    from recsys.promotion.gates import GateThresholds
 
     return GateThresholds(min_users_evaluated=0)
 
 
 def beats_baseline(candidate: float, baseline: float, users: int, limits: Any = None) -> bool:
     """The gate's own ``beats_baseline`` check on two mean NDCG@K values."""
-    from recsys.gates import evaluate_gate
+    from recsys.promotion.gates import evaluate_gate
 
     limits = limits if limits is not None else thresholds()
     key = limits.primary_metric
@@ -166,7 +166,7 @@ def smallest_trusted(results: list[Resampled], tolerance: float = TOLERANCE) -> 
 
 def prepared(name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, relevant holdout) of a MovieLens dataset through the prepare stage."""
-    from recsys.prepare import PrepareConfig, prepare
+    from recsys.data.prepare import PrepareConfig, prepare
 
     pairs = movielens_pairs(name)
     events = pd.DataFrame(
@@ -184,10 +184,10 @@ def prepared(name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def per_user_ndcg(model: Any, train: pd.DataFrame, holdout: pd.DataFrame, k: int = K) -> pd.Series:
-    """NDCG@k of each holdout user (index: user, sorted), ranked as :func:`recsys.evaluate.score_model`
-    ranks them; its mean is the ``ndcg@k`` of :func:`recsys.metrics.ranking_metrics`."""
-    from recsys.evaluate import recommendation_lists, train_items, truth_sets
-    from recsys.metrics import ndcg_at_k, ranking_metrics
+    """NDCG@k of each holdout user (index: user, sorted), ranked as :func:`recsys.evaluation.evaluate.score_model`
+    ranks them; its mean is the ``ndcg@k`` of :func:`recsys.evaluation.metrics.ranking_metrics`."""
+    from recsys.evaluation.evaluate import recommendation_lists, train_items, truth_sets
+    from recsys.evaluation.metrics import ndcg_at_k, ranking_metrics
 
     truth = truth_sets(holdout)
     users = sorted(truth)
@@ -211,8 +211,8 @@ class Outcome:
 
 
 def run(name: str, spark: Any, sizes: tuple[int, ...], draws: int) -> Outcome:
-    from recsys.model import popularity_model
-    from recsys.train import ALSConfig, train_als
+    from recsys.models.factors import popularity_model
+    from recsys.training.als import ALSConfig, train_als
 
     started = time.perf_counter()
     train, holdout = prepared(name)
@@ -364,8 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     if draws < 1:
         parser.error("--draws must be >= 1")
     sizes = tuple(n for n in SIZES if n <= 100) if args.quick else SIZES
-    from recsys.settings import Settings
-    from recsys.spark import get_spark
+    from recsys.core.settings import Settings
+    from recsys.io.spark import get_spark
 
     started = time.perf_counter()
     spark = get_spark(Settings.from_env(), app_name="bench-gate-users")
@@ -401,12 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     body = (
         f"How many evaluated users the gate's `beats_baseline` check (candidate NDCG@{K} above the "
         f"popularity baseline's and >= {1 + limits.baseline_margin:g}x it) needs before its verdict "
-        "matches the verdict on every holdout user. Data through `recsys.prepare.prepare` (strength = "
+        "matches the verdict on every holdout user. Data through `recsys.data.prepare.prepare` (strength = "
         "rating / 2.5, each user's latest 20% of pairs held out, relevant = rated >= 3.5); candidates "
-        "fitted by `recsys.train.train_als` (seed 42), per-user NDCG@10 with each user's training items "
+        "fitted by `recsys.training.als.train_als` (seed 42), per-user NDCG@10 with each user's training items "
         f"excluded. For each n, {draws:,} seeded random subsets of n holdout users (the same subsets "
         "for every candidate), and as many samples of n users drawn with replacement; on each, the "
-        'gate\'s own check (`recsys.gates.evaluate_gate`) on the two means. "Verdict differs": share '
+        'gate\'s own check (`recsys.promotion.gates.evaluate_gate`) on the two means. "Verdict differs": share '
         "of samples whose verdict is not the all-users verdict (a false FAIL for a candidate that "
         "passes on all users, a false PASS for one that fails). Subsets of a large share of the "
         "holdout share most of their users with it, so their disagreement at large n is optimistic; "

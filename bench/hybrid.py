@@ -1,18 +1,18 @@
 """Hybrid: popularity, ALS, content alone and the hybrid blend, per user segment, on two datasets.
 
 Every model ranks the top 10 for the same holdout users with the same exclusions (each user's
-training items), and :func:`recsys.evaluate.score_segments` scores all of them: every holdout user,
+training items), and :func:`recsys.evaluation.evaluate.score_segments` scores all of them: every holdout user,
 **cold users** (fewer than 5 training pairs), **warm users** (the others) and **new items** (held-out
 pairs on items absent from training, for the users who have such pairs).
 
-* **popularity**: :func:`recsys.model.popularity_model`;
-* **ALS**: ``reg_param`` tuned over the default grid (:func:`recsys.tuning.tune`, ``TuningConfig()``)
-  on a time-aware validation split of the training window, then :func:`recsys.train.train_als` on
+* **popularity**: :func:`recsys.models.factors.popularity_model`;
+* **ALS**: ``reg_param`` tuned over the default grid (:func:`recsys.training.tuning.tune`, ``TuningConfig()``)
+  on a time-aware validation split of the training window, then :func:`recsys.training.als.train_als` on
   the whole window;
-* **content**: :class:`recsys.content.ContentModel` alone (genres, release year, title words, and
+* **content**: :class:`recsys.models.content.ContentModel` alone (genres, release year, title words, and
   tags where the dataset has them), no ALS;
-* **hybrid**: :class:`recsys.hybrid.HybridModel` over the ALS and content models above, its cold and
-  warm weights learned by :func:`recsys.hybrid.learn_blend` (ALS refitted on the earlier 80% of each
+* **hybrid**: :class:`recsys.models.hybrid.HybridModel` over the ALS and content models above, its cold and
+  warm weights learned by :func:`recsys.models.hybrid.learn_blend` (ALS refitted on the earlier 80% of each
   user's training pairs, weights scored on the latest 20%).
 
 Datasets:
@@ -22,7 +22,7 @@ Datasets:
   random 25% of the users keep only their earliest 3 training pairs (their holdout is untouched);
 * **synthetic**: the project's generator (:mod:`recsys.data.synthetic`, 4,000 users, 800 items, 6
   weeks, fixed seed, no injected bad rows), the last 4 weeks as the window, turned into pairs and
-  split by the prepare stage (:func:`recsys.prepare.prepare`); its cold users are natural.
+  split by the prepare stage (:func:`recsys.data.prepare.prepare`); its cold users are natural.
 
     .venv/bin/python -m bench.hybrid [--datasets ml-latest-small synthetic]
 """
@@ -148,10 +148,10 @@ def movielens_dataset() -> Dataset:
 
 
 def synthetic_dataset() -> Dataset:
-    from recsys.data import raw_file
+    from recsys.data.prepare import PrepareConfig, prepare
+    from recsys.data.raw import raw_file
     from recsys.data.synthetic import config_from, generate
-    from recsys.prepare import PrepareConfig, prepare
-    from recsys.storage import Lake
+    from recsys.io.storage import Lake
 
     config = config_from(SYNTHETIC)
     with tempfile.TemporaryDirectory(prefix="bench-hybrid-") as tmp:
@@ -206,13 +206,13 @@ class Outcome:
 
 
 def run(data: Dataset, spark: Any) -> Outcome:
-    from recsys.content import ContentModel, ContentRecommender
-    from recsys.evaluate import item_genres, score_segments
-    from recsys.hybrid import HybridConfig, HybridModel, learn_blend
-    from recsys.model import popularity_model
-    from recsys.prepare import PrepareConfig
-    from recsys.train import ALSConfig, train_als
-    from recsys.tuning import TuningConfig, time_aware_split, tune
+    from recsys.data.prepare import PrepareConfig
+    from recsys.evaluation.evaluate import item_genres, score_segments
+    from recsys.models.content import ContentModel, ContentRecommender
+    from recsys.models.factors import popularity_model
+    from recsys.models.hybrid import HybridConfig, HybridModel, learn_blend
+    from recsys.training.als import ALSConfig, train_als
+    from recsys.training.tuning import TuningConfig, time_aware_split, tune
 
     started = time.perf_counter()
     name, train, holdout = data.name, data.train, data.holdout
@@ -336,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     args = parser.parse_args(argv)
-    from recsys.settings import Settings
-    from recsys.spark import get_spark
+    from recsys.core.settings import Settings
+    from recsys.io.spark import get_spark
 
     started = time.perf_counter()
     spark = get_spark(Settings.from_env(), app_name="bench-hybrid")
@@ -374,14 +374,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"synthetic: `recsys.data.synthetic.generate` ({', '.join(f'{k}={v}' for k, v in SYNTHETIC.items())}, "
                 f"weeks ending {SYNTHETIC_END_WEEK.isoformat()}), the last {SYNTHETIC_WINDOW_WEEKS} weeks "
                 f"({o.data.notes['weeks']}, {o.data.notes['events']:,} events) through "
-                "`recsys.prepare.prepare` (view / rating strengths, per-user time holdout, relevant = "
+                "`recsys.data.prepare.prepare` (view / rating strengths, per-user time holdout, relevant = "
                 "watched or rated >= 3.5). Cold users are natural; since users with fewer than 5 pairs are "
                 "not held out, a cold holdout user has exactly 4 training pairs. Content: genres, release "
                 "year and title words (no tags)."
             )
     body = (
         f"Top {K}, each user's training items excluded, same holdout for every model "
-        f"(`recsys.evaluate.score_segments`, cold users = fewer than {COLD_USER_MAX} training pairs). "
+        f"(`recsys.evaluation.evaluate.score_segments`, cold users = fewer than {COLD_USER_MAX} training pairs). "
         "ALS: reg_param tuned over the default grid (`TuningConfig()`) on a time-aware validation split "
         "of the training window, then refit on the whole window. Content: `ContentModel` alone (no "
         "ALS). Hybrid: `HybridModel` over that ALS and content model, weights learned by `learn_blend` "

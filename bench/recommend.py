@@ -2,7 +2,7 @@
 
 Both start from the same fitted ALS factors (one Spark fit per dataset). Spark ranks every item for
 every user inside Spark and the result is collected to the driver; the project's path
-(:meth:`recsys.model.FactorModel.recommend`) takes the factors out once and scores blocks of users
+(:meth:`recsys.models.factors.FactorModel.recommend`) takes the factors out once and scores blocks of users
 with one matrix product each (numpy/BLAS) and ``argpartition``. Neither excludes seen items here, so
 the two must return the same lists: the agreement is reported (same items, and same order).
 
@@ -51,7 +51,7 @@ def agreement(
 
 
 def run_one(name: str, pairs: pd.DataFrame, spark) -> list[object]:  # noqa: ANN001
-    from recsys.train import ALSConfig, factor_model, fit_spark_als
+    from recsys.training.als import ALSConfig, factor_model, fit_spark_als
 
     config = ALSConfig()
     fitted, users, items, fit_seconds = fit_spark_als(pairs, config, spark)
@@ -102,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", nargs="+", default=["ml-100k", "ml-latest-small", "ml-1m shape"])
     args = parser.parse_args(argv)
 
-    from recsys.settings import Settings
-    from recsys.spark import get_spark
-    from recsys.train import ALSConfig
+    from recsys.core.settings import Settings
+    from recsys.io.spark import get_spark
+    from recsys.training.als import ALSConfig
 
     spark = get_spark(Settings.from_env(), app_name="bench-recommend")
     rows = []

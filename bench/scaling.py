@@ -2,9 +2,9 @@
 
 Generated data (bench.common.generated_pairs) at five sizes between the MovieLens-100k and
 MovieLens-10M shapes, users and items growing with the interactions as they do across the MovieLens
-releases. At each size: the project's training stage (:func:`recsys.train.train_als`, Spark sized
+releases. At each size: the project's training stage (:func:`recsys.training.als.train_als`, Spark sized
 for the data), stock Spark ALS (defaults) on the same pairs, the project's batch top-10 for every
-user (:meth:`recsys.model.FactorModel.recommend`) and Spark's ``recommendForAllUsers`` from the same
+user (:meth:`recsys.models.factors.FactorModel.recommend`) and Spark's ``recommendForAllUsers`` from the same
 fitted model. Rank 16, 10 iterations. A table in docs/benchmarks.md and a log-log plot next to it.
 
     .venv/bin/python -m bench.scaling [--sizes 100k 300k 1m 3m 10m]
@@ -35,9 +35,9 @@ PLOT = REPORT.parent / "benchmarks-scaling.png"
 def run_size(name: str) -> list[object]:
     from bench.common import generated_pairs
     from bench.train import stock_spark_model
-    from recsys.settings import Settings
-    from recsys.spark import get_spark
-    from recsys.train import ALSConfig, factor_model, fit_spark_als
+    from recsys.core.settings import Settings
+    from recsys.io.spark import get_spark
+    from recsys.training.als import ALSConfig, factor_model, fit_spark_als
 
     n_users, n_items, n_pairs = SIZES[name]
     pairs = generated_pairs(n_users, n_items, n_pairs)
@@ -109,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     args = parser.parse_args(argv)
     from bench.common import generated_pairs
-    from recsys.settings import Settings
-    from recsys.spark import get_spark
-    from recsys.train import ALSConfig, train_als
+    from recsys.core.settings import Settings
+    from recsys.io.spark import get_spark
+    from recsys.training.als import ALSConfig, train_als
 
     # warm the JVM up (start and JIT) with one small fit, so the first size does not pay for it
     spark = get_spark(Settings.from_env(), app_name="bench-warm-up")

@@ -1,12 +1,12 @@
 """Training: the project's Spark ALS training stage against stock Spark MLlib ALS and ``implicit``.
 
 Same data, same rank and iterations, same per-user time-based holdout (each user's latest 20% of
-pairs; relevant = rated at least 3.5), same metric code (:func:`recsys.evaluate.score_model`, seen
+pairs; relevant = rated at least 3.5), same metric code (:func:`recsys.evaluation.evaluate.score_model`, seen
 items excluded). Wall time covers the fit and getting the factors out; peak memory is this process
 plus the Spark JVM.
 
-* **project**: :func:`recsys.train.train_als` with the project's default ALS config, in the
-  project's SparkSession (:func:`recsys.spark.get_spark`);
+* **project**: :func:`recsys.training.als.train_als` with the project's default ALS config, in the
+  project's SparkSession (:func:`recsys.io.spark.get_spark`);
 * **stock Spark**: ``pyspark.ml.recommendation.ALS`` with Spark's defaults except rank, iterations
   and implicit feedback, in a SparkSession with Spark's default settings;
 * **implicit**: ``implicit.cpu.als.AlternatingLeastSquares`` (CPU), confidence ``1 + alpha * strength``.
@@ -30,7 +30,7 @@ FIRST_SEED = 42
 
 
 def split(pairs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from recsys.prepare import PrepareConfig, relevant_holdout, split_by_time
+    from recsys.data.prepare import PrepareConfig, relevant_holdout, split_by_time
 
     config = PrepareConfig()
     frame = pairs.rename(columns={"ts": "last_ts"}).assign(viewed=False)
@@ -39,7 +39,7 @@ def split(pairs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def score(model, train: pd.DataFrame, holdout: pd.DataFrame) -> dict[str, float]:  # noqa: ANN001
-    from recsys.evaluate import score_model
+    from recsys.evaluation.evaluate import score_model
 
     return score_model(model, train, holdout, K, int(train["item_id"].nunique()))
 
@@ -50,7 +50,7 @@ def implicit_model(  # noqa: ANN201
     from implicit.cpu.als import AlternatingLeastSquares
     from scipy import sparse
 
-    from recsys.model import FactorModel, popularity_order, seen_matrix
+    from recsys.models.factors import FactorModel, popularity_order, seen_matrix
 
     users = np.array(sorted(train["user"].unique()), dtype=str)
     items = np.array(sorted(train["item_id"].unique()), dtype=np.int64)
@@ -83,7 +83,7 @@ def stock_spark_model(train: pd.DataFrame, rank: int, iterations: int, seed: int
     from pyspark.ml.recommendation import ALS
     from pyspark.sql import SparkSession
 
-    from recsys.train import ALSConfig, factor_model
+    from recsys.training.als import ALSConfig, factor_model
 
     spark = (
         SparkSession.builder.master(os.environ.get("RECSYS_SPARK_MASTER", "local[*]"))
@@ -111,7 +111,7 @@ def stock_spark_model(train: pd.DataFrame, rank: int, iterations: int, seed: int
 
 def grid() -> dict[str, list]:
     """The grid both the project and implicit are tuned over: the project's wide tuning grid."""
-    from recsys.tuning import WIDE_GRID
+    from recsys.training.tuning import WIDE_GRID
 
     return WIDE_GRID
 
@@ -121,9 +121,9 @@ TUNED_ITERATIONS = 15
 
 def project_model(train: pd.DataFrame, config):  # noqa: ANN001, ANN201
     """The training stage's path: the project's session (made or reused) and :func:`train_als`."""
-    from recsys.settings import Settings
-    from recsys.spark import get_spark
-    from recsys.train import train_als
+    from recsys.core.settings import Settings
+    from recsys.io.spark import get_spark
+    from recsys.training.als import train_als
 
     spark = get_spark(Settings.from_env(), app_name="bench-train")
     model = train_als(train, config, spark)
@@ -143,8 +143,8 @@ def speed_rows(name: str, train: pd.DataFrame, holdout: pd.DataFrame, repeats: i
     """Time and quality of each model; the quality is the mean over the timed runs' models, each
     trained with its own seed (ALS's result moves with its random start, so one seed could make a
     model look better or worse than another by chance)."""
-    from recsys.model import popularity_model
-    from recsys.train import ALSConfig
+    from recsys.models.factors import popularity_model
+    from recsys.training.als import ALSConfig
 
     config = ALSConfig()
     rows = []
@@ -185,14 +185,14 @@ def speed_rows(name: str, train: pd.DataFrame, holdout: pd.DataFrame, repeats: i
 
 def tuned_rows(name: str, train: pd.DataFrame, holdout: pd.DataFrame) -> list[list[object]]:
     """Both ALS libraries tuned over :func:`grid` on a time-aware validation split of the training window
-    (:func:`recsys.tuning.tune` for the project; the same split and grid for implicit), then refit on
+    (:func:`recsys.training.tuning.tune` for the project; the same split and grid for implicit), then refit on
     the whole window and scored once on the holdout."""
-    from recsys.evaluate import score_model
-    from recsys.model import popularity_model
-    from recsys.settings import Settings
-    from recsys.spark import get_spark
-    from recsys.train import ALSConfig, train_als
-    from recsys.tuning import TuningConfig, grid_points, time_aware_split, tune
+    from recsys.core.settings import Settings
+    from recsys.evaluation.evaluate import score_model
+    from recsys.io.spark import get_spark
+    from recsys.models.factors import popularity_model
+    from recsys.training.als import ALSConfig, train_als
+    from recsys.training.tuning import TuningConfig, grid_points, time_aware_split, tune
 
     base = ALSConfig(max_iter=TUNED_ITERATIONS)
     tuning = TuningConfig(enabled=True, grid=grid(), max_trials=1000)
@@ -283,9 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats", type=int, default=3, help="timed runs per model (the median is reported)"
     )
     args = parser.parse_args(argv)
-    from recsys.settings import Settings
-    from recsys.spark import get_spark
-    from recsys.train import ALSConfig, train_als
+    from recsys.core.settings import Settings
+    from recsys.io.spark import get_spark
+    from recsys.training.als import ALSConfig, train_als
 
     # warm the JVM up with one small fit (JIT), so no model pays for it: every timed run then
     # includes making its own SparkContext and session, not the JVM's start or its compilation
@@ -330,10 +330,10 @@ def main(argv: list[str] | None = None) -> int:
             tuned.extend(tuned_rows(name, train, holdout))
         shown = "; ".join(f"{key} {values}" for key, values in grid().items())
         body = (
-            f"Grid: the project's wide tuning grid `recsys.tuning.WIDE_GRID` ({shown}; {TUNED_ITERATIONS} iterations): every point fitted on the earlier 80% of each "
-            "user's training pairs and scored on the latest 20% (`recsys.tuning.time_aware_split`, the "
+            f"Grid: the project's wide tuning grid `recsys.training.tuning.WIDE_GRID` ({shown}; {TUNED_ITERATIONS} iterations): every point fitted on the earlier 80% of each "
+            "user's training pairs and scored on the latest 20% (`recsys.training.tuning.time_aware_split`, the "
             "training window only), the best refitted on the whole window and scored once on the "
-            "holdout. The project's row is `recsys.tuning.tune` + `train_als`, as the training stage "
+            "holdout. The project's row is `recsys.training.tuning.tune` + `train_als`, as the training stage "
             "runs with tuning enabled; implicit gets the same split and grid. Seconds: the whole search "
             "and the refit.\n\n"
             + table(

@@ -22,15 +22,15 @@ from datetime import timedelta
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
-from recsys.intervals import DAG_START
-from recsys.notify import RecsysNotifier
+from recsys.airflow.notify import RecsysNotifier
+from recsys.core.intervals import DAG_START
 
 
 @dag(
     dag_id="ab_readout",
     description="Weekly A/B readout of champion vs challenger: feedback in, metrics, decision, promotion",
     schedule=CronTriggerTimetable("@weekly", timezone="UTC", interval=timedelta(weeks=1)),
-    start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.intervals)
+    start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.core.intervals)
     catchup=False,
     max_active_runs=1,
     default_args={
@@ -55,7 +55,7 @@ def ab_readout() -> None:
     def ingest_feedback() -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from recsys.airflow_tasks import run_stage_task
+        from recsys.airflow.tasks import run_stage_task
 
         result = run_stage_task("feedback")
         if result.get("status") == "skipped":
@@ -67,7 +67,7 @@ def ab_readout() -> None:
     def readout() -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from recsys.airflow_tasks import run_stage_task
+        from recsys.airflow.tasks import run_stage_task
 
         result = run_stage_task("ab_readout")
         if result.get("status") == "skipped":

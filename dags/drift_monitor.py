@@ -23,8 +23,8 @@ import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 
-from recsys.intervals import DAG_START
-from recsys.notify import RecsysNotifier
+from recsys.airflow.notify import RecsysNotifier
+from recsys.core.intervals import DAG_START
 
 DEFAULT_ARGS = {
     "owner": "recsys",
@@ -46,7 +46,7 @@ def _check_time() -> pendulum.DateTime:
     dag_id="drift_monitor",
     description="Daily drift check of the newest interactions against the champion's; triggers early retrains",
     schedule=CronTriggerTimetable("@daily", timezone="UTC", interval=timedelta(days=1)),
-    start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.intervals)
+    start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.core.intervals)
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
@@ -57,10 +57,10 @@ def _check_time() -> pendulum.DateTime:
 def drift_monitor() -> None:
     @task(execution_timeout=timedelta(minutes=30))
     def refresh() -> dict:
-        from recsys.airflow_tasks import fail_fast, pseudonym_key_from_airflow
-        from recsys.config import PipelineConfig
-        from recsys.monitor import refresh as refresh_week
-        from recsys.settings import Settings
+        from recsys.airflow.tasks import fail_fast, pseudonym_key_from_airflow
+        from recsys.core.settings import Settings
+        from recsys.pipeline.config import PipelineConfig
+        from recsys.pipeline.monitor import refresh as refresh_week
 
         with fail_fast("drift_monitor refresh"):
             settings = Settings.from_env()
@@ -71,8 +71,8 @@ def drift_monitor() -> None:
 
     @task(execution_timeout=timedelta(minutes=30))
     def check() -> dict:
-        from recsys.airflow_tasks import fail_fast
-        from recsys.monitor import check as check_drift
+        from recsys.airflow.tasks import fail_fast
+        from recsys.pipeline.monitor import check as check_drift
 
         ti = get_current_context()["ti"]
         running = ti.get_dr_count(dag_id=RETRAIN_DAG, states=["queued", "running"]) > 0

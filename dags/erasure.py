@@ -20,8 +20,8 @@ from datetime import timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from recsys.intervals import DAG_START
-from recsys.notify import RecsysNotifier
+from recsys.airflow.notify import RecsysNotifier
+from recsys.core.intervals import DAG_START
 
 log = logging.getLogger("recsys.dags.user_erasure")
 
@@ -38,7 +38,7 @@ DEFAULT_ARGS = {
     dag_id="user_erasure",
     description="Erase one user's rows from every lake layer (right to be forgotten); recorded by pseudonym",
     schedule=None,
-    start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.intervals)
+    start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.core.intervals)
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
@@ -62,9 +62,9 @@ DEFAULT_ARGS = {
 def user_erasure() -> None:
     @task(execution_timeout=timedelta(hours=1))
     def erase() -> dict:
-        from recsys.airflow_tasks import fail_fast, pseudonym_key_from_airflow
+        from recsys.airflow.tasks import fail_fast, pseudonym_key_from_airflow
+        from recsys.core.settings import Settings, pseudonym_key
         from recsys.privacy import erase_user
-        from recsys.settings import Settings, pseudonym_key
 
         context = get_current_context()
         params = context["params"]

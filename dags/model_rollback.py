@@ -12,15 +12,15 @@ from datetime import timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from recsys.intervals import DAG_START
-from recsys.notify import RecsysNotifier
+from recsys.airflow.notify import RecsysNotifier
+from recsys.core.intervals import DAG_START
 
 
 @dag(
     dag_id="model_rollback",
     description="Move the champion alias back to a named or the previous model version",
     schedule=None,
-    start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.intervals)
+    start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.core.intervals)
     catchup=False,
     max_active_runs=1,
     default_args={
@@ -39,10 +39,10 @@ from recsys.notify import RecsysNotifier
 def model_rollback() -> None:
     @task(execution_timeout=timedelta(minutes=10))
     def rollback() -> dict:
-        from recsys.airflow_tasks import fail_fast
-        from recsys.registry import rollback as rollback_champion
-        from recsys.settings import Settings
-        from recsys.tracking import configure
+        from recsys.airflow.tasks import fail_fast
+        from recsys.core.settings import Settings
+        from recsys.io.tracking import configure
+        from recsys.promotion.registry import rollback as rollback_champion
 
         context = get_current_context()
         params = context["params"]

@@ -2,7 +2,7 @@
 gate, register, recommend.
 
 This file only wires tasks: each task derives the week from its data interval, calls one function
-of ``recsys.pipeline`` and returns that function's small result dict (XCom). Nothing heavy is
+of ``recsys.pipeline.stages`` and returns that function's small result dict (XCom). Nothing heavy is
 imported at parse time.
 """
 
@@ -15,8 +15,8 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
 
-from recsys.intervals import DAG_START
-from recsys.notify import RecsysNotifier
+from recsys.airflow.notify import RecsysNotifier
+from recsys.core.intervals import DAG_START
 
 DEFAULT_ARGS = {
     "owner": "recsys",
@@ -29,7 +29,7 @@ DEFAULT_ARGS = {
 
 
 def _run(stage: str, **kwargs: object) -> dict:
-    from recsys.airflow_tasks import run_stage_task
+    from recsys.airflow.tasks import run_stage_task
 
     return run_stage_task(stage, **kwargs)
 
@@ -52,7 +52,7 @@ def _task_log_dirs(dag_id: str, run_id: str) -> list:
     dag_id="weekly_retrain",
     description="Weekly retrain of the Spark ALS recommender, gated promotion through the MLflow registry",
     schedule=CronTriggerTimetable("@weekly", timezone="UTC", interval=timedelta(weeks=1)),
-    start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.intervals)
+    start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.core.intervals)
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

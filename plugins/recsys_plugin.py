@@ -15,7 +15,7 @@
   data as JSON at ``/recsys/api/model-history``), listed under Browse in the Airflow navigation
   (``external_views``). It needs a logged-in Airflow user and reads MLflow on each request.
 
-Only wiring lives here; the logic is in :mod:`recsys.ui`. Nothing heavy is imported at plugin load
+Only wiring lives here; the logic is in :mod:`recsys.reporting.ui_pages`. Nothing heavy is imported at plugin load
 (every Airflow process loads plugins): MLflow and Airflow's API-server modules are imported inside
 the request handlers and link callbacks.
 """
@@ -33,7 +33,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from recsys import ui
+from recsys.reporting import ui_pages as ui
 
 if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
@@ -46,7 +46,7 @@ PAGE = "model-history"
 
 # ---- extra links -------------------------------------------------------------------------------
 def _settings() -> Any:
-    from recsys.settings import Settings
+    from recsys.core.settings import Settings
 
     return Settings.from_env()
 

@@ -87,15 +87,15 @@ def env(tmp_path: Path, session_home: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 @pytest.fixture
 def settings(env: dict[str, str]):
-    from recsys.settings import Settings
+    from recsys.core.settings import Settings
 
     return Settings.from_env()
 
 
 @pytest.fixture(scope="session")
 def spark(session_home: Path):
-    from recsys.settings import Settings
-    from recsys.spark import get_spark
+    from recsys.core.settings import Settings
+    from recsys.io.spark import get_spark
 
     settings = Settings.from_env({"RECSYS_HOME": str(session_home), "RECSYS_SPARK_MASTER": "local[2]"})
     session = get_spark(settings, app_name="recsys-tests")

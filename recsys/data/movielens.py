@@ -23,7 +23,7 @@ What the raw contract gets (every value is text):
   neither has one), ``added_at`` = the time of the item's first rating (MovieLens does not publish
   when a movie entered the catalogue; empty for never-rated movies). ``tags`` (the contract's
   optional column, always written here): ml-latest-small's ``tags.csv`` aggregated per movie, the
-  movie's distinct tags lower-cased, stripped, sorted and ``|``-joined (:func:`recsys.schemas.join_tags`);
+  movie's distinct tags lower-cased, stripped, sorted and ``|``-joined (:func:`recsys.core.schemas.join_tags`);
   only the tag text is kept (never who tagged), only for movies in ``movies.csv``. Empty
   for movies without tags, for ml-100k and ml-1m (which have no tags) and when ``tags.csv`` is
   absent.
@@ -49,9 +49,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys.data import csv_rows, raw_file
-from recsys.errors import ConfigError, DataNotFoundError, DataReadError
-from recsys.schemas import (
+from recsys.core.errors import ConfigError, DataNotFoundError, DataReadError
+from recsys.core.schemas import (
     GENRE_SEPARATOR,
     OPTIONAL_ITEM_COLUMNS,
     RAW_EVENT_COLUMNS,
@@ -60,7 +59,8 @@ from recsys.schemas import (
     clean_tag,
     join_tags,
 )
-from recsys.storage import Lake, write_text
+from recsys.data.raw import csv_rows, raw_file
+from recsys.io.storage import Lake, write_text
 
 DATASETS: tuple[str, ...] = ("ml-100k", "ml-1m", "ml-latest-small")
 REQUIRED_FILES: dict[str, tuple[str, ...]] = {

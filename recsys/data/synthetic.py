@@ -42,17 +42,17 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from recsys.data import raw_file, write_csv
-from recsys.errors import ConfigError, DataNotFoundError, DataReadError
-from recsys.intervals import week_bounds, week_start_of, weeks_back
-from recsys.schemas import (
+from recsys.core.errors import ConfigError, DataNotFoundError, DataReadError
+from recsys.core.intervals import week_bounds, week_start_of, weeks_back
+from recsys.core.schemas import (
     EVENT_TYPES,
     GENRE_SEPARATOR,
     RAW_EVENT_COLUMNS,
     RAW_ITEM_COLUMNS,
     RAW_USER_COLUMNS,
 )
-from recsys.storage import Lake, write_json
+from recsys.data.raw import raw_file, write_csv
+from recsys.io.storage import Lake, write_json
 
 GENRES: tuple[str, ...] = (
     "Action",
@@ -494,7 +494,7 @@ def _build_world(config: GeneratorConfig, first_week: date) -> _World:
     )
 
 
-World = _World  # public name of the world type, for code that reads it (e.g. recsys.data.feedback)
+World = _World  # public name of the world type, for code that reads it (e.g. recsys.experiments.simulation)
 
 
 def build_world(config: GeneratorConfig, end_week: date) -> World:

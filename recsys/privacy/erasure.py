@@ -74,9 +74,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recsys.errors import ConfigError, DataReadError
-from recsys.settings import Settings
-from recsys.storage import Lake, write_text
+from recsys.core.errors import ConfigError, DataReadError
+from recsys.core.settings import Settings
+from recsys.io.storage import Lake, write_text
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ RAW_KINDS = ("events", "users", "feedback")  # items hold no user; feedback: the
 ANONYMIZED_KINDS = (*RAW_KINDS, "exposures")  # exposures: what the A/B test showed each pseudonym
 TEXT_LAYERS = ("staged", "validated", "quarantine")  # rows as read: the raw id, as text
 PSEUDONYM_LAYERS = ("anonymized", "prepared", "recommendations")
-RAW_LINE_COLUMN = "_raw_line"  # recsys.ingest.RAW_LINE: the text of a malformed record
+RAW_LINE_COLUMN = "_raw_line"  # recsys.data.ingest.RAW_LINE: the text of a malformed record
 REDACTED = "[redacted]"
 # labels every record carries (with 0 when nothing was removed), for stable reading
 _DEFAULT_LABELS = {
@@ -166,7 +166,7 @@ def erase_user(
     ``erasures/log.jsonl``; ``record.found`` is False (and a warning logged) when the user had no
     row anywhere.
     """
-    from recsys.lakesync import synced_lake
+    from recsys.io.lakesync import synced_lake
 
     with synced_lake(settings):
         return _erase_user(settings, user_id, key, requested_by, reason)
@@ -175,7 +175,7 @@ def erase_user(
 def _erase_user(
     settings: Settings, user_id: str, key: bytes, requested_by: str, reason: str
 ) -> ErasureRecord:
-    from recsys.anonymize import pseudonymize
+    from recsys.privacy.anonymize import pseudonymize
 
     uid = str(user_id).strip() if user_id is not None else ""
     if not uid:

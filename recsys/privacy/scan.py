@@ -76,10 +76,10 @@ from typing import Any
 
 import pandas as pd
 
-from recsys.errors import RecsysError
-from recsys.intervals import week_key, weeks_back
-from recsys.settings import Settings
-from recsys.storage import Lake
+from recsys.core.errors import RecsysError
+from recsys.core.intervals import week_key, weeks_back
+from recsys.core.settings import Settings
+from recsys.io.storage import Lake
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ RAW_COLUMN_KINDS = {
 }
 SCANNED_LAYERS = ("anonymized", "prepared", "recommendations", "runs", "reports")
 NOT_SCANNED_LAYERS = ("raw", "staged", "validated", "quarantine")  # legitimately personal
-VALIDATION_SUFFIX = "_validation"  # see recsys.pipeline.log_validation_run
+VALIDATION_SUFFIX = "_validation"  # see recsys.pipeline.stages.log_validation_run
 USER_COLUMNS = frozenset({"user", "user_id", "users", "user_ids"})
 SHORT_NUMERIC_MAX_LEN = 5  # purely numeric ids of at most this many characters: not in free text
 MIN_TEXT_LEN = 3
@@ -548,7 +548,7 @@ def _download(out: _Collector, location: str, **kwargs: Any) -> Path | None:
 def _scan_mlflow(settings: Settings, week: date, out: _Collector) -> None:
     from mlflow.entities import ViewType
 
-    from recsys.tracking import CONTENT_SUFFIX, configure
+    from recsys.io.tracking import CONTENT_SUFFIX, configure
 
     client = configure(settings)
     # the content runs hold the catalogue's text (titles, user-written tags): scanned too
@@ -681,7 +681,7 @@ def scan_for_leaks(
     """
     lake = Lake(settings.lake_dir)
     if window_weeks is None:
-        from recsys.config import PipelineConfig
+        from recsys.pipeline.config import PipelineConfig
 
         window_weeks = PipelineConfig.load(settings.config_file).prepare.window_weeks
     identifiers = collect_identifiers(lake, week, window_weeks)

@@ -1,0 +1,1 @@
+"""Airflow glue: task callables and notifiers used by the DAG files."""

@@ -1,0 +1,1 @@
+"""Bottom layer: errors, settings, week intervals, lake schemas, run plans."""

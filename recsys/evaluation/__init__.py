@@ -1,0 +1,1 @@
+"""Metrics, model evaluation on a holdout, and drift statistics."""

@@ -1,0 +1,1 @@
+"""Experiments: A/B statistics, the feedback log and simulated users."""

@@ -1,0 +1,1 @@
+"""Recommenders: the factor model, content, hybrid, reranker, page rows and the MLflow serving wrapper."""

@@ -1,0 +1,1 @@
+"""Promotion: evaluation gates and the MLflow model registry."""

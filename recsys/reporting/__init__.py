@@ -1,0 +1,1 @@
+"""Reports people read: the model report, the data profile, the Airflow UI pages."""

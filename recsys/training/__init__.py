@@ -1,0 +1,1 @@
+"""Training: Spark ALS and its hyper-parameter tuning."""
