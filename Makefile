@@ -39,7 +39,7 @@ help:
 	@echo "make test   run the whole test suite"
 	@echo "make ab-demo  an A/B test on simulated users: two weekly runs, a week of feedback, the readout"
 	@echo "make ui     Airflow UI on http://127.0.0.1:8080 and MLflow UI on http://127.0.0.1:5000"
-	@echo "make lint   ruff"
+	@echo "make lint   ruff and the layer contract (lint-imports)"
 	@echo "make bench  benchmarks against stock Spark (writes docs/benchmarks.md)"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -146,6 +146,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 ui: $(STAMP) $(KEY_FILE) $(AIRFLOW_HOME)/airflow.db
 	@echo "MLflow UI:  http://127.0.0.1:5000   Airflow UI: http://127.0.0.1:8080 (user/password in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated)"
