@@ -100,9 +100,12 @@ def cmd_scan(args: argparse.Namespace, week: date) -> int:
     from pathlib import Path
 
     from recsys.core.settings import Settings
+    from recsys.pipeline.config import PipelineConfig
     from recsys.privacy import require_clean, scan_for_leaks
 
-    report = scan_for_leaks(Settings.from_env(), week, [Path(p) for p in args.logs or []])
+    settings = Settings.from_env()
+    window_weeks = PipelineConfig.load(settings.config_file).prepare.window_weeks
+    report = scan_for_leaks(settings, week, [Path(p) for p in args.logs or []], window_weeks=window_weeks)
     data: dict[str, Any] = report.to_dict()
     print(
         json.dumps(data, indent=2, default=str)

@@ -79,6 +79,7 @@ import pandas as pd
 from recsys.core.errors import RecsysError
 from recsys.core.intervals import week_key, weeks_back
 from recsys.core.settings import Settings
+from recsys.data.prepare import PrepareConfig
 from recsys.io.storage import Lake
 
 log = logging.getLogger(__name__)
@@ -675,15 +676,14 @@ def scan_for_leaks(
 ) -> LeakReport:
     """Scan everything the run of ``week`` published for personal data of its input.
 
-    ``window_weeks``: raw event weeks whose identifiers are collected (default: the prepare
-    stage's training window from the pipeline config). ``mlflow=False`` skips MLflow (lake and
-    logs only). Returns a :class:`LeakReport`; :func:`require_clean` turns findings into an error.
+    ``window_weeks``: raw event weeks whose identifiers are collected: the prepare stage's training
+    window, which callers holding the pipeline config pass (``config.prepare.window_weeks``); the
+    default is :class:`PrepareConfig`'s. ``mlflow=False`` skips MLflow (lake and logs only).
+    Returns a :class:`LeakReport`; :func:`require_clean` turns findings into an error.
     """
     lake = Lake(settings.lake_dir)
     if window_weeks is None:
-        from recsys.pipeline.config import PipelineConfig
-
-        window_weeks = PipelineConfig.load(settings.config_file).prepare.window_weeks
+        window_weeks = PrepareConfig().window_weeks
     identifiers = collect_identifiers(lake, week, window_weeks)
     report = LeakReport(
         week=week.isoformat(), identifiers=dict(identifiers.counts), not_in_text=identifiers.not_in_text
