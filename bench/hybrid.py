@@ -12,7 +12,7 @@ pairs on items absent from training, for the users who have such pairs).
 * **content**: :class:`recsys.models.content.ContentModel` alone (genres, release year, title words, and
   tags where the dataset has them), no ALS;
 * **hybrid**: :class:`recsys.models.hybrid.HybridModel` over the ALS and content models above, its cold and
-  warm weights learned by :func:`recsys.models.hybrid.learn_blend` (ALS refitted on the earlier 80% of each
+  warm weights learned by :func:`recsys.training.blend.learn_blend` (ALS refitted on the earlier 80% of each
   user's training pairs, weights scored on the latest 20%).
 
 Datasets:
@@ -210,8 +210,9 @@ def run(data: Dataset, spark: Any) -> Outcome:
     from recsys.evaluation.evaluate import item_genres, score_segments
     from recsys.models.content import ContentModel, ContentRecommender
     from recsys.models.factors import popularity_model
-    from recsys.models.hybrid import HybridConfig, HybridModel, learn_blend
+    from recsys.models.hybrid import HybridConfig, HybridModel
     from recsys.training.als import ALSConfig, train_als
+    from recsys.training.blend import learn_blend
     from recsys.training.tuning import TuningConfig, time_aware_split, tune
 
     started = time.perf_counter()

@@ -1,1 +1,2 @@
-"""Recommenders: the factor model, content, hybrid, reranker, page rows and the MLflow serving wrapper."""
+"""Recommenders: their contract (protocol), the factor model, content, hybrid, reranker, page rows and
+the MLflow serving wrapper."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import sparse
 
 from recsys.core.schemas import TAG_SEPARATOR, split_genres
-from recsys.models.factors import RECOMMENDATION_COLUMNS, top_k
+from recsys.models.factors import top_k
+from recsys.models.protocol import RECOMMENDATION_COLUMNS
 
 _YEAR_SUFFIX = re.compile(r"\s*\(\s*\d{4}\s*\)\s*$")
 
@@ -73,7 +74,7 @@ class ContentModel:
         (the lake's optional catalogue column: each item's tags ``|``-joined, ``""`` for none).
         ``meta["tags"]`` says whether tags were used: a ``tags`` frame was given, or the column
         holds at least one tag."""
-        from sklearn.preprocessing import normalize
+        from sklearn.preprocessing import normalize  # deferred: sklearn is heavy to import
 
         config = config or ContentConfig()
         missing = [c for c in ("item_id", "title", "genres", "release_year") if c not in catalogue.columns]
@@ -208,7 +209,7 @@ def user_profiles(
     features: sparse.csr_matrix, item_index: pd.Index, interactions: pd.DataFrame, users: Sequence[str]
 ) -> sparse.csr_matrix:
     """:meth:`ContentModel.profiles` over any item layout: ``features`` row ``j`` is item ``item_index[j]``."""
-    from sklearn.preprocessing import normalize
+    from sklearn.preprocessing import normalize  # deferred: sklearn is heavy to import
 
     upos = pd.Index(list(users)).get_indexer(interactions["user"])
     ipos = item_index.get_indexer(interactions["item_id"].astype(np.int64))
@@ -226,7 +227,7 @@ def user_profiles(
 
 # ---- feature blocks ----------------------------------------------------------------------------
 def _genre_block(genres: pd.Series) -> tuple[sparse.csr_matrix, list[str]]:
-    from sklearn.preprocessing import MultiLabelBinarizer
+    from sklearn.preprocessing import MultiLabelBinarizer  # deferred: sklearn is heavy to import
 
     labels = [split_genres(value) for value in genres]
     binarizer = MultiLabelBinarizer(sparse_output=True)
@@ -257,7 +258,7 @@ def _year_block(years: pd.Series, width: int) -> tuple[sparse.csr_matrix, list[s
 
 
 def _text_block(texts: pd.Series, config: ContentConfig, prefix: str) -> tuple[sparse.csr_matrix, list[str]]:
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.feature_extraction.text import TfidfVectorizer  # deferred: sklearn is heavy to import
 
     docs = texts.fillna("").astype(str)
     if not docs.str.strip().any():
@@ -315,8 +316,11 @@ class ContentRecommender:
     history: pd.DataFrame
 
     def recommend(
-        self, users: Sequence[str], k: int = 10, exclude: dict[str, Iterable[int]] | None = None
+        self, users: Sequence[str], k: int = 10, exclude: Mapping[str, Iterable[int]] | None = None
     ) -> pd.DataFrame:
+        """Top-``k`` by content (:meth:`ContentModel.recommend`), each user's ``history`` and
+        ``exclude``d items masked: the :class:`~recsys.models.protocol.Recommender` contract (users
+        without a known item in the history get no rows)."""
         extra = pd.DataFrame(
             [(u, int(i)) for u, items in (exclude or {}).items() for i in items], columns=["user", "item_id"]
         )

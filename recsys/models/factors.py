@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +21,9 @@ import pandas as pd
 from scipy import sparse
 from threadpoolctl import threadpool_limits
 
+from recsys.models.protocol import RECOMMENDATION_COLUMNS
+
 BLOCK_USERS = 2048
-RECOMMENDATION_COLUMNS = ["user", "rank", "item_id", "score"]
 
 
 @dataclass
@@ -87,10 +88,11 @@ class FactorModel:
         self,
         users: Sequence[str],
         k: int = 10,
-        exclude: dict[str, Iterable[int]] | None = None,
+        exclude: Mapping[str, Iterable[int]] | None = None,
         exclude_seen: bool = True,
     ) -> pd.DataFrame:
-        """Top-``k`` items per user as a long frame (user, rank, item_id, score), best first.
+        """Top-``k`` items per user as a long frame (user, rank, item_id, score), best first: the
+        :class:`~recsys.models.protocol.Recommender` contract.
 
         Known users are scored with their factors; their training items (and ``exclude``) are never
         recommended. Unknown users get the most popular items they have not been excluded from,
@@ -151,7 +153,7 @@ class FactorModel:
             )
             frames.append(frame[np.isfinite(frame["score"].to_numpy())])
         if unknown:
-            frames.append(self._popular_for(unknown, k, exclude or {}))
+            frames.append(self.popular_for(unknown, k, exclude or {}))
         if not frames:
             return pd.DataFrame(
                 {
@@ -168,7 +170,7 @@ class FactorModel:
         """Users per scoring block: about 8 MiB of float32 scores, between 64 and BLOCK_USERS."""
         return int(max(64, min(BLOCK_USERS, (8 << 20) // (4 * max(len(self.items), 1)))))
 
-    def _exclusions(self, users: np.ndarray, exclude: dict[str, Iterable[int]]) -> sparse.csr_matrix:
+    def _exclusions(self, users: np.ndarray, exclude: Mapping[str, Iterable[int]]) -> sparse.csr_matrix:
         """``exclude`` as a (len(users), n_items) sparse matrix; item ids the model lacks are ignored."""
         user_rows: list[np.ndarray] = []
         item_ids: list[np.ndarray] = []
@@ -192,7 +194,9 @@ class FactorModel:
     def _item_index(self) -> pd.Index:
         return pd.Index(self.items.astype(np.int64))
 
-    def _popular_for(self, users: list[str], k: int, exclude: dict[str, Iterable[int]]) -> pd.DataFrame:
+    def popular_for(self, users: list[str], k: int, exclude: Mapping[str, Iterable[int]]) -> pd.DataFrame:
+        """The fallback list of ``users``: the ``k`` most popular items each is not excluded from,
+        ranked 1.., with NaN scores (user, rank, item_id, score)."""
         rows = []
         for user in users:
             banned = {int(i) for i in exclude.get(user, ())}

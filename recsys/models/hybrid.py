@@ -17,18 +17,17 @@ knows: on one or two interactions it is still the strongest single signal; conte
 correct it. A user with history whom ALS does not know (signed up after the model was trained)
 gets ``C + new_user_popularity * P``; a user with no history at all gets the most popular items.
 
-The weights are learned (:func:`learn_blend`) on a validation split of the training window: ALS is
-fitted on the earlier part, and each segment gets the grid point with the best NDCG@k on the later
-part (ties go to the smaller weights, i.e. towards ALS alone); a segment with too few validation
-users keeps its configured weights. Every recommended item carries the signal it came from
-(``source``: als+content, content, popular).
+The weights are learned (:func:`recsys.training.blend.learn_blend`) on a validation split of the
+training window: ALS is fitted on the earlier part, and each segment gets the grid point with the
+best NDCG@k on the later part (ties go to the smaller weights, i.e. towards ALS alone); a segment
+with too few validation users keeps its configured weights. Every recommended item carries the
+signal it came from (``source``: als+content, content, popular).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy import sparse
 
 from recsys.models.content import ContentModel, user_profiles
-from recsys.models.factors import RECOMMENDATION_COLUMNS, FactorModel, top_k
+from recsys.models.factors import FactorModel, top_k
+from recsys.models.protocol import RECOMMENDATION_COLUMNS
 
 HYBRID_COLUMNS = [*RECOMMENDATION_COLUMNS, "source"]
 BLOCK_USERS = 1024
@@ -149,6 +149,23 @@ class HybridModel:
         # held back by the popularity term (at worst average), so content can bring it forward
         self._popularity_z = np.where(self._als_known, popularity_z, np.maximum(popularity_z, 0.0))
 
+    # ---- what the blend is made of (read by recsys.training.blend) ------------------------------
+    def user_rows(self, users: Sequence[str] | np.ndarray) -> np.ndarray:
+        """Positions of ``users`` in :attr:`users` (the rows :meth:`components` takes); -1 for a user
+        without history."""
+        return self._user_index.get_indexer(users)
+
+    @property
+    def interaction_counts(self) -> np.ndarray:
+        """Interactions in the history per user of :attr:`users` (cold below ``config.cold_user_max``)."""
+        return self._counts
+
+    @property
+    def popularity_z(self) -> np.ndarray:
+        """z(log popularity) per item of :attr:`items`, the same for every user (never below average
+        for an item ALS has not seen)."""
+        return self._popularity_z
+
     def segment(self, user: str) -> str:
         """warm / cold (ALS plus content and popularity, by their weights), new (history but unknown
         to ALS: content and popularity) or unknown (no history: the most popular items)."""
@@ -163,7 +180,7 @@ class HybridModel:
         self,
         users: Sequence[str],
         k: int = 10,
-        exclude: dict[str, Iterable[int]] | None = None,
+        exclude: Mapping[str, Iterable[int]] | None = None,
         exclude_seen: bool = True,
     ) -> pd.DataFrame:
         """Top-``k`` per user (user, rank, item_id, score, source), as :meth:`FactorModel.recommend`."""
@@ -178,7 +195,7 @@ class HybridModel:
         for start in range(0, len(rows), BLOCK_USERS):
             block_users, block_rows = known[start : start + BLOCK_USERS], rows[start : start + BLOCK_USERS]
             scores = self._scores(block_rows)
-            self._mask(scores, block_users, block_rows, exclude, exclude_seen)
+            self.mask(scores, block_users, block_rows, exclude, exclude_seen)
             top, values = top_k(scores, kk)
             with_als = np.repeat(self._als_rows[block_rows] >= 0, kk) & self._als_known[top.ravel()]
             frame = pd.DataFrame(
@@ -193,7 +210,7 @@ class HybridModel:
             frames.append(frame[np.isfinite(frame["score"].to_numpy())])
         unknown = requested[positions < 0].tolist()
         if unknown:
-            fallback = self.als._popular_for(unknown, k, exclude or {})
+            fallback = self.als.popular_for(unknown, k, exclude or {})
             frames.append(fallback.assign(source="popular"))
         if not frames:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in HYBRID_COLUMNS})
@@ -226,14 +243,17 @@ class HybridModel:
         )
 
     # ---- scoring -----------------------------------------------------------------------------
-    def _mask(
+    def mask(
         self,
         scores: np.ndarray,
         users: np.ndarray,
         rows: np.ndarray,
-        exclude: dict[str, Iterable[int]] | None,
+        exclude: Mapping[str, Iterable[int]] | None,
         exclude_seen: bool,
     ) -> None:
+        """Set to -inf, in place, the ``scores`` (one row per user of ``users``, at ``rows`` of this
+        model; one column per item of :attr:`items`) of each user's history items (``exclude_seen``)
+        and ``exclude``d items."""
         if exclude_seen:
             scores[self._seen[rows].nonzero()] = -np.inf
         if exclude:
@@ -243,7 +263,7 @@ class HybridModel:
 
     def components(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """z(ALS) (content where ALS cannot score), z(content) and whether ALS knows each user, for
-        user ``rows`` of this model; popularity is ``self._popularity_z`` (the same for everyone)."""
+        user ``rows`` of this model; popularity is :attr:`popularity_z` (the same for everyone)."""
         content = _standardise(
             np.asarray((self._profiles[rows] @ self._features.T).todense(), dtype=np.float32)
         )
@@ -265,62 +285,6 @@ class HybridModel:
             stranger = ~known
             scores[stranger] = content[stranger] + self.config.new_user_popularity * self._popularity_z
         return scores.astype(np.float32)
-
-
-def learn_blend(
-    als: FactorModel,
-    content: ContentModel,
-    fit: pd.DataFrame,
-    validation: pd.DataFrame,
-    config: HybridConfig,
-    k: int,
-) -> tuple[HybridConfig, dict[str, Any]]:
-    """The warm and cold weights with the best NDCG@``k`` on ``validation`` (user, item_id), for a
-    hybrid of ``als`` (fitted on ``fit`` only) and ``content``; and a report per segment (users,
-    NDCG of ALS alone, of the chosen weights, the weights). Segments with fewer than
-    ``config.min_users`` validation users keep their configured weights."""
-    from recsys.evaluation.metrics import ranking_metrics
-
-    model = HybridModel(als, content, fit, config)
-    truth = {u: set(g.astype(np.int64).tolist()) for u, g in validation.groupby("user")["item_id"]}
-    users = np.array(sorted(u for u in truth if model.segment(u) in SEGMENTS), dtype=object)
-    rows = model._user_index.get_indexer(users)
-    cold = model._counts[rows] < config.cold_user_max
-    grid = list(itertools.product(config.content_grid, config.popularity_grid))
-    grid.sort(key=lambda point: (point[0] + point[1], point))  # ties go to the smaller weights
-    lists: dict[tuple[float, float], dict[str, list[int]]] = {point: {} for point in grid}
-    kk = min(k, len(model.items))
-    for start in range(0, len(users), BLOCK_USERS):
-        block_users, block_rows = users[start : start + BLOCK_USERS], rows[start : start + BLOCK_USERS]
-        als_z, content_z, _ = model.components(block_rows)
-        for point in grid:
-            scores = als_z + point[0] * content_z + point[1] * model._popularity_z
-            model._mask(scores, block_users, block_rows, None, True)
-            top, values = top_k(scores.astype(np.float32), kk)
-            for r, user in enumerate(block_users.tolist()):
-                lists[point][user] = model.items[top[r][np.isfinite(values[r])]].tolist()
-    learned: dict[str, BlendWeights] = {}
-    report: dict[str, Any] = {}
-    for name, members in (("cold", users[cold]), ("warm", users[~cold])):
-        part = {u: truth[u] for u in members.tolist()}
-
-        def ndcg(point: tuple[float, float], part: dict[str, set[int]] = part) -> float:
-            found = ranking_metrics({u: lists[point][u] for u in part}, part, k)
-            return float(found[f"ndcg@{k}"])
-
-        entry: dict[str, Any] = {"users": len(part)}
-        if len(part) >= config.min_users:
-            scored = [(ndcg(point), point) for point in grid]
-            best_score = max(score for score, _ in scored)
-            best = next(point for score, point in scored if score == best_score)
-            learned[name] = BlendWeights(content=best[0], popularity=best[1])
-            entry.update({"als_only": ndcg((0.0, 0.0)) if (0.0, 0.0) in lists else None, "best": best_score})
-        else:
-            learned[name] = config.weights(name)
-            entry["kept"] = f"fewer than {config.min_users} validation users: configured weights kept"
-        entry["weights"] = learned[name].model_dump()
-        report[name] = entry
-    return config.model_copy(update=learned), report
 
 
 def _standardise(scores: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

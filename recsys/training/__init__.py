@@ -1,1 +1,1 @@
-"""Training: Spark ALS and its hyper-parameter tuning."""
+"""Training: Spark ALS, its hyper-parameter tuning and the hybrid's blend weights."""

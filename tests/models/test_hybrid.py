@@ -1,53 +1,10 @@
 """Known-answer tests of the hybrid: ALS for warm users, content for cold users and new items."""
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.models.content import ContentModel
-from recsys.models.factors import FactorModel, seen_matrix
-from recsys.models.hybrid import BlendWeights, HybridConfig, HybridModel, learn_blend
-
-
-def world(seed: int = 0):
-    """8 horror films (ids 100-107) and 8 comedies (200-207); ALS knows all but the new horror film
-    999; warm users have watched 6 films of their genre, the cold user "c" one horror film."""
-    rng = np.random.default_rng(seed)
-    horror = list(range(100, 108))
-    comedy = list(range(200, 208))
-    catalogue = pd.DataFrame(
-        {
-            "item_id": [*horror, *comedy, 999],
-            "title": [f"Scream {i}" for i in horror] + [f"Laugh {i}" for i in comedy] + ["Brand New Fright"],
-            "genres": ["Horror"] * 8 + ["Comedy"] * 8 + ["Horror"],
-            "release_year": [1990] * 17,
-        }
-    )
-    users = [f"h{i}" for i in range(10)] + [f"k{i}" for i in range(10)]
-    history = pd.DataFrame(
-        [
-            (u, int(item), 1.0)
-            for u in users
-            for item in rng.choice(horror if u.startswith("h") else comedy, size=6, replace=False)
-        ]
-        + [("c", 105, 1.0)],
-        columns=["user", "item_id", "strength"],
-    )
-    als_items = np.array(horror + comedy, dtype=np.int64)
-    # 2 factors: horror fans and films load on dimension 0, comedy on dimension 1
-    user_factors = np.array([[1.0, 0.0] if u.startswith("h") else [0.0, 1.0] for u in users], np.float32)
-    item_factors = np.array([[1.0, 0.0]] * 8 + [[0.0, 1.0]] * 8, np.float32)
-    item_factors += rng.normal(0, 0.05, item_factors.shape).astype(np.float32)
-    warm = history[history.user != "c"]
-    als = FactorModel(
-        np.array(users),
-        als_items,
-        user_factors,
-        item_factors,
-        seen_matrix(warm, np.array(users), als_items),
-        popular=np.array(comedy + horror, dtype=np.int64),
-    )
-    return als, ContentModel.fit(catalogue), history, catalogue
+from recsys.models.hybrid import BlendWeights, HybridConfig, HybridModel
+from tests.models.worlds import cold_world, world
 
 
 def test_new_users_are_served_from_content_and_strangers_from_popularity():
@@ -66,28 +23,6 @@ def test_new_users_are_served_from_content_and_strangers_from_popularity():
     assert set(stranger["source"]) == {"popular"}
 
 
-def cold_world():
-    """world() plus 30 cold users ALS knows badly: each watched one horror film, but their ALS
-    factors lean to comedy (too little data); they go on to watch more horror."""
-    als, content, history, catalogue = world()
-    cold = [f"x{i}" for i in range(30)]
-    rng = np.random.default_rng(1)
-    watched = rng.choice(range(100, 108), size=len(cold))
-    history = pd.concat(
-        [history, pd.DataFrame({"user": cold, "item_id": watched, "strength": 1.0})], ignore_index=True
-    )
-    factors = np.vstack([als.user_factors, np.tile([[0.2, 0.3]], (len(cold), 1))]).astype(np.float32)
-    users = np.concatenate([als.users, np.array(cold)])
-    als = FactorModel(
-        users, als.items, factors, als.item_factors, seen_matrix(history, users, als.items), als.popular
-    )
-    validation = pd.DataFrame(
-        [(u, int(i)) for u, w in zip(cold, watched, strict=True) for i in range(100, 108) if i != w],
-        columns=["user", "item_id"],
-    )
-    return als, content, history, validation
-
-
 def test_a_cold_user_known_to_als_keeps_als_and_is_corrected_by_content():
     als, content, history, _ = cold_world()
     alone = HybridModel(als, content, history, HybridConfig(cold=BlendWeights(content=0.0, popularity=0.0)))
@@ -97,42 +32,6 @@ def test_a_cold_user_known_to_als_keeps_als_and_is_corrected_by_content():
     assert not alone.recommend(["x0"], k=3)["item_id"].isin(horror).any()  # ALS alone: comedy
     top = blended.recommend(["x0"], k=3)
     assert top["item_id"].isin(horror).all() and set(top["source"]) <= {"als+content", "content"}
-
-
-def test_learn_blend_finds_the_content_weight_cold_users_need():
-    als, content, history, validation = cold_world()
-    config = HybridConfig(cold_user_max=3, content_grid=[0.0, 0.5, 2.0], popularity_grid=[0.0, 1.0])
-    learned, report = learn_blend(als, content, history, validation, config, k=5)
-    assert report["cold"]["users"] == 30
-    assert learned.cold.content > 0.0
-    assert report["cold"]["best"] > report["cold"]["als_only"]
-    # no warm user has validation pairs: the configured warm weights are kept, and said so
-    assert report["warm"]["users"] == 0 and "kept" in report["warm"]
-    assert learned.warm == config.warm
-    # the learned weights do what the report says: cold users now get horror
-    top = HybridModel(als, content, history, learned).recommend(["x0", "x1"], k=3)
-    assert top["item_id"].isin([*range(100, 108), 999]).all()
-
-
-def test_learn_blend_keeps_als_when_it_is_already_right():
-    """Warm users whose ALS lists are perfect: the smallest weights that reach the best score win."""
-    als, content, history, _ = world()
-    warm = [f"h{i}" for i in range(10)] + [f"k{i}" for i in range(10)]
-    seen = history.groupby("user")["item_id"].apply(set)
-    validation = pd.DataFrame(
-        [
-            (u, i)
-            for u in warm
-            for i in (range(100, 108) if u.startswith("h") else range(200, 208))
-            if i not in seen[u]
-        ],
-        columns=["user", "item_id"],
-    )
-    config = HybridConfig(cold_user_max=3, min_users=5)
-    learned, report = learn_blend(als, content, history, validation, config, k=2)
-    assert report["warm"]["users"] == 20
-    assert report["warm"]["best"] == pytest.approx(report["warm"]["als_only"])
-    assert learned.warm == BlendWeights(content=0.0, popularity=0.0)
 
 
 def test_a_new_item_unseen_by_als_reaches_warm_fans_of_its_genre_through_content():
