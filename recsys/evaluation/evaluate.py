@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from recsys.evaluation.metrics import catalog_coverage, mae, novelty, ranking_metrics, rmse
 from recsys.models.factors import FactorModel
+from recsys.models.protocol import Recommender
 
 
 def truth_sets(holdout: pd.DataFrame) -> dict[str, set[int]]:
@@ -49,7 +49,7 @@ def rating_errors(model: FactorModel, holdout: pd.DataFrame) -> dict[str, float]
 
 
 def score_model(
-    model: Any,
+    model: Recommender,
     train: pd.DataFrame,
     holdout: pd.DataFrame,
     k: int,
@@ -86,7 +86,7 @@ SEGMENTS = ("all", "cold_users", "warm_users", "new_items")
 
 
 def score_segments(
-    model: Any,
+    model: Recommender,
     train: pd.DataFrame,
     holdout: pd.DataFrame,
     k: int,

@@ -31,12 +31,14 @@ twice.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
+
+from recsys.models.protocol import Recommender
 
 Picker = Callable[[pd.DataFrame, int], list[int]]
 """Given one user's candidates (model order) and n, the positions of the n items to keep, in order."""
@@ -254,11 +256,13 @@ def rerank(
 class Reranked:
     """A model whose lists go through :func:`rerank`: ``recommend(users, k, exclude)`` asks the model
     for ``config.candidates`` items per user and re-ranks them to ``k``. What the evaluation scores
-    and the recommend stage serves when re-ranking is configured."""
+    and the recommend stage serves when re-ranking is configured. A
+    :class:`~recsys.models.protocol.Recommender` itself (its scores are the model's, so with a
+    re-ranking method or exploration they need not fall with the rank)."""
 
     def __init__(
         self,
-        model: Any,
+        model: Recommender,
         item_genres: Mapping[int, Collection[str]],
         history: pd.DataFrame,
         config: RerankConfig,
@@ -268,7 +272,9 @@ class Reranked:
         for user, items in history.groupby("user")["item_id"]:
             self.history_genres[str(user)] = {g for i in items.tolist() for g in item_genres.get(int(i), ())}
 
-    def recommend(self, users: Any, k: int = 10, exclude: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    def recommend(
+        self, users: Sequence[str], k: int = 10, exclude: Mapping[str, Iterable[int]] | None = None
+    ) -> pd.DataFrame:
         depth = max(k, self.config.candidates)
         candidates = self.model.recommend(users, k=depth, exclude=dict(exclude) if exclude else None)
         return rerank(candidates, self.item_genres, self.history_genres, k, self.config)

@@ -18,17 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from recsys.models.content import ContentModel
-from recsys.models.factors import FactorModel
-
-if TYPE_CHECKING:
-    from recsys.models.hybrid import HybridModel
+from recsys.models.factors import FactorModel, top_k
+from recsys.models.hybrid import HybridModel
 
 SEED_BLOCK = 512  # seeds scored per similarity matrix
 ROW_COLUMNS = [
@@ -132,8 +129,6 @@ def because_you_watched(
 
     Seeds are scored in blocks (one similarity matrix of a block of seeds against every item), so a
     page for every user costs a few matrix products, not a loop over users."""
-    from recsys.models.factors import top_k
-
     order = [c for c in ("last_ts", "strength") if c in history.columns]
     ranked = history.sort_values(["user", *order], ascending=[True] + [False] * len(order), kind="stable")
     universe = _universe(similarity)
@@ -268,8 +263,6 @@ def _frame(rows: list[pd.DataFrame]) -> pd.DataFrame:
 # ---- what a served model knows, for explanations --------------------------------------------------
 def model_history(model: FactorModel | HybridModel) -> pd.DataFrame:
     """(user, item_id) the model was trained on: a hybrid's history, a FactorModel's seen items."""
-    from recsys.models.hybrid import HybridModel
-
     if isinstance(model, HybridModel):
         return model.history
     seen = model.seen.tocoo()
@@ -279,8 +272,6 @@ def model_history(model: FactorModel | HybridModel) -> pd.DataFrame:
 
 
 def model_similarity(model: FactorModel | HybridModel) -> ItemSimilarity:
-    from recsys.models.hybrid import HybridModel
-
     if isinstance(model, HybridModel):
         return ItemSimilarity(model.als, model.content)
     return ItemSimilarity(model, None)
@@ -288,8 +279,6 @@ def model_similarity(model: FactorModel | HybridModel) -> ItemSimilarity:
 
 def model_titles(model: FactorModel | HybridModel) -> dict[int, str]:
     """item_id -> title where the model has a catalogue (a hybrid's content model); else empty."""
-    from recsys.models.hybrid import HybridModel
-
     if isinstance(model, HybridModel):
         return dict(
             zip(model.content.items.astype(np.int64).tolist(), model.content.titles.tolist(), strict=True)

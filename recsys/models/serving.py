@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from recsys.models.factors import FactorModel
+from recsys.models.hybrid import HybridModel
+from recsys.models.rows import explain, model_history, model_similarity, model_titles
 
 DEFAULT_K = 10
 
@@ -31,8 +33,6 @@ class FactorModelPyfunc(mlflow.pyfunc.PythonModel):
     """The served model: a FactorModel (artifact ``model_dir``), or a HybridModel (``hybrid_dir``)."""
 
     def load_context(self, context: Any) -> None:
-        from recsys.models.hybrid import HybridModel
-
         if "hybrid_dir" in context.artifacts:
             self.model: FactorModel | HybridModel = HybridModel.load(Path(context.artifacts["hybrid_dir"]))
         else:
@@ -52,11 +52,11 @@ class FactorModelPyfunc(mlflow.pyfunc.PythonModel):
         return explained(self.model, self.model.recommend(users, k=k))
 
 
-def explained(model: Any, recs: pd.DataFrame, titles: Mapping[int, str] | None = None) -> pd.DataFrame:
+def explained(
+    model: FactorModel | HybridModel, recs: pd.DataFrame, titles: Mapping[int, str] | None = None
+) -> pd.DataFrame:
     """``recs`` of ``model`` (a FactorModel or HybridModel) as served: ``source`` and the reason,
     naming titles from ``titles`` (default: the model's own catalogue, a hybrid's content model)."""
-    from recsys.models.rows import explain, model_history, model_similarity, model_titles
-
     out = serving_frame(recs)
     names = titles if titles is not None else model_titles(model)
     return explain(out, model_history(model), model_similarity(model), names)

@@ -49,7 +49,7 @@ def fit_spark_als(
     ``items`` arrays), those arrays, and the fit time in seconds. Implicit mode learns from
     ``strength`` as confidence; explicit mode from ``rating`` (pairs without a rating are left out).
     """
-    from pyspark.ml.recommendation import ALS
+    from pyspark.ml.recommendation import ALS  # deferred: pyspark is heavy to import
 
     data = train if config.implicit_prefs else train[train["rating"].notna()]
     if data.empty:

@@ -33,8 +33,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from recsys.data.prepare import PrepareConfig, relevant_holdout, split_by_time
+from recsys.evaluation.evaluate import score_model
 from recsys.evaluation.metrics import RANKING_METRICS
 from recsys.io.storage import json_safe
+from recsys.io.tracking import metric_key
 from recsys.training.als import ALSConfig, train_als
 
 if TYPE_CHECKING:
@@ -229,9 +231,6 @@ def tune(
     error and a NaN score; other errors propagate. Raises ValueError when no user can be validated
     on or when no trial produced a score.
     """
-    from recsys.evaluation.evaluate import score_model
-    from recsys.io.tracking import metric_key
-
     if config.k != k:
         raise ValueError(f"tuning metric {config.metric!r} is measured at k={config.k}, but k={k} was given")
     fit, validation = time_aware_split(
@@ -307,7 +306,7 @@ def tune(
         "tuning best: trial %d %s with %s=%.4f", best_index + 1, points[best_index], config.metric, best_score
     )
     if parent is not None:
-        import mlflow
+        import mlflow  # deferred: mlflow is heavy to import
 
         mlflow.log_dict(result.to_dict(), "tuning/result.json")
         mlflow.log_metric(f"tuning_best_{metric_key(config.metric)}", best_score)
@@ -315,7 +314,7 @@ def tune(
 
 
 def _active_run() -> Any:
-    import mlflow
+    import mlflow  # deferred: mlflow is heavy to import
 
     return mlflow.active_run()
 
@@ -328,7 +327,7 @@ def _log_trial(
     trial: dict[str, Any],
     metric_key: Any,
 ) -> str:
-    import mlflow
+    import mlflow  # deferred: mlflow is heavy to import
 
     with mlflow.start_run(
         run_name=f"trial-{index}", nested=True, experiment_id=parent.info.experiment_id
