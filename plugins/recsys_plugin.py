@@ -15,9 +15,10 @@
   data as JSON at ``/recsys/api/model-history``), listed under Browse in the Airflow navigation
   (``external_views``). It needs a logged-in Airflow user and reads MLflow on each request.
 
-Only wiring lives here; the logic is in :mod:`recsys.reporting.ui_pages`. Nothing heavy is imported at plugin load
-(every Airflow process loads plugins): MLflow and Airflow's API-server modules are imported inside
-the request handlers and link callbacks.
+Only wiring lives here; the logic is in :mod:`recsys.reporting.mlflow_links` (links),
+:mod:`recsys.reporting.model_history` (the page's data) and :mod:`recsys.reporting.ui_pages` (the
+page). Nothing heavy is imported at plugin load (every Airflow process loads plugins): MLflow and
+Airflow's API-server modules are imported inside the request handlers and link callbacks.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from recsys.reporting import ui_pages as ui
+from recsys.reporting import mlflow_links, model_history, ui_pages
 
 if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
@@ -51,7 +52,7 @@ def _settings() -> Any:
     return Settings.from_env()
 
 
-def _result_reader(ti_key: TaskInstanceKey) -> ui.ResultReader:
+def _result_reader(ti_key: TaskInstanceKey) -> mlflow_links.ResultReader:
     """Reads the ``return_value`` XCom of a task of ``ti_key``'s DAG run from Airflow's metadata DB
     (extra links are evaluated in the API server, which has the DB; the task SDK's ``XCom`` talks to
     a supervisor there is none of)."""
@@ -78,11 +79,11 @@ def _result_reader(ti_key: TaskInstanceKey) -> ui.ResultReader:
 class MlflowRunLink(BaseOperatorLink):
     """The MLflow run a task created or worked on."""
 
-    name = ui.RUN_LINK_NAME
+    name = mlflow_links.RUN_LINK_NAME
 
     def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
         try:
-            return ui.task_run_link(_settings().mlflow_public_url, ti_key.task_id, _result_reader(ti_key))
+            return mlflow_links.task_run_link(_settings().mlflow_public_url, ti_key.task_id, _result_reader(ti_key))
         except Exception:  # noqa: BLE001 - a link must never break the Airflow UI
             log.warning("no %r link for %s", self.name, ti_key, exc_info=True)
             return ""
@@ -91,12 +92,12 @@ class MlflowRunLink(BaseOperatorLink):
 class ModelVersionLink(BaseOperatorLink):
     """The registered model version a task created, promoted or used."""
 
-    name = ui.MODEL_VERSION_LINK_NAME
+    name = mlflow_links.MODEL_VERSION_LINK_NAME
 
     def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
         try:
             settings = _settings()
-            return ui.task_model_version_link(
+            return mlflow_links.task_model_version_link(
                 settings.mlflow_public_url, ti_key.task_id, _result_reader(ti_key), settings.model_name
             )
         except Exception:  # noqa: BLE001 - a link must never break the Airflow UI
@@ -117,13 +118,13 @@ async def _login_problem(request: Request) -> str | None:
     return None
 
 
-def _history() -> ui.ModelHistory:
+def _history() -> model_history.ModelHistory:
     settings = _settings()
     if settings.mlflow_tracking_uri.startswith(("http://", "https://")):
         # an MLflow server that is down must give a clear page within seconds, not after retries
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    return ui.load_model_history(settings)
+    return model_history.load_model_history(settings)
 
 
 def create_app(require_login: bool = True) -> FastAPI:
@@ -144,7 +145,7 @@ def create_app(require_login: bool = True) -> FastAPI:
                 status_code=401,
             )
         history = await run_in_threadpool(_history)
-        return HTMLResponse(ui.render_model_history(history), headers={"Cache-Control": "no-store"})
+        return HTMLResponse(ui_pages.render_model_history(history), headers={"Cache-Control": "no-store"})
 
     @app.get("/api/model-history")
     async def model_history_json(request: Request) -> JSONResponse:

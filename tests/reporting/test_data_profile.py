@@ -12,13 +12,8 @@ import pandas as pd
 import pytest
 
 from recsys.io.storage import Lake, write_parquet
-from recsys.reporting.data_profile import (
-    WEEKDAYS,
-    log_profile,
-    profile_from_lake,
-    profile_week,
-    render_profile,
-)
+from recsys.reporting.data_profile import log_profile, profile_from_lake, render_profile
+from recsys.reporting.week_profile import WEEKDAYS, profile_week
 
 START = datetime(2026, 11, 15, tzinfo=UTC)  # a Sunday
 END = START + timedelta(days=7)

@@ -20,6 +20,8 @@ from fastapi.testclient import TestClient
 from recsys.core.settings import Settings
 from recsys.promotion.gates import GateDecision
 from recsys.promotion.registry import register_candidate
+from recsys.reporting import mlflow_links as links
+from recsys.reporting import model_history
 from recsys.reporting import ui_pages as ui
 from tests.conftest import PROJECT_ROOT
 
@@ -30,16 +32,16 @@ TRAIN_RUN = "fedcba9876543210fedcba9876543210"
 
 # ---- URLs ----------------------------------------------------------------------------------------
 def test_mlflow_ui_url_formats():
-    assert ui.run_url(BASE, RUN) == f"{BASE}/#/runs/{RUN}"
-    assert ui.run_url(BASE + "/", RUN, "7") == f"{BASE}/#/experiments/7/runs/{RUN}"
+    assert links.run_url(BASE, RUN) == f"{BASE}/#/runs/{RUN}"
+    assert links.run_url(BASE + "/", RUN, "7") == f"{BASE}/#/experiments/7/runs/{RUN}"
     assert (
-        ui.run_url(BASE, RUN, "7", "report/model_report.html")
+        links.run_url(BASE, RUN, "7", "report/model_report.html")
         == f"{BASE}/#/experiments/7/runs/{RUN}/artifacts/report/model_report.html"
     )
-    assert ui.model_version_url(BASE, "recsys_als", 3) == f"{BASE}/#/models/recsys_als/versions/3"
-    assert ui.model_version_url(BASE + "/#/", "a b/c", "1") == f"{BASE}/#/models/a%20b%2Fc/versions/1"
-    assert ui.model_url(BASE, "recsys_als") == f"{BASE}/#/models/recsys_als"
-    assert ui.experiment_url("http://h/mlflow/", "12") == "http://h/mlflow/#/experiments/12"
+    assert links.model_version_url(BASE, "recsys_als", 3) == f"{BASE}/#/models/recsys_als/versions/3"
+    assert links.model_version_url(BASE + "/#/", "a b/c", "1") == f"{BASE}/#/models/a%20b%2Fc/versions/1"
+    assert links.model_url(BASE, "recsys_als") == f"{BASE}/#/models/recsys_als"
+    assert links.experiment_url("http://h/mlflow/", "12") == "http://h/mlflow/#/experiments/12"
 
 
 def test_mlflow_public_url_setting():
@@ -88,25 +90,25 @@ def reader(results: dict):
 )
 def test_links_of_the_weekly_tasks(task_id, run_link, version_link):
     read = reader(WEEKLY_RUN)
-    assert ui.task_run_link(BASE, task_id, read) == run_link
-    assert ui.task_model_version_link(BASE, task_id, read, "configured_name") == version_link
+    assert links.task_run_link(BASE, task_id, read) == run_link
+    assert links.task_model_version_link(BASE, task_id, read, "configured_name") == version_link
 
 
 def test_links_of_the_drift_check_and_the_rollback():
     check = {"decision": "no_drift", "mlflow_run_id": RUN, "champion_version": "2", "conf": {}}
-    assert ui.task_run_link(BASE, "check", reader({"check": check})) == f"{BASE}/#/runs/{RUN}"
-    assert ui.task_model_version_link(BASE, "check", reader({"check": check}), "m") == ""
+    assert links.task_run_link(BASE, "check", reader({"check": check})) == f"{BASE}/#/runs/{RUN}"
+    assert links.task_model_version_link(BASE, "check", reader({"check": check}), "m") == ""
     rollback = {"changed": True, "champion": "1", "from": "2", "by": "ops"}
-    got = ui.task_model_version_link(BASE, "rollback", reader({"rollback": rollback}), "recsys_als")
+    got = links.task_model_version_link(BASE, "rollback", reader({"rollback": rollback}), "recsys_als")
     assert got == f"{BASE}/#/models/recsys_als/versions/1"  # no register result: the configured name
 
 
 def test_results_that_name_nothing_give_no_link():
-    assert ui.run_id_of({"run_id": "not a run id; <script>"}) is None
-    assert ui.run_id_of(["run_id"]) is None
-    assert ui.model_version_of({"version": "v2"}) is None
-    assert ui.model_version_of({"version": True}) is None
-    assert ui.model_version_of({"version": 5, "name": "m"}) == ("m", "5")
+    assert links.run_id_of({"run_id": "not a run id; <script>"}) is None
+    assert links.run_id_of(["run_id"]) is None
+    assert links.model_version_of({"version": "v2"}) is None
+    assert links.model_version_of({"version": True}) is None
+    assert links.model_version_of({"version": 5, "name": "m"}) == ("m", "5")
 
 
 # ---- the page's data and HTML from a real MLflow store -------------------------------------------
@@ -178,7 +180,7 @@ def _exists(client, name: str) -> bool:
 
 def log_drift_check(settings: Settings) -> str:
     from recsys.evaluation.drift import DriftConfig, DriftReport
-    from recsys.pipeline.monitor import CheckResult, _log_check
+    from recsys.pipeline.monitor import CheckResult, log_check
 
     report = DriftReport(
         metrics={
@@ -202,7 +204,7 @@ def log_drift_check(settings: Settings) -> str:
         reference_week=date(2026, 11, 1),
         recent_week=date(2026, 11, 8),
     )
-    _log_check(result, settings, DriftConfig())
+    log_check(result, settings, DriftConfig())
     assert result.mlflow_run_id
     return result.mlflow_run_id
 
@@ -220,7 +222,7 @@ def registry(isolated):
 
 def test_model_history_from_mlflow(registry):
     settings, (v1, v2, v3), check_run = registry
-    history = ui.load_model_history(settings)
+    history = model_history.load_model_history(settings)
     assert history.error is None and history.model_exists
     assert [v.version for v in history.versions] == [v3, v2, v1]  # newest first
     assert history.champion is not None and history.champion.version == v2
@@ -244,7 +246,7 @@ def test_model_history_from_mlflow(registry):
 
 def test_model_history_page(registry):
     settings, (v1, v2, v3), check_run = registry
-    history = ui.load_model_history(settings)
+    history = model_history.load_model_history(settings)
     page = ui.render_model_history(history)
     name = settings.model_name
     exp = history.experiment_id
@@ -262,7 +264,7 @@ def test_model_history_page(registry):
 
 
 def test_page_without_any_model_or_drift_check(isolated):
-    history = ui.load_model_history(isolated)
+    history = model_history.load_model_history(isolated)
     assert history.error is None and not history.model_exists and history.versions == []
     page = ui.render_model_history(history)
     assert f"No version of {isolated.model_name} is registered yet" in page
@@ -274,7 +276,7 @@ def test_page_when_mlflow_is_unreachable(monkeypatch, tmp_path):
     settings = Settings.from_env(
         {"RECSYS_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{missing}"}
     )
-    history = ui.load_model_history(settings)
+    history = model_history.load_model_history(settings)
     assert history.error and "no MLflow store" in history.error
     assert not missing.exists(), "a read-only page must not create an MLflow store"
 
@@ -286,7 +288,7 @@ def test_page_when_mlflow_is_unreachable(monkeypatch, tmp_path):
     down = Settings.from_env(
         {"RECSYS_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": f"http://ops:s3cret@127.0.0.1:{port}"}
     )
-    history = ui.load_model_history(down)
+    history = model_history.load_model_history(down)
     assert history.error and f"cannot read MLflow at http://***@127.0.0.1:{port}" in history.error
     page = ui.render_model_history(history)
     assert 'id="mlflow-error"' in page and "MLflow is not reachable" in page
@@ -393,7 +395,7 @@ def test_model_history_notes_the_ab_test_of_a_version(registry):
     client = configure(settings)
     client.set_model_version_tag(settings.model_name, v1, "ab_test", "kept champion: exp-1: KEEP")
     try:
-        history = ui.load_model_history(settings)
+        history = model_history.load_model_history(settings)
         row = next(v for v in history.versions if v.version == v1)
         assert "A/B test: kept champion: exp-1: KEEP" in row.notes
     finally:
