@@ -37,6 +37,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from recsys.core.errors import ConfigError
 
@@ -124,8 +125,6 @@ def _lake_uri(raw: str | None) -> str | None:
 
 def _without_credentials(uri: str) -> str:
     """``uri`` without ``user:password@``: a link a browser follows must not carry a login."""
-    from urllib.parse import urlsplit, urlunsplit
-
     parts = urlsplit(uri)
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 

@@ -81,7 +81,7 @@ class S3Lake:
         self.bucket, self.prefix = split_uri(uri)
         self.root = local_root
         if client is None:
-            import boto3
+            import boto3  # deferred: boto3 is heavy, loaded only for an s3:// lake
 
             client = boto3.client("s3")
         self.client = client
@@ -112,6 +112,7 @@ class S3Lake:
         return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
     def _remote(self) -> dict[str, dict[str, Any]]:
+        # deferred: botocore comes with boto3, loaded only for an s3:// lake
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         objects: dict[str, dict[str, Any]] = {}

@@ -23,6 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from recsys.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -48,8 +52,6 @@ def auto_driver_memory(total_bytes: int) -> str:
 def driver_memory(settings: Settings) -> str:
     if settings.spark_driver_memory != "auto":
         return settings.spark_driver_memory
-    import psutil
-
     return auto_driver_memory(psutil.virtual_memory().total)
 
 
@@ -89,7 +91,7 @@ def get_spark(settings: Settings, app_name: str = "recsys-retrain") -> SparkSess
     Re-uses the active session when there is one, so several steps of one task share it (its
     settings are then the first session's).
     """
-    from pyspark.sql import SparkSession
+    from pyspark.sql import SparkSession  # deferred: pyspark is heavy, loaded only when a session is made
 
     local_dir = settings.home / "spark-tmp"
     local_dir.mkdir(parents=True, exist_ok=True)
@@ -152,9 +154,6 @@ def pandas_to_spark(spark: SparkSession, frame: pd.DataFrame) -> Iterator[DataFr
     if not is_local(spark):
         yield spark.createDataFrame(frame)
         return
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     directory = _scratch_dir(spark)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{uuid.uuid4().hex}.parquet"

@@ -31,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 
+from recsys.core.errors import DataNotFoundError
 from recsys.core.intervals import week_key
 
 
@@ -146,8 +147,6 @@ def replace_dir(src: Path, dest: Path) -> None:
 
 
 def read_parquet(path: Path) -> pd.DataFrame:
-    from recsys.core.errors import DataNotFoundError
-
     if not path.exists():
         raise DataNotFoundError(f"missing input: {path} (has the stage that writes it run for this week?)")
     return pd.read_parquet(path)

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 def configure(settings: Settings, experiment: str | None = None) -> MlflowClient:
     """Point MLflow at the configured store and make sure the experiment exists (and is the active one)."""
+    # deferred: mlflow is heavy (seconds to import); DAG parsing and the CLI's start-up stay free of it
     import mlflow
     from mlflow import MlflowClient
 

@@ -74,9 +74,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 from recsys.core.errors import ConfigError, DataReadError
 from recsys.core.settings import Settings
+from recsys.io.lakesync import synced_lake
 from recsys.io.storage import Lake, write_text
+from recsys.privacy.anonymize import pseudonymize
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +172,6 @@ def erase_user(
     ``erasures/log.jsonl``; ``record.found`` is False (and a warning logged) when the user had no
     row anywhere.
     """
-    from recsys.io.lakesync import synced_lake
-
     with synced_lake(settings):
         return _erase_user(settings, user_id, key, requested_by, reason)
 
@@ -175,8 +179,6 @@ def erase_user(
 def _erase_user(
     settings: Settings, user_id: str, key: bytes, requested_by: str, reason: str
 ) -> ErasureRecord:
-    from recsys.privacy.anonymize import pseudonymize
-
     uid = str(user_id).strip() if user_id is not None else ""
     if not uid:
         raise ConfigError("user_id is empty: give the raw id of the user to erase")
@@ -285,9 +287,6 @@ class _Eraser:
     # -- matching --
 
     def _pseudonym_rows(self, table: Any) -> Any:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         if "user" not in table.column_names:
             return None
         column = table.column("user")
@@ -296,9 +295,6 @@ class _Eraser:
         return pc.fill_null(pc.equal(column, self.pseudonym), False)
 
     def _text_rows(self, table: Any) -> Any:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         mask = None
         if "user_id" in table.column_names:
             column = table.column("user_id")
@@ -393,10 +389,6 @@ def _fields(record: str) -> list[str]:
 
 
 def _erase_parquet(path: Path, rows_of_user: Callable[[Any], Any]) -> int:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
     try:
         table = pq.ParquetFile(path).read()
     except (pa.ArrowException, OSError) as exc:

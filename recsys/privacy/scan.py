@@ -74,13 +74,18 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from recsys.core.errors import RecsysError
 from recsys.core.intervals import week_key, weeks_back
 from recsys.core.settings import Settings
 from recsys.data.prepare import PrepareConfig
 from recsys.io.storage import Lake
+from recsys.io.tracking import CONTENT_SUFFIX, configure
 
 log = logging.getLogger(__name__)
 
@@ -426,9 +431,6 @@ def _scan_bytes(data: bytes, location: str, out: _Collector) -> None:
 
 def _string_values(array: Any) -> Any:
     """The strings of a pyarrow column: dictionaries decoded, lists and structs flattened."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     t = array.type
     if pa.types.is_dictionary(t):
         return _string_values(pc.cast(array, t.value_type))
@@ -444,10 +446,6 @@ def _string_values(array: Any) -> Any:
 
 
 def _scan_parquet(path: Path, location: str, out: _Collector) -> None:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
     table = pq.ParquetFile(path).read()
     for name in table.column_names:
         column = table.column(name)
@@ -491,8 +489,6 @@ def _match_cells(
 
 
 def _scan_npz(path: Path, location: str, out: _Collector) -> None:
-    import numpy as np
-
     with zipfile.ZipFile(path) as archive:
         names = [n.removesuffix(".npy") for n in archive.namelist()]
     with np.load(path, allow_pickle=False) as arrays:
@@ -537,7 +533,7 @@ def _scan_downloaded(folder: Path, prefix: str, out: _Collector) -> None:
 
 
 def _download(out: _Collector, location: str, **kwargs: Any) -> Path | None:
-    import mlflow.artifacts
+    import mlflow.artifacts  # deferred: mlflow is heavy, loaded only when MLflow is scanned
 
     try:
         return Path(mlflow.artifacts.download_artifacts(**kwargs))
@@ -547,9 +543,7 @@ def _download(out: _Collector, location: str, **kwargs: Any) -> Path | None:
 
 
 def _scan_mlflow(settings: Settings, week: date, out: _Collector) -> None:
-    from mlflow.entities import ViewType
-
-    from recsys.io.tracking import CONTENT_SUFFIX, configure
+    from mlflow.entities import ViewType  # deferred: mlflow is heavy, loaded only when MLflow is scanned
 
     client = configure(settings)
     # the content runs hold the catalogue's text (titles, user-written tags): scanned too
