@@ -12,7 +12,16 @@ from collections.abc import Collection, Mapping
 import numpy as np
 import pandas as pd
 
-from recsys.evaluation.metrics import catalog_coverage, mae, novelty, ranking_metrics, rmse
+from recsys.core.schemas import split_genres
+from recsys.evaluation.metrics import (
+    catalog_coverage,
+    gini_concentration,
+    intra_list_diversity,
+    mae,
+    novelty,
+    ranking_metrics,
+    rmse,
+)
 from recsys.models.factors import FactorModel
 from recsys.models.protocol import Recommender
 
@@ -59,8 +68,6 @@ def score_model(
     """Ranking metrics, coverage, novelty and Gini concentration of ``model``'s top-``k`` for the
     holdout users (and intra-list genre diversity with ``item_genres``); RMSE / MAE for an explicit
     FactorModel. ``model`` is anything with ``recommend(users, k, exclude)``."""
-    from recsys.evaluation.metrics import gini_concentration, intra_list_diversity
-
     truth = truth_sets(holdout)
     users = sorted(truth)
     recs = model.recommend(users, k=k, exclude=train_items(train[train["user"].isin(users)]))
@@ -105,8 +112,6 @@ def score_segments(
     A segment without users has NaN metrics (``users_evaluated`` = 0). ``model`` is anything with
     ``recommend(users, k, exclude)`` (a FactorModel, a HybridModel).
     """
-    from recsys.evaluation.metrics import gini_concentration, intra_list_diversity
-
     truth = truth_sets(holdout)
     users = sorted(truth)
     recs = model.recommend(users, k=k, exclude=train_items(train[train["user"].isin(users)]))
@@ -138,8 +143,6 @@ def score_segments(
 
 def item_genres(items: pd.DataFrame) -> dict[int, set[str]]:
     """item_id -> its genres, from a catalogue frame (``genres`` pipe-joined; empty: none)."""
-    from recsys.core.schemas import split_genres
-
     return {
         int(i): set(split_genres(genres)) for i, genres in zip(items["item_id"], items["genres"], strict=True)
     }
