@@ -45,6 +45,9 @@ from typing import Any
 from airflow.sdk import BaseNotifier
 
 from recsys.core.errors import ConfigError
+from recsys.core.formatting import float_text
+from recsys.core.intervals import week_start_of
+from recsys.core.runplan import plan_run
 from recsys.core.settings import NOTIFY_ENV, notify_spec
 
 LOGGER_NAME = "recsys.notify"
@@ -169,7 +172,9 @@ def scrub(text: object, limit: int = MAX_ERROR_CHARS) -> str:
     IP addresses masked, at most ``limit`` characters."""
     value = " ".join(str(text).split())
     try:  # the masker Airflow applies to task logs (connection passwords, secret Variables)
-        from airflow.sdk._shared.secrets_masker import redact
+        # deferred: airflow's masker lives in a private module (Airflow 3.3 exposes mask_secret in
+        # airflow.sdk.log but no public redact); imported inside the try, its absence means no masking
+        from airflow.sdk._shared.secrets_masker import redact  # noqa: PLC2701
 
         value = str(redact(value))
     except Exception:  # noqa: BLE001 - masking registered secrets is best effort outside Airflow
@@ -221,12 +226,6 @@ def failure_notification(
     )
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "none"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
 def gate_rejection_notification(
     dag_id: str,
     run_id: str | None,
@@ -256,9 +255,9 @@ def gate_rejection_notification(
     status = registration.get("status")
     metrics = decision.get("metrics") or {}
     name = metrics.get("primary_metric", "primary metric")
-    shown = [f"{role} {_fmt(metrics.get(role))}" for role in ("candidate", "baseline", "champion")]
+    shown = [f"{role} {float_text(metrics.get(role))}" for role in ("candidate", "baseline", "champion")]
     if "users_evaluated" in metrics:
-        shown.append(f"users_evaluated {_fmt(metrics['users_evaluated'])}")
+        shown.append(f"users_evaluated {float_text(metrics['users_evaluated'])}")
     if champion:
         stays = f"champion stays version {champion}"
     else:  # a champion was evaluated against, or there is none yet
@@ -311,8 +310,6 @@ def _run_facts(context: Mapping[str, Any]) -> dict[str, Any]:
     }
     if dag_id == RETRAIN_DAG and dag_run is not None:
         try:
-            from recsys.core.runplan import plan_run
-
             plan = plan_run(
                 getattr(dag_run, "run_type", None),
                 context.get("data_interval_end") or getattr(dag_run, "data_interval_end", None),
@@ -323,8 +320,6 @@ def _run_facts(context: Mapping[str, Any]) -> dict[str, Any]:
             pass
     elif context.get("data_interval_end") is not None:  # drift_monitor: the week in progress
         try:
-            from recsys.core.intervals import week_start_of
-
             facts["week"] = week_start_of(context["data_interval_end"]).isoformat()
         except Exception:  # noqa: BLE001 - not a date-time: no week
             pass
@@ -397,6 +392,7 @@ def build_notifiers(notification: Notification, channels: Sequence[Channel]) -> 
             recipients.setdefault(channel.conn_id, []).append(str(channel.target))
         elif channel.kind == "slack":
             try:
+                # deferred: an optional provider, needed only for a slack channel (DAG parsing stays light)
                 from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
             except ImportError as exc:
                 raise ConfigError(
@@ -409,6 +405,7 @@ def build_notifiers(notification: Notification, channels: Sequence[Channel]) -> 
             raise ConfigError(f"{NOTIFY_ENV}: unknown channel {channel.kind!r}")
     if recipients:
         try:
+            # deferred: an optional provider, needed only for an email channel (DAG parsing stays light)
             from airflow.providers.smtp.notifications.smtp import SmtpNotifier
         except ImportError as exc:
             raise ConfigError(

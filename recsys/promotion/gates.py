@@ -41,6 +41,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from recsys.core.errors import GateRejected
+from recsys.core.formatting import metric_text, percent
 from recsys.evaluation.metrics import RANKING_METRICS, USERS_EVALUATED
 from recsys.io.storage import json_safe
 
@@ -174,24 +175,14 @@ class GateDecision:
             counts += f"; failed: {', '.join(self.failed_checks)}"
         name = self.metrics.get("primary_metric", "primary")
         values = ", ".join(
-            f"{role} {_fmt(self.metrics.get(role))}" for role in ("candidate", "baseline", "champion")
+            f"{role} {metric_text(self.metrics.get(role))}" for role in ("candidate", "baseline", "champion")
         )
         return f"gate {verdict} ({counts}): {name} {values}"
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "none"
-    return f"{value:.4f}" if isinstance(value, int | float) else str(value)
 
 
 def _at_least(value: float, limit: float) -> bool:
     """value >= limit, forgiving float rounding (0.03 * 1.05 must not fail a candidate at 0.0315)."""
     return value >= limit or math.isclose(value, limit, rel_tol=1e-9, abs_tol=1e-12)
-
-
-def _pct(fraction: float) -> str:
-    return f"{fraction * 100:g}%"
 
 
 def _number(metrics: Mapping[str, Any] | None, key: str) -> tuple[float | None, str]:
@@ -272,7 +263,7 @@ def evaluate_gate(
             ok = _at_least(cand, required)
             text = (
                 f"{name} {cand:.4f} {'>=' if ok else '<'} baseline {base:.4f}"
-                f" +{_pct(t.baseline_margin)} = {required:.4f}"
+                f" +{percent(t.baseline_margin)} = {required:.4f}"
             )
         else:  # reaches the required value without being above the baseline (margin 0 or baseline 0)
             ok = False
@@ -291,7 +282,7 @@ def evaluate_gate(
         record(
             "no_regression",
             ok,
-            f"{name} {cand:.4f} {'>=' if ok else '<'} champion {champ:.4f} -{_pct(t.max_regression)}"
+            f"{name} {cand:.4f} {'>=' if ok else '<'} champion {champ:.4f} -{percent(t.max_regression)}"
             f" = {allowed:.4f}",
         )
 

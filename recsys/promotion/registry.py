@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from recsys.core.aliases import CHALLENGER, CHAMPION
 from recsys.core.errors import RecsysError
 from recsys.models.factors import FactorModel
 from recsys.promotion.gates import GateDecision, require_passed
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 PROMOTION_MODES = ("auto", "manual", "ab", "never")
 TAG_AB = "ab_test"
 TAG_STATUS = "validation_status"
@@ -51,7 +50,7 @@ class Registration:
 
 def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
     """The version holding the ``champion`` alias, or None when there is none (yet)."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # deferred: mlflow is heavy
 
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
@@ -62,7 +61,7 @@ def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
 def load_served_model(model_uri: str) -> FactorModel | HybridModel:
     """The model a logged or registered pyfunc serves (e.g. ``models:/recsys_als@champion``): a
     FactorModel, or a HybridModel when the version was trained with ``served_model`` hybrid."""
-    import mlflow.pyfunc
+    import mlflow.pyfunc  # deferred: mlflow is heavy
 
     return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
 
@@ -74,7 +73,7 @@ def load_factor_model(model_uri: str) -> FactorModel:
 
 
 def ensure_registered_model(client: MlflowClient, name: str) -> None:
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # deferred: mlflow is heavy
 
     try:
         client.get_registered_model(name)
@@ -118,7 +117,7 @@ def register_candidate(
     ensure_registered_model(client, name)
     version = find_version_for_run(client, name, run_id)
     if version is None:
-        import mlflow
+        import mlflow  # deferred: mlflow is heavy
 
         version = mlflow.register_model(model_uri, name, tags=tags)
     number = str(version.version)
@@ -163,7 +162,7 @@ def serving_challenger(client: MlflowClient, name: str) -> ModelVersion | None:
     A challenger given to a rejected candidate (``challenger_on_reject``) is for people to look at,
     never for users: it is not returned.
     """
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # deferred: mlflow is heavy
 
     try:
         version = client.get_model_version_by_alias(name, CHALLENGER)
@@ -231,7 +230,7 @@ def rollback(
     Records who and why on both versions. Idempotent: when ``to_version`` already is the champion,
     nothing changes. Only versions that passed their gate can become champion again.
     """
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # deferred: mlflow is heavy
 
     current = champion_version(client, name)
     if to_version is None:
@@ -278,7 +277,7 @@ def rollback(
 
 def registry_state(client: MlflowClient, name: str) -> list[dict[str, Any]]:
     """Every version with its aliases and key tags, newest first (for `recsys registry`)."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # deferred: mlflow is heavy
 
     try:
         model = client.get_registered_model(name)

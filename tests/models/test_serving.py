@@ -51,9 +51,10 @@ def test_explicit_mode_needs_ratings(spark):
 def test_pyfunc_log_register_promote_and_serve(trained, settings):
     import mlflow
 
+    from recsys.core.aliases import CHAMPION
     from recsys.io.tracking import configure
     from recsys.models.serving import log_pyfunc
-    from recsys.promotion.registry import CHAMPION, champion_version, load_factor_model, register_candidate
+    from recsys.promotion.registry import champion_version, load_factor_model, register_candidate
 
     model, _, holdout = trained
     client = configure(settings)

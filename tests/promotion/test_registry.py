@@ -7,13 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recsys.core.aliases import CHALLENGER, CHAMPION
 from recsys.core.errors import RecsysError
 from recsys.models.factors import FactorModel, seen_matrix
 from recsys.models.serving import log_pyfunc
 from recsys.promotion.gates import GateDecision
 from recsys.promotion.registry import (
-    CHALLENGER,
-    CHAMPION,
     aliases_of,
     champion_version,
     promote_version,
