@@ -1,6 +1,6 @@
 """A/B readout power: the smallest uplift of the primary metric the readout ships in 80% of runs.
 
-For the default :class:`recsys.experiments.abtest.ExperimentConfig` (primary ``plays_per_user``, alpha 0.05 with
+For the default :class:`recsys.experiments.ab_config.ExperimentConfig` (primary ``plays_per_user``, alpha 0.05 with
 Holm across the five metrics, 50/50 split) and each traffic level (exposed users per arm), repeated
 experiments are simulated and read out with :func:`recsys.experiments.abtest.readout_from_users` (the readout's
 statistics and decision on the per-user table; the aggregation from the raw frames is the same for
@@ -39,7 +39,8 @@ import pandas as pd
 from scipy import stats
 
 from bench.common import table, write_section
-from recsys.experiments.abtest import METRICS, ExperimentConfig, readout_from_users
+from recsys.experiments.ab_config import METRICS, ExperimentConfig
+from recsys.experiments.abtest import readout_from_users
 
 TRAFFIC = (1_000, 5_000, 20_000)
 RUNS = 200
@@ -100,7 +101,7 @@ def poisson_quantile(u: np.ndarray, lam: np.ndarray) -> np.ndarray:
 
 
 def user_table(users: Users, uplift: float) -> pd.DataFrame:
-    """The per-user table (:data:`recsys.experiments.abtest.USER_COLUMNS`) with the challenger's play rate
+    """The per-user table (:data:`recsys.experiments.ab_config.USER_COLUMNS`) with the challenger's play rate
     multiplied by ``1 + uplift``."""
     n = len(users.rate)
     half = n // 2

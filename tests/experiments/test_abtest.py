@@ -11,18 +11,10 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from recsys.experiments.abtest import (
-    METRICS,
-    ExperimentConfig,
-    ExperimentDataError,
-    assign,
-    holm,
-    plot_readout,
-    readout,
-    readout_from_users,
-    srm_check,
-    user_metrics,
-)
+from recsys.experiments.ab_config import METRICS, ExperimentConfig, ExperimentDataError, assign
+from recsys.experiments.ab_statistics import holm, srm_check
+from recsys.experiments.ab_users import user_metrics
+from recsys.experiments.abtest import plot_readout, readout, readout_from_users
 
 CONFIG = ExperimentConfig(experiment_id="top-picks.2026-w02", salt="pepper")
 WEEKS = pd.to_datetime(["2026-01-04", "2026-01-11", "2026-01-18", "2026-01-25"])
