@@ -170,7 +170,7 @@ def test_drift_retrain_message():
 
 
 def test_scrub_masks_personal_data_and_registered_secrets():
-    from airflow.sdk._shared.secrets_masker import mask_secret
+    from airflow.sdk.log import mask_secret
 
     mask_secret("s3cr3t-token-value")
     text = scrub("user bob@example.com from 10.1.2.3 with s3cr3t-token-value\nsecond line", limit=200)
