@@ -110,11 +110,11 @@ BAD_ROW_KINDS: tuple[str, ...] = (
 
 _SECONDS_PER_WEEK = 7 * 86400
 # Activity by hour of day (UTC): quiet at night, peak in the evening.
-_HOUR_WEIGHTS = np.array(
+HOUR_WEIGHTS = np.array(
     [2, 1.2, 0.8, 0.5, 0.4, 0.4, 0.8, 1.5, 2.2, 2.5, 2.8, 3, 3.5, 3.5, 3.3, 3.4, 4, 5, 7, 9.5, 11, 10, 7.5, 4]
 )
 # Activity by day of week, Sunday first (weeks start on Sunday): more at the weekend.
-_DAY_WEIGHTS = np.array([1.3, 0.9, 0.9, 0.9, 0.95, 1.15, 1.35])
+DAY_WEIGHTS = np.array([1.3, 0.9, 0.9, 0.9, 0.95, 1.15, 1.35])
 _DEVICE_SHARES = np.array([0.35, 0.3, 0.25, 0.1])  # primary device: tv, mobile, web, tablet
 _BAD_RATINGS = ("7.0", "-1.0", "5.5", "0.0", "10")
 _BAD_EVENT_TYPES = ("click", "purchase", "share", "like", "play")
@@ -632,11 +632,11 @@ def _week_events(
     ip = np.where(mobile, world.user_mobile_ip[ev_user], world.user_home_ip[ev_user])
 
     # when: a weighted day (not before a new user's signup day), an evening-heavy hour
-    day_cdf = np.cumsum(_DAY_WEIGHTS) / _DAY_WEIGHTS.sum()
+    day_cdf = np.cumsum(DAY_WEIGHTS) / DAY_WEIGHTS.sum()
     day_min = np.where(world.user_signup_week[ev_user] == index, world.user_signup_day[ev_user], 0)
     low = np.concatenate([[0.0], day_cdf])[day_min]
     day = np.minimum(np.searchsorted(day_cdf, low + rng.random(n) * (1 - low), side="right"), 6)
-    hour_cdf = np.cumsum(_HOUR_WEIGHTS) / _HOUR_WEIGHTS.sum()
+    hour_cdf = np.cumsum(HOUR_WEIGHTS) / HOUR_WEIGHTS.sum()
     hour = np.minimum(np.searchsorted(hour_cdf, rng.random(n), side="right"), 23)
     seconds = day * 86400 + hour * 3600 + rng.integers(0, 3600, size=n)
     seconds = _distinct_moments(ev_user, item, kind, seconds)
@@ -794,7 +794,9 @@ def generate(
 
 __all__ = [
     "BAD_ROW_KINDS",
+    "DAY_WEIGHTS",
     "GENRES",
+    "HOUR_WEIGHTS",
     "GenerationResult",
     "GeneratorConfig",
     "World",

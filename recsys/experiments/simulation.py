@@ -76,7 +76,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys.core.intervals import week_bounds
 from recsys.core.schemas import FEEDBACK_EVENTS, RAW_FEEDBACK_COLUMNS
-from recsys.data.synthetic import _DAY_WEIGHTS, _HOUR_WEIGHTS, World
+from recsys.data.synthetic import DAY_WEIGHTS, HOUR_WEIGHTS, World
 from recsys.privacy.anonymize import pseudonymize, week_of
 
 log = logging.getLogger(__name__)
@@ -245,13 +245,13 @@ def _visits(
     n = len(users)
     user = np.repeat(users, 7)
     day = np.tile(np.arange(7), n)
-    weights = _DAY_WEIGHTS / _DAY_WEIGHTS.mean()
+    weights = DAY_WEIGHTS / DAY_WEIGHTS.mean()
     hazard = config.visits_per_week / 7 * world.user_activity[user] * weights[day]
     signup_week = world.user_signup_week[user]
     can_visit = (signup_week < index) | ((signup_week == index) & (day >= world.user_signup_day[user]))
     visited = can_visit & (draws.uniform(len(user), _VISIT, user, day) < -np.expm1(-hazard))
     user, day = user[visited], day[visited]
-    hour_cdf = np.cumsum(_HOUR_WEIGHTS) / _HOUR_WEIGHTS.sum()
+    hour_cdf = np.cumsum(HOUR_WEIGHTS) / HOUR_WEIGHTS.sum()
     hour = np.minimum(np.searchsorted(hour_cdf, draws.uniform(len(user), _HOUR, user, day), side="right"), 23)
     second = np.floor(draws.uniform(len(user), _SECOND, user, day) * 3600).astype(np.int64)
     return user, day, day * _SECONDS_PER_DAY + hour * 3600 + second
