@@ -80,7 +80,8 @@ def _header(profile: WeekProfile, title: str) -> str:
         f"{metric_cell(profile.events)} events",
         f"{metric_cell(profile.plays)} plays",
         f"{metric_cell(profile.users)} users",
-        f"{metric_cell(profile.titles_played)} titles played of {metric_cell(profile.catalogue_titles)} in the catalogue",
+        f"{metric_cell(profile.titles_played)} titles played of {metric_cell(profile.catalogue_titles)} "
+        "in the catalogue",
     ]
     out = f"<h1>{escape(title)} &mdash; week {escape(profile.week_start[:10])}</h1>"
     out += f"<p class='sub'>{' &middot; '.join(facts)}</p>"
@@ -207,7 +208,10 @@ def _activity_section(p: WeekProfile) -> str:
         ],
         left=0,
     )
-    rows = [("", [escape(f"{b.lo:g}" if b.lo == b.hi else f"{b.lo:g}–{b.hi:g}"), metric_cell(b.count)]) for b in bins]
+    rows = [
+        ("", [escape(f"{b.lo:g}" if b.lo == b.hi else f"{b.lo:g}–{b.hi:g}"), metric_cell(b.count)])
+        for b in bins
+    ]
     return (
         png_img(draw, size=(8.0, 2.8))
         + "<p class='sub'>Events per user</p>"
@@ -259,7 +263,10 @@ def _popularity_section(p: WeekProfile) -> str:
     )
     top = html_table(
         ["item", "title", "plays", "users"],
-        [("", [escape(t.item_id), escape(t.title), metric_cell(t.plays), metric_cell(t.users)]) for t in p.top_titles],
+        [
+            ("", [escape(t.item_id), escape(t.title), metric_cell(t.plays), metric_cell(t.users)])
+            for t in p.top_titles
+        ],
         left=2,
     )
     return (
@@ -308,10 +315,12 @@ def _new_section(p: WeekProfile) -> str:
         rows = []
         for label, new, back in groups:
             total = new + back
-            rows.append(("", [escape(label), metric_cell(new), metric_cell(back), percent_cell(new / total if total else None)]))
+            share = new / total if total else None
+            rows.append(("", [escape(label), metric_cell(new), metric_cell(back), percent_cell(share)]))
         if p.plays_by_new_users is not None:
             share = p.plays_by_new_users / p.plays if p.plays else None
-            rows.append(("", ["plays by new users", metric_cell(p.plays_by_new_users), "&ndash;", percent_cell(share)]))
+            cells = ["plays by new users", metric_cell(p.plays_by_new_users), "&ndash;", percent_cell(share)]
+            rows.append(("", cells))
         out += html_table(["", "new", "returning", "new share"], rows)
         weeks = ", ".join(p.earlier_weeks) if p.earlier_weeks else "the earlier events given"
         out += note(f"New: not seen in {weeks} ({p.earlier_events or 0:,} events).")

@@ -86,7 +86,8 @@ def _header(ctx: Mapping[str, Any]) -> str:
         parts.append(f"week {escape(ctx['week'])}")
     interval = ctx.get("data_interval")
     if isinstance(interval, Mapping):
-        parts.append(f"data interval {escape(interval.get('start', '?'))} &rarr; {escape(interval.get('end', '?'))}")
+        start, end = escape(interval.get("start", "?")), escape(interval.get("end", "?"))
+        parts.append(f"data interval {start} &rarr; {end}")
     elif interval:
         parts.append(f"data interval {escape(interval)}")
     gate = _as_dict(ctx.get("gate"))
@@ -291,11 +292,14 @@ def _tuning(ctx: Mapping[str, Any]) -> str:
         rows.append(("best" if best is not None and t.get("trial", n) == best else "", cells))
     out = html_table(header, rows, left=1)
     if best is not None:
-        out += f'<p class="sub">best: trial {escape(best)} (highlighted), refit on the whole training window</p>'
+        out += (
+            f'<p class="sub">best: trial {escape(best)} (highlighted), refit on the whole training window</p>'
+        )
     if split:
         out += (
             '<p class="sub">validated on each user&#x27;s latest training pairs: '
-            f"{metric_cell(split.get('fit_pairs'))} fit / {metric_cell(split.get('validation_pairs'))} validation pairs, "
+            f"{metric_cell(split.get('fit_pairs'))} fit / "
+            f"{metric_cell(split.get('validation_pairs'))} validation pairs, "
             f"{metric_cell(split.get('validation_users'))} users</p>"
         )
     return out
@@ -327,10 +331,13 @@ def _segments(ctx: Mapping[str, Any]) -> str:
         first = (_as_dict(segments[names[0]]) or {}).get(segment) or {}
         cells = [escape(label), metric_cell(first.get("users_evaluated"), 0)]
         for metric in metrics:
-            values = [finite_number(((_as_dict(segments[n]) or {}).get(segment) or {}).get(metric)) for n in names]
+            values = [
+                finite_number(((_as_dict(segments[n]) or {}).get(segment) or {}).get(metric)) for n in names
+            ]
             best = max((v for v in values if v is not None), default=None)
             cells += [
-                f"<b>{metric_cell(v)}</b>" if v is not None and v == best and best > 0 else metric_cell(v) for v in values
+                f"<b>{metric_cell(v)}</b>" if v is not None and v == best and best > 0 else metric_cell(v)
+                for v in values
             ]
         rows.append(("", cells))
     table = html_table(header, rows)

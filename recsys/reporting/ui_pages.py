@@ -158,7 +158,8 @@ def _drift_section(h: ModelHistory) -> str:
         )
         links.append(_link(experiment_url(h.mlflow_url, check.experiment_id), "all checks"))
     facts = (
-        f"<p>Last check {_when(check.checked_at)}: {decision} &mdash; {escape(check.message) or '&ndash;'}</p>"
+        f"<p>Last check {_when(check.checked_at)}: {decision} &mdash; "
+        f"{escape(check.message) or '&ndash;'}</p>"
         f"<p class='sub'>champion version {escape(check.champion_version or '?')}, recent week "
         f"{escape(check.recent_week or '?')} against its training week {escape(check.reference_week or '?')} "
         f"&middot; {' &middot; '.join(links)}</p>"
@@ -169,7 +170,8 @@ def _drift_section(h: ModelHistory) -> str:
         if stat.threshold is not None:
             limit += metric_cell(stat.threshold)
         verdict = '<span class="down">drift</span>' if stat.drifted else escape(stat.verdict)
-        rows.append(("primary" if stat.drifted else "", [escape(stat.label), metric_cell(stat.value), limit, verdict]))
+        cells = [escape(stat.label), metric_cell(stat.value), limit, verdict]
+        rows.append(("primary" if stat.drifted else "", cells))
     stats = (
         _grid(["statistic", "value", "allowed", "verdict"], rows, left={0}, table_id="drift-stats")
         if rows
