@@ -133,7 +133,8 @@ def is_local(spark: SparkSession) -> bool:
     return spark.sparkContext.master.startswith("local")
 
 
-def _scratch_dir(spark: SparkSession) -> Path:
+def handoff_dir(spark: SparkSession) -> Path:
+    """Where :func:`pandas_to_spark` puts its Parquet files: ``handoff/`` in Spark's first local dir (or the temp dir)."""
     configured = spark.sparkContext.getConf().get("spark.local.dir")
     base = Path(configured.split(",")[0]) if configured else Path(tempfile.gettempdir())
     return base / "handoff"
@@ -154,7 +155,7 @@ def pandas_to_spark(spark: SparkSession, frame: pd.DataFrame) -> Iterator[DataFr
     if not is_local(spark):
         yield spark.createDataFrame(frame)
         return
-    directory = _scratch_dir(spark)
+    directory = handoff_dir(spark)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{uuid.uuid4().hex}.parquet"
     try:

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.io.spark import _scratch_dir, is_local, pandas_to_spark
+from recsys.io.spark import handoff_dir, is_local, pandas_to_spark
 from recsys.training.als import ALSConfig, fit_spark_als
 
 
@@ -20,7 +20,7 @@ def _frame(n: int = 1_000) -> pd.DataFrame:
 
 
 def _handoff_files(spark) -> list:  # noqa: ANN001
-    directory = _scratch_dir(spark)
+    directory = handoff_dir(spark)
     return sorted(directory.glob("*.parquet")) if directory.exists() else []
 
 
