@@ -55,14 +55,22 @@ from recsys.core.schemas import (
     SOURCE_FILE,
     SOURCE_LINE,
 )
-from recsys.experiments import abtest
-from recsys.experiments.abtest import ARM_NAMES
-from recsys.experiments.simulation import FeedbackConfig
+from recsys.data.ingest import stage_files
+from recsys.data.raw import raw_file, write_csv
+from recsys.data.synthetic import world_of_lake
+from recsys.experiments import ab_config
+from recsys.experiments.ab_config import ARM_NAMES
+from recsys.experiments.simulation import FeedbackConfig, simulate_feedback
 from recsys.io.storage import Lake, write_parquet
+from recsys.privacy import erased_pseudonyms
+from recsys.privacy.anonymize import anonymize_feedback
+from recsys.validation.casting import quarantine_schema, to_float, to_int, to_text, to_ts
+from recsys.validation.outcomes import quarantine_frame
+from recsys.validation.suites import ROW_ID
 
 log = logging.getLogger(__name__)
 
-EXPOSURE_COLUMNS = (*abtest.EXPOSURE_COLUMNS, "model_version")  # as the recommend stage writes them
+EXPOSURE_COLUMNS = (*ab_config.EXPOSURE_COLUMNS, "model_version")  # as the recommend stage writes them
 
 USER_MISSING = "user_id missing"
 ITEM_NOT_INT = "item_id not an integer"
@@ -128,10 +136,6 @@ def simulate_week(lake: Lake, week: date, key: bytes, config: FeedbackConfig | N
     ``week``, ``path``, ``exposures`` (rows read), ``rows``, ``clicks``, ``plays``, ``users`` (distinct
     users with an event) and ``skipped`` (exposure rows left out, by reason).
     """
-    from recsys.data.raw import raw_file, write_csv
-    from recsys.data.synthetic import world_of_lake
-    from recsys.experiments.simulation import simulate_feedback
-
     week = _week(week)
     path = exposures_file(lake, week)
     if not path.is_file():
@@ -186,11 +190,6 @@ def ingest_feedback(lake: Lake, week: date, key: bytes) -> dict[str, Any]:
     cannot be read as CSV (nothing is written), ValidationFailed when the files lack a column of the
     contract or have one the anonymization policy does not name (nothing is written).
     """
-    from recsys.data.ingest import stage_files
-    from recsys.privacy import erased_pseudonyms
-    from recsys.privacy.anonymize import anonymize_feedback
-    from recsys.validation.validate import ROW_ID, _quarantine_frame, quarantine_schema
-
     week = _week(week)
     paths = lake.raw_files(FEEDBACK_KIND, week)
     if not paths:
@@ -232,7 +231,7 @@ def ingest_feedback(lake: Lake, week: date, key: bytes) -> dict[str, Any]:
             QUARANTINE_REASON: reasons[~ok].to_numpy(dtype=object),
         }
     )
-    quarantine = _quarantine_frame(staged, flagged, malformed)
+    quarantine = quarantine_frame(staged, flagged, malformed)
     text_columns = [c for c in staged.columns if c not in (SOURCE_FILE, SOURCE_LINE)]
 
     by_reason = Counter(quarantine[QUARANTINE_REASON].tolist())
@@ -271,15 +270,13 @@ def check_rows(staged: pd.DataFrame, week: date) -> tuple[pd.DataFrame, pd.Serie
     Returns the typed rows (the contract's columns and the lineage columns) and, for each row, the
     first reason of :data:`REASONS` that applies (None for a valid row).
     """
-    from recsys.validation.validate import _text, _to_float, _to_int, _to_ts
-
     start, end = week_bounds(week)
-    text = {c: _text(staged[c]) for c in RAW_FEEDBACK_COLUMNS}
-    item_id = _to_int(text["item_id"])
-    ts = _to_ts(text["ts"])
+    text = {c: to_text(staged[c]) for c in RAW_FEEDBACK_COLUMNS}
+    item_id = to_int(text["item_id"])
+    ts = to_ts(text["ts"])
     event = text["event"]
-    watch = _to_float(text["watch_seconds"])
-    position = _to_int(text["position"])
+    watch = to_float(text["watch_seconds"])
+    position = to_int(text["position"])
     flag = text["from_recommendation"].astype("string").str.lower().map(_BOOLEANS)
     from_rec = flag.isin([True])
     experiment_id, arm = text["experiment_id"], text["arm"]

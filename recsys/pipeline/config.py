@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from recsys.core.errors import ConfigError
 from recsys.data.prepare import PrepareConfig
 from recsys.evaluation.drift import DriftConfig
-from recsys.experiments.abtest import ExperimentConfig
+from recsys.experiments.ab_config import ExperimentConfig
 from recsys.models.content import ContentConfig
 from recsys.models.hybrid import HybridConfig
 from recsys.models.rerank import RerankConfig
@@ -26,7 +26,7 @@ from recsys.privacy.anonymize import AnonymizeConfig
 from recsys.promotion.gates import GateThresholds
 from recsys.training.als import ALSConfig
 from recsys.training.tuning import TuningConfig
-from recsys.validation.validate import ValidationConfig
+from recsys.validation.config import ValidationConfig
 
 
 class PipelineConfig(BaseModel):

@@ -31,30 +31,27 @@ import pyarrow.parquet as pq
 
 from recsys.core.schemas import QUARANTINE_REASON, SOURCE_FILE, SOURCE_LINE
 from recsys.data.ingest import MALFORMED_SCHEMA, RAW_LINE
-from recsys.validation.validate import (
-    BOT,
-    COLUMNS_REJECTED,
-    DUPLICATE,
-    IS_RATING,
+from recsys.validation.casting import (
     OUTPUT_COLUMNS,
-    ROW_ID,
     TYPERS,
+    empty_staged,
+    output_schema,
+    quarantine_schema,
+    typed_schema,
+    write_frame,
+)
+from recsys.validation.outcomes import (
     Flags,
-    GxRunner,
     KindJob,
     KindOutcome,
     batch_stats,
     bot_entry,
-    empty_staged,
     finish,
-    output_schema,
     parse_entry,
-    quarantine_schema,
     record_row_results,
     table_checks,
-    typed_schema,
-    write_frame,
 )
+from recsys.validation.suites import BOT, COLUMNS_REJECTED, DUPLICATE, IS_RATING, ROW_ID, GxRunner
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -63,14 +60,14 @@ CHUNK_ROWS = 200_000  # staged rows typed at a time
 
 
 def _col(name: str) -> Column:
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as F  # deferred: pyspark is heavy, loaded only for a Spark batch
 
     return F.col("`" + name.replace("`", "``") + "`")
 
 
 def _read(spark: SparkSession, path: Path, schema: pa.Schema) -> DataFrame:
     """Read parquet with a known schema: no schema inference (a Spark job per read) needed."""
-    from pyspark.sql import types as T
+    from pyspark.sql import types as T  # deferred: pyspark is heavy, loaded only for a Spark batch
 
     def spark_type(t: pa.DataType) -> Any:
         if pa.types.is_timestamp(t):
@@ -165,7 +162,7 @@ def _combine(folder: Path, dest: Path, schema: pa.Schema, micros: tuple[str, ...
 def _to_micros(df: DataFrame, columns: list[str], timestamps: tuple[str, ...]) -> DataFrame:
     """Select ``columns``, timestamps as microseconds since the epoch: a parquet type that reads the
     same whatever ``spark.sql.parquet.outputTimestampType`` says."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as F  # deferred: pyspark is heavy, loaded only for a Spark batch
 
     return df.select(*(F.unix_micros(_col(c)).alias(c) if c in timestamps else _col(c) for c in columns))
 
@@ -186,6 +183,7 @@ def _write_quarantine(
 
 def validate_kind_spark(job: KindJob, runner: GxRunner, spark: SparkSession) -> KindOutcome:
     """Validate one kind on Spark; see the module docstring."""
+    # deferred: pyspark is heavy, loaded only for a Spark batch
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -308,6 +306,7 @@ def _bot_rule(
     cached: list[DataFrame],
 ) -> DataFrame:
     """Quarantine every event of a user-day (UTC) with more than ``limit`` events; returns the rest."""
+    # deferred: pyspark is heavy, loaded only for a Spark batch
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 

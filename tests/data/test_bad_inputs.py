@@ -29,7 +29,9 @@ from recsys.core.schemas import QUARANTINE_REASON, RAW_EVENT_COLUMNS, SOURCE_LIN
 from recsys.data.ingest import ingest_week
 from recsys.data.movielens import land_movielens
 from recsys.io.storage import Lake
-from recsys.validation.validate import BOT, DUPLICATE, FUTURE, ValidationConfig, validate_week
+from recsys.validation.config import ValidationConfig
+from recsys.validation.suites import BOT, DUPLICATE, FUTURE
+from recsys.validation.validate import validate_week
 from tests.conftest import shared_data_dir
 from tests.validation.test_validation import (
     EVENT_HEADER,

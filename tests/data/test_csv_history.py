@@ -21,7 +21,7 @@ from recsys.data.csv_history import event_days, land_csv_history, week_of_days
 from recsys.data.ingest import ingest_week
 from recsys.data.synthetic import config_from, generate
 from recsys.io.storage import Lake
-from recsys.validation.validate import _to_ts
+from recsys.validation.casting import to_ts
 
 WEEKS = [date(2026, 11, 1), date(2026, 11, 8), date(2026, 11, 15)]
 EVENT_HEADER = ",".join(RAW_EVENT_COLUMNS)
@@ -255,7 +255,7 @@ def test_timestamps_are_read_as_the_validate_stage_reads_them() -> None:
         "1e9",
     ]
     days, parsed = event_days(texts)
-    stamps = _to_ts(pd.Series([t.strip() or None for t in texts], dtype=object))
+    stamps = to_ts(pd.Series([t.strip() or None for t in texts], dtype=object))
     assert parsed.tolist() == stamps.notna().tolist()
     for day, ok, stamp in zip(days, parsed, stamps, strict=True):
         if ok:

@@ -15,15 +15,9 @@ import pytest
 
 from recsys.data.ingest import ingest_week
 from recsys.io.storage import Lake
-from recsys.validation.validate import (
-    BOT,
-    COLUMNS_REJECTED,
-    DUPLICATE,
-    FUTURE,
-    ValidationConfig,
-    ValidationRun,
-    run_validation,
-)
+from recsys.validation.config import ValidationConfig
+from recsys.validation.suites import BOT, COLUMNS_REJECTED, DUPLICATE, FUTURE
+from recsys.validation.validate import ValidationRun, run_validation
 from tests.validation.test_validation import (
     EVENT_HEADER,
     GOOD_ITEMS,

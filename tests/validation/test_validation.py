@@ -15,15 +15,9 @@ from recsys.core.errors import ConfigError, ValidationFailed
 from recsys.core.schemas import QUARANTINE_REASON, RAW_EVENT_COLUMNS, SOURCE_FILE, SOURCE_LINE
 from recsys.data.ingest import ingest_week
 from recsys.io.storage import Lake
-from recsys.validation.validate import (
-    BOT,
-    DUPLICATE,
-    FUTURE,
-    ValidationConfig,
-    events_suite,
-    validate_path,
-    validate_week,
-)
+from recsys.validation.config import ValidationConfig
+from recsys.validation.suites import BOT, DUPLICATE, FUTURE, events_suite
+from recsys.validation.validate import validate_path, validate_week
 
 WEEK = date(2026, 11, 15)  # a Sunday
 EVENT_HEADER = ",".join(RAW_EVENT_COLUMNS)
