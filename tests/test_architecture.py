@@ -23,7 +23,6 @@ MAX_LINES = 600
 ONE_JOB = {
     "recsys/data/synthetic.py": "the synthetic world and its weekly logs",
     "recsys/data/movielens.py": "reading and landing the MovieLens datasets",
-    "recsys/data/ingest.py": "streaming raw CSV files into the staged layer",
     "recsys/privacy/scan.py": "the personal-data leak scanner",
 }
 

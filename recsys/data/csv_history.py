@@ -31,7 +31,7 @@ them with a reason. A missing input is :class:`DataNotFoundError`; an empty file
 not the kind's layout (a missing or an unexpected column, named with the file) or a file that
 cannot be read as CSV text is :class:`DataReadError`.
 
-The files are read with the ingest stage's reader (:class:`recsys.data.ingest.CsvStream`: the same
+The files are read with the ingest stage's reader (:class:`recsys.data.csv_stream.CsvStream`: the same
 records, line numbers and read errors as ingest), streamed ``chunk_rows`` records at a time into
 per-week files in a hidden staging folder of the lake (``raw/.land-csv-*``); only when every input
 has been read are they moved into place, one ``os.replace`` per file.
@@ -52,7 +52,7 @@ import pandas as pd
 
 from recsys.core.errors import ConfigError, DataNotFoundError, DataReadError
 from recsys.core.schemas import KINDS, OPTIONAL_COLUMNS, RAW_COLUMNS, RAW_USER_COLUMNS
-from recsys.data.ingest import CsvStream, Record
+from recsys.data.csv_stream import CsvStream, Record
 from recsys.data.raw import RAW_FILE_NAMES, csv_rows, raw_file, write_csv
 from recsys.io.storage import Lake, is_data_file
 

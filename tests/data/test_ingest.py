@@ -11,7 +11,7 @@ import pytest
 
 from recsys.core.errors import ConfigError, DataNotFoundError, DataReadError
 from recsys.core.schemas import QUARANTINE_REASON, RAW_EVENT_COLUMNS, SOURCE_FILE, SOURCE_LINE
-from recsys.data import ingest
+from recsys.data import csv_stream
 from recsys.data.ingest import RAW_LINE, ingest_quarantine_file, ingest_week, read_csv_file, stage_files
 from recsys.io.storage import Lake
 
@@ -299,7 +299,7 @@ TRICKY = (
 def test_block_boundaries_do_not_change_the_records(monkeypatch, tmp_path: Path, block: int) -> None:
     path = tmp_path / "events.csv"
     path.write_bytes(TRICKY.encode("utf-8"))
-    monkeypatch.setattr(ingest, "_BLOCK_BYTES", block)
+    monkeypatch.setattr(csv_stream, "_BLOCK_BYTES", block)
     parsed = read_csv_file(path, RAW_EVENT_COLUMNS)
     assert parsed.header == list(RAW_EVENT_COLUMNS)
     assert parsed.row_lines == [2, 3, 6, 7, 9]
@@ -316,7 +316,7 @@ def test_bad_byte_position_whatever_the_block_size(monkeypatch, tmp_path: Path, 
     path = tmp_path / "events.csv"
     # a 3-byte character cut short by a comma, on line 3 after two multi-byte characters
     path.write_bytes(f"{EVENT_HEADER}\n{event(1)}\n".encode() + "e2,Zoë€".encode() + b"\xe2\x82,1\n")
-    monkeypatch.setattr(ingest, "_BLOCK_BYTES", block)
+    monkeypatch.setattr(csv_stream, "_BLOCK_BYTES", block)
     with pytest.raises(DataReadError) as info:
         read_csv_file(path, RAW_EVENT_COLUMNS)
     assert str(info.value) == (
