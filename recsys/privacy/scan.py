@@ -100,7 +100,7 @@ RAW_COLUMN_KINDS = {
 }
 SCANNED_LAYERS = ("anonymized", "prepared", "recommendations", "runs", "reports")
 NOT_SCANNED_LAYERS = ("raw", "staged", "validated", "quarantine")  # legitimately personal
-VALIDATION_SUFFIX = "_validation"  # see recsys.pipeline.stages.log_validation_run
+VALIDATION_SUFFIX = "_validation"  # see recsys.pipeline.data_stages.log_validation_run
 USER_COLUMNS = frozenset({"user", "user_id", "users", "user_ids"})
 SHORT_NUMERIC_MAX_LEN = 5  # purely numeric ids of at most this many characters: not in free text
 MIN_TEXT_LEN = 3
