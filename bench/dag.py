@@ -10,7 +10,7 @@ local MLflow store).
 
 Reported: the DAG's wall time (the ``airflow dags test`` process, and the DAG run in Airflow's
 metadata), each task's wall time from Airflow's task instances next to the stage's own compute
-(``compute_seconds``, timed around the stage function by :func:`recsys.pipeline.stages.run_stage`), and the
+(``compute_seconds``, timed around the stage function by :func:`recsys.pipeline.runner.run_stage`), and the
 orchestration overhead = DAG wall time minus the sum of the stages' compute, as a share of the wall
 time. Peak memory is the Airflow process and everything it starts (the Spark JVM).
 
@@ -57,7 +57,8 @@ def prepare_world(work: Path, env: dict[str, str], events_per_user_week: float, 
     """Generate the world and process the weeks before ``end_week``; returns the raw event lines."""
     from recsys.data.synthetic import GeneratorConfig, generate
     from recsys.io.storage import Lake
-    from recsys.pipeline.stages import StageContext, run_stage
+    from recsys.pipeline.context import StageContext
+    from recsys.pipeline.runner import run_stage
 
     os.environ.update({k: env[k] for k in ("RECSYS_HOME", "RECSYS_PSEUDONYM_KEY")})
     n_users, n_items, _ = SHAPES["ml-1m shape"]
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from recsys.core.intervals import week_start_of
     from recsys.io.storage import Lake
+    from recsys.pipeline.results import RESULT_TYPES, PrepareResult
 
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
@@ -151,12 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     compute_total = 0.0
     for task, seconds in sorted(tasks.items(), key=lambda kv: -kv[1]):
         stage = STAGE_OF_TASK.get(task)
-        result = lake.read_stage_result(week, stage) if stage else None
-        compute = float(result.get("compute_seconds", 0.0)) if result else 0.0
+        record = lake.read_stage_result(week, stage) if stage else None
+        result = RESULT_TYPES[stage].from_record(record) if stage and record else None
+        compute = float(result.compute_seconds or 0.0) if result else 0.0
         compute_total += compute
         rows.append([task, seconds, compute if stage else "(no stage)"])
-    prepared = lake.read_stage_result(week, "prepare") or {}
-    pairs = int(prepared.get("train_pairs", 0)) + int(prepared.get("holdout_pairs", 0))
+    record = lake.read_stage_result(week, PrepareResult.stage)
+    prepared = PrepareResult.from_record(record) if record else None
+    train_pairs, holdout_pairs = (prepared.train_pairs, prepared.holdout_pairs) if prepared else (0, 0)
+    pairs = train_pairs + holdout_pairs
     overhead = (wall - compute_total) / wall
     overhead_run = (run_seconds - compute_total) / run_seconds
     print(
@@ -167,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     body = (
         f"{events:,} raw event lines over {WINDOW_WEEKS} weekly partitions ({SHAPES['ml-1m shape'][0]:,} users, "
         f"{SHAPES['ml-1m shape'][1]:,} titles); the window prepares to {pairs:,} (user, title) pairs "
-        f"(train + holdout: {int(prepared.get('train_pairs', 0)):,} + {int(prepared.get('holdout_pairs', 0)):,}). "
+        f"(train + holdout: {train_pairs:,} + {holdout_pairs:,}). "
         "The 11 earlier weeks were ingested, validated and anonymized before (as earlier weekly "
         "runs would have); the DAG run does the new week and everything after. Embedded defaults: "
         "SQLite metadata, local Spark, local MLflow store.\n\n"

@@ -12,6 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from recsys.core.errors import RecsysError
+from recsys.core.runplan import plan_run
+
 log = logging.getLogger(__name__)
 
 #: Airflow Variable (or secrets-backend entry) holding the pseudonymization key when the environment
@@ -25,7 +28,7 @@ def pseudonym_key_from_airflow() -> bytes | None:
     reads the environment or says what is missing)."""
     if os.environ.get("RECSYS_PSEUDONYM_KEY"):
         return None
-    from airflow.sdk import Variable
+    from airflow.sdk import Variable  # deferred: Airflow is heavy; loaded only inside a task
 
     value = Variable.get(PSEUDONYM_VARIABLE, default=None)
     return value.encode("utf-8") if value else None
@@ -35,9 +38,8 @@ def pseudonym_key_from_airflow() -> bytes | None:
 def fail_fast(what: str) -> Iterator[None]:
     """Turn a :class:`~recsys.core.errors.RecsysError` (bad input, bad config, a rejected gate) into
     ``AirflowFailException``: retrying cannot help, so the task fails at once with the message."""
+    # deferred: Airflow is heavy; loaded only inside a task
     from airflow.sdk.exceptions import AirflowFailException
-
-    from recsys.core.errors import RecsysError
 
     try:
         yield
@@ -46,13 +48,16 @@ def fail_fast(what: str) -> Iterator[None]:
 
 
 def run_stage_task(stage: str, **kwargs: Any) -> dict:
-    """Run one stage of :mod:`recsys.pipeline.stages` inside an Airflow task: the week and the run's plan
-    come from the task's Dag run (data interval, run type, conf), the key (for the stages that
-    pseudonymize) from the environment or the Airflow Variable; returns the stage's result (XCom)."""
-    from airflow.sdk import get_current_context
+    """Run one stage of the weekly pipeline (:func:`recsys.pipeline.runner.run_stage`) inside an Airflow
+    task: the week and the run's plan come from the task's Dag run (data interval, run type, conf), the
+    key (for the stages that pseudonymize) from the environment or the Airflow Variable; returns the
+    stage's result as XCom (:meth:`~recsys.pipeline.results.StageResult.to_xcom`)."""
+    from airflow.sdk import get_current_context  # deferred: Airflow is heavy; loaded only inside a task
 
-    from recsys.core.runplan import plan_run
-    from recsys.pipeline.stages import KEYED_STAGES, StageContext, run_stage
+    # deferred: the stages load pandas, scipy and the models, which the tasks that use only fail_fast
+    # and the key lookup (model_rollback, user_erasure) do not need
+    from recsys.pipeline.context import KEYED_STAGES, StageContext
+    from recsys.pipeline.runner import run_stage
 
     context = get_current_context()
     dag_run = context["dag_run"]
@@ -60,4 +65,4 @@ def run_stage_task(stage: str, **kwargs: Any) -> dict:
         plan = plan_run(dag_run.run_type, context.get("data_interval_end"), dag_run.conf)
         log.info("%s for %s", stage, plan.describe())
         key = pseudonym_key_from_airflow() if stage in KEYED_STAGES else None
-        return run_stage(stage, StageContext.create(plan.week, key=key, plan=plan), **kwargs)
+        return run_stage(stage, StageContext.create(plan.week, key=key, plan=plan), **kwargs).to_xcom()

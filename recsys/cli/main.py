@@ -33,7 +33,17 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from recsys.core.errors import RecsysError
+from recsys.cli.ops import add_commands
+from recsys.core.errors import DataNotFoundError, RecsysError, ValidationFailed
+from recsys.core.intervals import partition_week, week_start_of
+from recsys.core.settings import Settings, pseudonym_key
+from recsys.io.lakesync import synced_lake
+from recsys.io.storage import Lake
+from recsys.io.tracking import configure
+from recsys.pipeline.config import PipelineConfig
+from recsys.pipeline.context import AB_STAGES, STAGES, StageContext
+from recsys.pipeline.results import AbReadoutResult, IngestResult
+from recsys.pipeline.summary import format_brief, format_summary, summary, write_summary
 
 EXIT_USAGE = 2
 # commands that read or write the lake: with RECSYS_LAKE_URI they run on a working copy synced with S3
@@ -75,8 +85,6 @@ def _moment(text: str) -> datetime:
 
 
 def _week_of_day(day: date) -> date:
-    from recsys.core.intervals import partition_week
-
     return partition_week(datetime.combine(day, datetime.min.time(), tzinfo=UTC))
 
 
@@ -89,9 +97,7 @@ def _today() -> date:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from recsys.core.settings import Settings
-    from recsys.data.synthetic import config_from, generate
-    from recsys.io.storage import Lake
+    from recsys.data.synthetic import config_from, generate  # deferred: keeps `recsys --help` light
 
     settings = Settings.from_env()
     overrides = {
@@ -106,8 +112,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.through is not None:
         if args.until is not None:
             raise RecsysError("give --until or --through, not both")
-        from recsys.core.intervals import week_start_of
-
         end_week = week_start_of(args.through)  # the week in progress, landed up to --through
     else:
         end_week = _week_of_day(args.until or _today())
@@ -122,9 +126,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_load_movielens(args: argparse.Namespace) -> int:
-    from recsys.core.settings import Settings
-    from recsys.data.movielens import land_movielens
-    from recsys.io.storage import Lake
+    from recsys.data.movielens import land_movielens  # deferred: keeps `recsys --help` light
 
     settings = Settings.from_env()
     weeks = land_movielens(
@@ -137,34 +139,35 @@ def cmd_load_movielens(args: argparse.Namespace) -> int:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from recsys.pipeline.stages import StageContext, run_stage
+    # deferred: keeps `recsys --help` light (the stages load the data, model and MLflow helpers)
+    from recsys.pipeline.runner import run_stage
 
     ctx = StageContext.create(_week_of_day(args.date))
     _progress(f"{args.stage} for week {ctx.week} ...")
     result = run_stage(args.stage, ctx)
-    print(json.dumps(result, indent=2, default=str))
+    print(json.dumps(result.to_xcom(), indent=2, default=str))
     return 0
 
 
 def cmd_ab_status(args: argparse.Namespace) -> int:
-    from recsys.core.errors import DataNotFoundError
-    from recsys.core.settings import Settings
-    from recsys.io.storage import Lake
+    # deferred: keeps `recsys --help` light (the A/B job loads the feedback log and the registry)
     from recsys.pipeline.experiment import format_readout
 
     week = _week_of_day(args.date)
-    result = Lake(Settings.from_env().lake_dir).read_stage_result(week, "ab_readout")
-    if result is None:
+    record = Lake(Settings.from_env().lake_dir).read_stage_result(week, AbReadoutResult.stage)
+    if record is None:
         raise DataNotFoundError(
             f"no A/B readout of week {week.isoformat()}: run `recsys stage ab_readout --date {args.date}` "
             "or the ab_readout Dag first"
         )
-    print(json.dumps(result, indent=2, default=str) if args.json else format_readout(result))
+    result = AbReadoutResult.from_record(record)
+    print(json.dumps(result.to_xcom(), indent=2, default=str) if args.json else format_readout(result))
     return 0
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from recsys.pipeline.stages import StageContext, format_summary, run_all, summary
+    # deferred: keeps `recsys --help` light (the stages load the data, model and MLflow helpers)
+    from recsys.pipeline.runner import run_all
 
     ctx = StageContext.create(_week_of_day(args.date))
     run_all(ctx, progress=_progress)
@@ -173,10 +176,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from recsys.pipeline.stages import StageContext, format_brief, format_summary, summary, write_summary
-
     ctx = StageContext.create(_week_of_day(args.date))
-    if ctx.lake.read_stage_result(ctx.week, "ingest") is None:
+    if ctx.recorded(IngestResult) is None:
         raise RecsysError(f"no run recorded for week {ctx.week} under {ctx.lake.root / 'runs'}")
     data = summary(ctx)
     write_summary(ctx)
@@ -188,9 +189,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
-    from recsys.core.settings import Settings
-    from recsys.io.tracking import configure
-    from recsys.promotion.registry import registry_state
+    from recsys.promotion.registry import registry_state  # deferred: keeps `recsys --help` light
 
     settings = Settings.from_env()
     rows = registry_state(configure(settings), settings.model_name)
@@ -212,10 +211,9 @@ def cmd_registry(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Run the validate stage's suites on a raw file or partition; exit 2 when the batch must stop."""
-    from recsys.core.errors import ValidationFailed
-    from recsys.core.settings import Settings
-    from recsys.pipeline.config import PipelineConfig
-    from recsys.validation.validate import format_accounting, validate_path
+    # deferred: keeps `recsys --help` light
+    from recsys.validation.report import format_accounting
+    from recsys.validation.validate import validate_path
 
     config = PipelineConfig.load(Settings.from_env().config_file).validation
     result = validate_path(
@@ -244,9 +242,6 @@ def cmd_run_dates(args: argparse.Namespace) -> int:
     interval end). The last week is the last complete one before --until; without --until, the lake's
     newest week of raw events (today's last complete week on an empty lake). ``--weeks all``: every week
     of raw events in the lake up to there (from --from on)."""
-    from recsys.core.settings import Settings
-    from recsys.io.storage import Lake
-
     lake = Lake(Settings.from_env().lake_dir)
     history = lake.raw_weeks("events")
     if args.until is not None:
@@ -265,8 +260,6 @@ def cmd_run_dates(args: argparse.Namespace) -> int:
     else:
         weeks = [last - timedelta(weeks=i) for i in range(int(args.weeks) - 1, -1, -1)]
     if args.from_day is not None:
-        from recsys.core.intervals import week_start_of
-
         weeks = [w for w in weeks if w >= week_start_of(args.from_day)]
     for week in weeks:
         print((week + timedelta(weeks=1)).isoformat())
@@ -279,8 +272,6 @@ def _weeks_arg(text: str) -> int | str:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    from recsys.core.settings import Settings
-
     values = {k: str(v) if v is not None else None for k, v in Settings.from_env().__dict__.items()}
     if args.get:
         if args.get not in values:
@@ -292,10 +283,9 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate_feedback(args: argparse.Namespace, week: date) -> int:
-    from recsys.core.settings import Settings, pseudonym_key
+    # deferred: keeps `recsys --help` light
     from recsys.experiments.feedback_log import simulate_week
     from recsys.experiments.simulation import FeedbackConfig
-    from recsys.io.storage import Lake
 
     config = FeedbackConfig() if args.seed is None else FeedbackConfig(seed=args.seed)
     result = simulate_week(Lake(Settings.from_env().lake_dir), week, pseudonym_key(), config)
@@ -327,8 +317,6 @@ _non_negative = _at_least(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from recsys.pipeline.stages import AB_STAGES, STAGES
-
     parser = argparse.ArgumentParser(
         prog="recsys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -426,8 +414,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("settings", help="show the effective settings")
     p.add_argument("--get", help="print one setting's value")
     p.set_defaults(func=cmd_settings)
-    from recsys.cli.ops import add_commands
-
     add_commands(sub, _day, _with_week, _moment)
     return parser
 
@@ -448,9 +434,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command in LAKE_COMMANDS:
-            from recsys.core.settings import Settings
-            from recsys.io.lakesync import synced_lake
-
             with synced_lake(Settings.from_env()):  # with RECSYS_LAKE_URI: pull before, push after
                 return int(args.func(args))
         return int(args.func(args))

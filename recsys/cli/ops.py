@@ -16,10 +16,17 @@ import getpass
 import json
 import os
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from recsys.core.errors import ConfigError
+from recsys.core.settings import Settings, pseudonym_key
+from recsys.io.storage import Lake
+from recsys.io.tracking import configure
+from recsys.pipeline.config import PipelineConfig
+from recsys.pipeline.context import StageContext
+from recsys.privacy import erase_user, require_clean, scan_for_leaks
 
 
 def _user() -> str:
@@ -30,11 +37,7 @@ def _user() -> str:
 
 
 def cmd_land_csv(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from recsys.core.settings import Settings
-    from recsys.data.csv_history import land_csv_history
-    from recsys.io.storage import Lake
+    from recsys.data.csv_history import land_csv_history  # deferred: keeps `recsys --help` light
 
     settings = Settings.from_env()
     weeks = land_csv_history(
@@ -51,18 +54,17 @@ def cmd_land_csv(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace, week: date) -> int:
-    from recsys.pipeline.stages import StageContext, promote
+    # deferred: keeps `recsys --help` light (the release stages load the registry and the models)
+    from recsys.pipeline.release_stages import promote
 
     result = promote(StageContext.create(week), approved_by=args.by or _user())
-    changed = "now champion" if result["changed"] else "already champion"
-    print(f"version {result['version']} is {changed} (approved by {result['approved_by']})")
+    changed = "now champion" if result.changed else "already champion"
+    print(f"version {result.version} is {changed} (approved by {result.approved_by})")
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from recsys.core.settings import Settings
-    from recsys.io.tracking import configure
-    from recsys.promotion.registry import rollback
+    from recsys.promotion.registry import rollback  # deferred: keeps `recsys --help` light
 
     settings = Settings.from_env()
     result = rollback(
@@ -80,9 +82,6 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
-    from recsys.core.settings import Settings, pseudonym_key
-    from recsys.privacy import erase_user
-
     record = erase_user(
         Settings.from_env(),
         args.user_id,
@@ -97,12 +96,6 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace, week: date) -> int:
-    from pathlib import Path
-
-    from recsys.core.settings import Settings
-    from recsys.pipeline.config import PipelineConfig
-    from recsys.privacy import require_clean, scan_for_leaks
-
     settings = Settings.from_env()
     window_weeks = PipelineConfig.load(settings.config_file).prepare.window_weeks
     report = scan_for_leaks(settings, week, [Path(p) for p in args.logs or []], window_weeks=window_weeks)
@@ -118,9 +111,7 @@ def cmd_scan(args: argparse.Namespace, week: date) -> int:
 
 
 def cmd_rekey(args: argparse.Namespace) -> int:
-    from recsys.core.settings import Settings, pseudonym_key
-    from recsys.io.storage import Lake
-    from recsys.privacy.rekey import rekey_store
+    from recsys.privacy.rekey import rekey_store  # deferred: keeps `recsys --help` light
 
     new = os.environ.get(args.new_key_env, "")
     if len(new) < 16:
@@ -141,10 +132,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
 
 
 def cmd_drift_check(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    from recsys.core.settings import Settings
-    from recsys.pipeline.config import PipelineConfig
+    # deferred: keeps `recsys --help` light (the monitor loads the stages, drift statistics and registry)
     from recsys.pipeline.monitor import check, refresh
 
     settings = Settings.from_env()

@@ -2,7 +2,7 @@
 
 The pieces, in the order a week goes through them:
 
-1. **Serving** (``recommend`` stage of ``weekly_retrain``, :mod:`recsys.pipeline.stages`): with an
+1. **Serving** (``recommend`` stage of ``weekly_retrain``, :mod:`recsys.pipeline.release_stages`): with an
    ``experiment`` configured, users are split between the arms by the salted hash of their pseudonym
    (:func:`recsys.experiments.abtest.assign`) and shown their arm's list; what was shown is logged as
    **exposures** (``anonymized/exposures/week=<serving week>``). Lists trained on week W are served
@@ -31,6 +31,7 @@ play) in a week.
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import logging
@@ -41,22 +42,43 @@ from typing import Any
 
 import pandas as pd
 
+from recsys.core.errors import DataNotFoundError
+from recsys.experiments.ab_config import ARM_NAMES, METRICS
+from recsys.experiments.abtest import format_number, plot_readout, readout
+from recsys.experiments.feedback_log import (
+    active_users,
+    exposures_file,
+    feedback_file,
+    ingest_feedback,
+    read_exposures,
+    read_feedback,
+)
 from recsys.io.storage import json_safe, write_text
-from recsys.pipeline.stages import StageContext
+from recsys.io.tracking import configure, metric_key
+from recsys.pipeline.context import StageContext
+from recsys.pipeline.results import AbReadoutResult, FeedbackResult
+from recsys.promotion.registry import (
+    champion_version,
+    gate_decision_of,
+    promote_version,
+    retire_challenger,
+    serving_challenger,
+)
+from recsys.reporting.model_report import log_html
 
 log = logging.getLogger(__name__)
 
 AB_EXPERIMENT_SUFFIX = "_ab"
 
 
-def feedback(ctx: StageContext) -> dict[str, Any]:
+def feedback(ctx: StageContext) -> FeedbackResult:
     """Stream, validate and pseudonymize the raw feedback log of ``ctx.week`` (see module docstring)."""
-    from recsys.core.errors import DataNotFoundError
-    from recsys.experiments.feedback_log import exposures_file, ingest_feedback
-
+    week = ctx.week.isoformat()
     if ctx.config.experiment is None:
         return ctx.record(
-            "feedback", {"status": "skipped", "reason": "no experiment configured (config `experiment`)"}
+            FeedbackResult(
+                week=week, status="skipped", reason="no experiment configured (config `experiment`)"
+            )
         )
     if not ctx.lake.raw_files("feedback", ctx.week):
         if exposures_file(ctx.lake, ctx.week).is_file():
@@ -65,11 +87,12 @@ def feedback(ctx: StageContext) -> dict[str, Any]:
                 f"has landed in {ctx.lake.partition('raw', ctx.week, 'feedback')}"
             )
         return ctx.record(
-            "feedback",
-            {"status": "skipped", "reason": f"no exposures and no feedback in week {ctx.week.isoformat()}"},
+            FeedbackResult(
+                week=week, status="skipped", reason=f"no exposures and no feedback in week {week}"
+            )
         )
     return ctx.record(
-        "feedback", {"status": "ingested", **ingest_feedback(ctx.lake, ctx.week, ctx.pseudonym_key())}
+        FeedbackResult(status="ingested", **ingest_feedback(ctx.lake, ctx.week, ctx.pseudonym_key()))
     )
 
 
@@ -80,26 +103,26 @@ def _test_weeks(exposures: pd.DataFrame, challenger_version: str) -> list[str]:
     return sorted(served["week"].astype(str).unique())
 
 
-def ab_readout(ctx: StageContext) -> dict[str, Any]:
+def ab_readout(ctx: StageContext) -> AbReadoutResult:
     """Read the experiment out over the weeks up to ``ctx.week`` and act on it (module docstring)."""
-    from recsys.experiments.abtest import plot_readout, readout
-    from recsys.experiments.feedback_log import active_users, feedback_file, read_exposures, read_feedback
-    from recsys.io.tracking import configure
-    from recsys.promotion.registry import champion_version, serving_challenger
-
     experiment = ctx.config.experiment
     if experiment is None:
         return ctx.record(
-            "ab_readout", {"status": "skipped", "reason": "no experiment configured (config `experiment`)"}
+            AbReadoutResult(
+                week=ctx.week.isoformat(),
+                status="skipped",
+                reason="no experiment configured (config `experiment`)",
+            )
         )
     client = configure(ctx.settings)
     name = ctx.settings.model_name
     challenger = serving_challenger(client, name)
     champ = champion_version(client, name)
+    week = ctx.week.isoformat()
     base = {"experiment_id": experiment.experiment_id, "promotion": ctx.config.promotion}
     if challenger is None or champ is None:
         reason = "no champion yet" if champ is None else "no challenger under test"
-        return ctx.record("ab_readout", {**base, "status": "skipped", "reason": reason})
+        return ctx.record(AbReadoutResult(week=week, **base, status="skipped", reason=reason))
     weeks = [w for w in ctx.lake.weeks("anonymized", "exposures") if w <= ctx.week]
     exposures = read_exposures(ctx.lake, weeks)
     if len(exposures):
@@ -108,21 +131,25 @@ def ab_readout(ctx: StageContext) -> dict[str, Any]:
     base.update(challenger_version=str(challenger.version), champion_version=str(champ.version))
     if not served:
         return ctx.record(
-            "ab_readout",
-            {
+            AbReadoutResult(
+                week=week,
                 **base,
-                "status": "skipped",
-                "reason": f"challenger version {challenger.version} has not been served in "
+                status="skipped",
+                reason=f"challenger version {challenger.version} has not been served in "
                 f"experiment {experiment.experiment_id} up to week {ctx.week.isoformat()}",
-            },
+            )
         )
     landed = [w for w in served if feedback_file(ctx.lake, date.fromisoformat(w)).is_file()]
     waiting = [w for w in served if w not in landed]
     base.update(served_weeks=served, awaiting_feedback=waiting)
     if not landed:
         return ctx.record(
-            "ab_readout",
-            {**base, "status": "skipped", "reason": f"no feedback has landed for the test weeks {served}"},
+            AbReadoutResult(
+                week=week,
+                **base,
+                status="skipped",
+                reason=f"no feedback has landed for the test weeks {served}",
+            )
         )
     shown = exposures[exposures["week"].astype(str).isin(landed)]
     events = read_feedback(ctx.lake, [date.fromisoformat(w) for w in landed])
@@ -142,26 +169,23 @@ def ab_readout(ctx: StageContext) -> dict[str, Any]:
         f"{result.summary()} (readout run {run_id})",
     )
     return ctx.record(
-        "ab_readout",
-        {
+        AbReadoutResult(
+            week=week,
             **base,
-            "status": "read out",
-            "weeks": landed,
-            "decision": result.decision,
-            "summary": result.summary(),
-            "action": action,
-            "mlflow_run_id": run_id,
-            "report": str(report),
-            "readout": result.to_dict(),
-        },
+            status="read out",
+            weeks=landed,
+            decision=result.decision,
+            summary=result.summary(),
+            action=action,
+            mlflow_run_id=run_id,
+            report=str(report),
+            readout=result.to_dict(),
+        )
     )
 
 
 def act_on_readout(ctx: StageContext, decision: str, weeks: int, version: str, summary: str) -> str:
     """Move aliases on a readout in promotion mode ``ab`` (module docstring); returns what was done."""
-    from recsys.io.tracking import configure
-    from recsys.promotion.registry import gate_decision_of, promote_version, retire_challenger
-
     experiment = ctx.config.experiment
     assert experiment is not None
     if ctx.config.promotion != "ab":
@@ -187,10 +211,7 @@ def _log_readout(
     ctx: StageContext, result: Any, base: dict[str, Any], weeks: list[str], page: str, png: bytes
 ) -> str:
     """One MLflow run of experiment ``<experiment>_ab`` per readout: metrics, json, plot and page."""
-    import mlflow
-
-    from recsys.io.tracking import configure, metric_key
-    from recsys.reporting.model_report import log_html
+    import mlflow  # deferred: mlflow takes seconds to import; only stages that log load it
 
     configure(ctx.settings, experiment=ctx.settings.mlflow_experiment + AB_EXPERIMENT_SUFFIX)
     experiment = ctx.config.experiment
@@ -237,8 +258,6 @@ def _log_readout(
 def readout_page(result: Any, base: dict[str, Any], weeks: list[str], png: bytes) -> str:
     """A self-contained HTML page of a readout: the decision and its reasons, per-arm metrics, the
     comparisons and the lift plot ``png`` (:func:`recsys.experiments.abtest.plot_readout`, embedded)."""
-    import base64
-
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return "n/a" if value != value else f"{value:,.4f}"
@@ -293,19 +312,18 @@ weeks {html.escape(", ".join(weeks))}; exposed users {users}.</p>
 """
 
 
-def format_readout(result: dict[str, Any]) -> str:
+def format_readout(result: AbReadoutResult) -> str:
     """The recorded result of an ``ab_readout`` stage as a few lines for a terminal."""
-    lines = [f"A/B readout of week {result.get('week')}: experiment {result.get('experiment_id', '-')}"]
-    if result.get("status") != "read out":
-        lines.append(f"  {result.get('status')}: {result.get('reason')}")
+    experiment_id = result.experiment_id if result.experiment_id is not None else "-"
+    lines = [f"A/B readout of week {result.week}: experiment {experiment_id}"]
+    if result.status != "read out":
+        lines.append(f"  {result.status}: {result.reason}")
         return "\n".join(lines)
     lines.append(
-        f"  champion version {result['champion_version']}, challenger version {result['challenger_version']}, "
-        f"weeks {', '.join(result['weeks'])}"
+        f"  champion version {result.champion_version}, challenger version {result.challenger_version}, "
+        f"weeks {', '.join(result.weeks or [])}"
     )
-    out = result["readout"]
-    from recsys.experiments.abtest import ARM_NAMES, METRICS
-
+    out = result.readout or {}
     metrics = [m for m in METRICS if m in out["comparisons"]]
     arms = [a for a in ARM_NAMES if a in out["arm_metrics"]]
     lines.append("  " + f"{'metric':<24}" + "".join(f"{a:>14}" for a in arms) + f"{'lift':>10}{'Holm p':>10}")
@@ -318,17 +336,15 @@ def format_readout(result: dict[str, Any]) -> str:
         lines.append(f"  {metric:<24}{cells}{lift_text:>10}{p_text:>10}")
     users = out["users"]
     lines.append("  users: " + ", ".join(f"{a} {users[a]}" for a in arms if a in users))
-    lines.append(f"  {result['summary']}")
+    lines.append(f"  {result.summary}")
     lines.extend(f"    {reason}" for reason in out["reasons"])
-    lines.append(f"  action: {result['action']}")
-    lines.append(f"  report: {result['report']} (MLflow run {result['mlflow_run_id']})")
+    lines.append(f"  action: {result.action}")
+    lines.append(f"  report: {result.report} (MLflow run {result.mlflow_run_id})")
     return "\n".join(lines)
 
 
 def _number(value: float | None) -> str:
     """A value of a recorded (JSON) readout, where a value not computable is null."""
-    from recsys.experiments.abtest import format_number
-
     return format_number(float("nan") if value is None else value)
 
 

@@ -35,8 +35,18 @@ import pandas as pd
 from recsys.core.intervals import week_bounds, week_start_of
 from recsys.core.runplan import RunPlan
 from recsys.core.settings import Settings
+from recsys.data.prepare import relevant_holdout, to_pairs
 from recsys.evaluation.drift import DriftConfig, DriftReport, detect_drift, interactions
+from recsys.evaluation.evaluate import score_model
+from recsys.io.lakesync import synced_lake
 from recsys.io.storage import Lake, json_safe, read_parquet
+from recsys.io.tracking import configure, metric_key
+from recsys.pipeline.config import PipelineConfig
+from recsys.pipeline.context import StageContext
+from recsys.pipeline.results import AnonymizeResult, ValidateResult
+from recsys.pipeline.runner import run_stage
+from recsys.promotion.registry import TAG_WEEK, champion_version, load_factor_model
+from recsys.reporting.model_report import drift_history_html
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +135,6 @@ def refresh(
     week = week_start_of(now)
     start, _ = week_bounds(week)
     settings = settings or Settings.from_env()
-    from recsys.io.lakesync import synced_lake
-
     with synced_lake(settings):
         return _refresh(now, week, start, settings, config, key)
 
@@ -134,8 +142,6 @@ def refresh(
 def _refresh(
     now: datetime, week: date, start: datetime, settings: Settings, config: Any, key: bytes | None
 ) -> dict[str, Any]:
-    from recsys.pipeline.stages import StageContext, run_stage
-
     lake = Lake(settings.lake_dir)
     if now <= start or not lake.raw_files("events", week):
         return {
@@ -146,7 +152,9 @@ def _refresh(
     plan = RunPlan(week=week, trigger="drift_monitor", run_type="monitor", through=now)
     ctx = StageContext.create(week, settings=settings, config=config, key=key, plan=plan)
     results = {stage: run_stage(stage, ctx) for stage in ("ingest", "validate", "anonymize")}
-    accounting = results["validate"].get("accounting", {}).get("events", {})
+    validated, anonymized = results["validate"], results["anonymize"]
+    assert isinstance(validated, ValidateResult) and isinstance(anonymized, AnonymizeResult)
+    accounting = validated.accounting.get("events", {})
     return {
         "status": "refreshed",
         "week": week.isoformat(),
@@ -154,7 +162,7 @@ def _refresh(
         "events_read": accounting.get("rows_read"),
         "events_valid": accounting.get("rows_valid"),
         "events_quarantined": accounting.get("rows_quarantined"),
-        "events_anonymized": results["anonymize"].get("events"),
+        "events_anonymized": anonymized.events,
     }
 
 
@@ -187,9 +195,6 @@ def champion_quality_now(
     ``relevance_min_rating``) items there that were not in the user's training pairs. NaN when no
     such pair exists.
     """
-    from recsys.data.prepare import relevant_holdout, to_pairs
-    from recsys.evaluation.evaluate import score_model
-
     pairs = to_pairs(interactions(recent))
     pairs = pairs[pairs["strength"] > 0]
     pairs = relevant_holdout(pairs, prepare_config)
@@ -206,7 +211,7 @@ def champion_quality_now(
 
 def last_trigger(settings: Settings, before: datetime, hours: float) -> datetime | None:
     """When an early retrain was last asked for within ``hours`` before ``before`` (from MLflow)."""
-    import mlflow
+    import mlflow  # deferred: mlflow takes seconds to import; only a check or its history loads it
 
     experiment = mlflow.get_experiment_by_name(drift_experiment(settings))
     if experiment is None:
@@ -237,9 +242,6 @@ def check(
     retrain_running: bool = False,
 ) -> CheckResult:
     """One drift check at ``now`` (see the module docstring); logged to MLflow, returned."""
-    from recsys.io.lakesync import synced_lake
-    from recsys.pipeline.config import PipelineConfig
-
     now = _utc(now)
     settings = settings or Settings.from_env()
     config = config or PipelineConfig.load(settings.config_file)
@@ -248,9 +250,6 @@ def check(
 
 
 def _check(now: datetime, settings: Settings, config: Any, retrain_running: bool) -> CheckResult:
-    from recsys.io.tracking import configure
-    from recsys.promotion.registry import TAG_WEEK, champion_version, load_factor_model
-
     drift: DriftConfig = config.drift
     lake = Lake(settings.lake_dir)
     client = configure(settings)
@@ -280,7 +279,7 @@ def _check(now: datetime, settings: Settings, config: Any, retrain_running: bool
             result.decision, result.message = _decide(result.report, drift, retrain_running, settings, now)
     if result.decision == "skipped" and result.report is not None and result.report.skipped:
         result.message = result.report.skipped
-    _log_check(result, settings, drift)
+    log_check(result, settings, drift)
     log.info("drift check at %s: %s (%s)", now.isoformat(), result.decision, result.message)
     return result
 
@@ -295,8 +294,6 @@ def _compare(
     settings: Settings,
 ) -> None:
     """Fill ``result.report``: the recent window against the same span of the champion's week."""
-    from recsys.io.tracking import metric_key
-
     assert result.recent_week is not None and result.reference_week is not None
     recent_start, recent_end = week_bounds(result.recent_week)
     ref_start, _ = week_bounds(result.reference_week)
@@ -365,10 +362,9 @@ def _decide(
     return RETRAIN, f"drift: {reasons}"
 
 
-def _log_check(result: CheckResult, settings: Settings, drift: DriftConfig) -> None:
-    import mlflow
-
-    from recsys.io.tracking import configure, metric_key
+def log_check(result: CheckResult, settings: Settings, drift: DriftConfig) -> None:
+    """Log one check as an MLflow run of the drift experiment (module docstring); sets its run id."""
+    import mlflow  # deferred: mlflow takes seconds to import; only a check or its history loads it
 
     configure(settings, experiment=drift_experiment(settings))
     with mlflow.start_run(run_name=f"drift-{result.checked_at.strftime('%Y-%m-%dT%H%M')}") as run:
@@ -399,14 +395,12 @@ def _log_check(result: CheckResult, settings: Settings, drift: DriftConfig) -> N
         mlflow.log_dict(result.to_dict(), "drift/check.json")
         history = drift_history(settings)
         if not history.empty:
-            from recsys.reporting.model_report import drift_history_html
-
             mlflow.log_text(drift_history_html(history, drift.thresholds), "drift/history.html")
 
 
 def drift_history(settings: Settings, max_results: int = 500) -> pd.DataFrame:
     """The drift metrics of past checks (oldest first), from the drift experiment's runs."""
-    import mlflow
+    import mlflow  # deferred: mlflow takes seconds to import; only a check or its history loads it
 
     experiment = mlflow.get_experiment_by_name(drift_experiment(settings))
     if experiment is None:

@@ -26,16 +26,19 @@ import mlflow
 import pandas as pd
 import pytest
 
+from recsys.core.aliases import CHALLENGER, CHAMPION
 from recsys.core.settings import Settings
 from recsys.data.synthetic import GeneratorConfig, build_world, generate
-from recsys.experiments.abtest import ExperimentConfig, readout
+from recsys.experiments.ab_config import ExperimentConfig
+from recsys.experiments.abtest import readout
 from recsys.experiments.feedback_log import simulate_week
 from recsys.experiments.simulation import FeedbackConfig, simulate_feedback
 from recsys.io.storage import Lake
 from recsys.io.tracking import configure
 from recsys.pipeline.config import PipelineConfig
-from recsys.pipeline.stages import StageContext, run_all, run_stage
-from recsys.promotion.registry import CHALLENGER, CHAMPION, TAG_STATUS, champion_version, serving_challenger
+from recsys.pipeline.context import StageContext
+from recsys.pipeline.runner import run_all, run_stage
+from recsys.promotion.registry import TAG_STATUS, champion_version, serving_challenger
 from tests.conftest import PROJECT_ROOT, TEST_KEY, airflow_subprocess_env
 
 pytestmark = [pytest.mark.slow]
@@ -102,40 +105,40 @@ def loop(tmp_path_factory):
 
 def test_first_model_is_champion_and_the_better_candidate_the_challenger(loop):
     a, b = loop["a"], loop["b"]
-    assert a["gate"]["passed"] and a["register"]["aliases"] == [CHAMPION]
-    assert b["gate"]["passed"], b["gate"]["reasons"]
-    assert b["register"]["promotion"] == "ab" and b["register"]["aliases"] == [CHALLENGER]
+    assert a["gate"].passed and a["register"].aliases == [CHAMPION]
+    assert b["gate"].passed, b["gate"].reasons
+    assert b["register"].promotion == "ab" and b["register"].aliases == [CHALLENGER]
     client = configure(loop["settings"])
-    assert str(champion_version(client, "abloop").version) == a["register"]["version"]
+    assert str(champion_version(client, "abloop").version) == a["register"].version
     # week A's lists: no challenger yet, both arms on the champion
-    arms_a = a["recommend"]["experiment"]["arms"]
+    arms_a = a["recommend"].experiment["arms"]
     assert (
         arms_a["champion"]["model_version"]
         == arms_a["challenger"]["model_version"]
-        == a["register"]["version"]
+        == a["register"].version
     )
 
 
 def test_recommend_splits_users_by_arm_and_logs_exposures(loop):
     lake, b = loop["lake"], loop["b"]
     rec = b["recommend"]
-    assert rec["experiment"]["serving_week"] == READOUT_WEEK.isoformat()
-    recs = pd.read_parquet(rec["path"])
+    assert rec.experiment["serving_week"] == READOUT_WEEK.isoformat()
+    recs = pd.read_parquet(rec.path)
     exposures = pd.read_parquet(lake.data_file("anonymized", "exposures", READOUT_WEEK))
     experiment = ExperimentConfig(**EXPERIMENT)
-    from recsys.experiments.abtest import assign
+    from recsys.experiments.ab_config import assign
 
     arms = assign(sorted(recs["user"].unique()), experiment)
     # every user's list comes from the arm the salted hash gives, with that arm's model
     assert (recs["arm"].to_numpy() == arms.reindex(recs["user"]).to_numpy()).all()
     versions = recs.groupby("arm")["model_version"].unique().to_dict()
-    assert list(versions["champion"]) == [loop["a"]["register"]["version"]]
-    assert list(versions["challenger"]) == [b["register"]["version"]]
+    assert list(versions["champion"]) == [loop["a"]["register"].version]
+    assert list(versions["challenger"]) == [b["register"].version]
     assert list(versions["holdout"]) == ["popularity"]
     holdout = recs[recs["arm"] == "holdout"]
     assert (holdout["source"] == "popularity").all() and (holdout["reason"] == "popular with everyone").all()
     # the holdout is shown the same popular list, nothing personal on its page
-    rows = pd.read_parquet(rec["rows_path"])
+    rows = pd.read_parquet(rec.rows_path)
     held = rows[rows["arm"] == "holdout"]
     assert set(held["row_id"]) <= {"top_picks", "trending"}, set(held["row_id"])
     assert rows.loc[rows["arm"] == "challenger", "row_id"].str.startswith("because:").any()
@@ -165,26 +168,26 @@ def test_better_challenger_ships_through_the_readout_and_moves_champion(loop, ca
     assert simulated["clicks"] > 0 and simulated["plays"] > 0
     ctx = StageContext.create(READOUT_WEEK, settings, config=NORMAL)
     ingested = run_stage("feedback", ctx)
-    assert ingested["status"] == "ingested" and ingested["read"] == ingested["used"] + ingested["quarantined"]
+    assert ingested.status == "ingested" and ingested.read == ingested.used + ingested.quarantined
     result = run_stage("ab_readout", ctx)
-    assert result["status"] == "read out", result
-    assert result["weeks"] == [READOUT_WEEK.isoformat()]  # week A's exposures served no challenger
-    assert result["decision"] == "ship", result["readout"]["reasons"]
-    primary = result["readout"]["comparisons"]["plays_per_user"]
+    assert result.status == "read out", result
+    assert result.weeks == [READOUT_WEEK.isoformat()]  # week A's exposures served no challenger
+    assert result.decision == "ship", result.readout["reasons"]
+    primary = result.readout["comparisons"]["plays_per_user"]
     assert primary["relative_lift"] > 0 and primary["p_adjusted"] < 0.05
-    assert result["readout"]["srm"]["flagged"] is False
-    assert result["action"].startswith("promoted")
+    assert result.readout["srm"]["flagged"] is False
+    assert result.action.startswith("promoted")
     client = configure(settings)
-    challenger_version = loop["b"]["register"]["version"]
+    challenger_version = loop["b"]["register"].version
     assert str(champion_version(client, "abloop").version) == challenger_version
     assert serving_challenger(client, "abloop") is None
     assert client.get_model_version("abloop", challenger_version).tags["ab_test"].startswith("shipped")
     # the readout is an MLflow run with its plot and page, and a page in the lake
-    run = mlflow.get_run(result["mlflow_run_id"])
+    run = mlflow.get_run(result.mlflow_run_id)
     assert run.data.tags["decision"] == "ship" and run.data.metrics["lift.plays_per_user"] > 0
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "ab")}
     assert {"ab/readout.json", "ab/readout.png", "ab/readout.html"} <= artifacts
-    assert "SHIP" in Path(result["report"]).read_text()
+    assert "SHIP" in Path(result.report).read_text()
     # `recsys ab-status` prints the recorded readout
     from recsys.cli.main import main
 
@@ -195,7 +198,7 @@ def test_better_challenger_ships_through_the_readout_and_moves_champion(loop, ca
     feedback = pd.read_parquet(lake.data_file("anonymized", "feedback", READOUT_WEEK))
     raw_ids = set(pd.read_csv(lake.raw_files("feedback", READOUT_WEEK)[0], dtype=str)["user_id"])
     assert not raw_ids & set(feedback["user"].astype(str))
-    assert not any(raw in Path(result["report"]).read_text() for raw in list(raw_ids)[:50])
+    assert not any(raw in Path(result.report).read_text() for raw in list(raw_ids)[:50])
 
 
 def test_a_copy_of_the_champion_is_inconclusive_and_moves_nothing(loop):
@@ -241,7 +244,7 @@ def test_no_false_ship_of_a_copy_over_repeated_seeds(loop):
     lake = loop["lake"]
     world = build_world(GENERATOR, READOUT_WEEK)
     shown = pd.read_parquet(lake.data_file("anonymized", "exposures", READOUT_WEEK))
-    from recsys.experiments.abtest import assign
+    from recsys.experiments.ab_config import assign
     from recsys.privacy.anonymize import pseudonymize
 
     raw_of = dict(zip(pseudonymize(world.user_ids.tolist(), TEST_KEY.encode()), world.user_ids, strict=True))

@@ -1,7 +1,7 @@
 """`airflow backfill create` of weekly_retrain over past weeks, through a real Airflow scheduler.
 
 Synthetic history (weeks 2026-10-11 .. 2026-11-08); the newest week is trained first without Airflow
-(``recsys.pipeline.stages.run_all`` in a child process, same lake and MLflow store) and becomes the
+(``recsys.pipeline.runner.run_all`` in a child process, same lake and MLflow store) and becomes the
 `champion` (version 1). Then real Airflow services (`airflow standalone` on loopback,
 started and stopped by this test) backfill the three weeks before it and re-run one of them. The
 test checks that a backfill
@@ -251,9 +251,10 @@ SEED_CHAMPION = textwrap.dedent(
     """
     import json, sys
     from datetime import date
-    from recsys.pipeline.stages import StageContext, run_all
+    from recsys.pipeline.context import StageContext
+    from recsys.pipeline.runner import run_all
     results = run_all(StageContext.create(date.fromisoformat(sys.argv[1])))
-    print(json.dumps({"register": results["register"], "gate": results["gate"]["passed"]}))
+    print(json.dumps({"register": results["register"].to_xcom(), "gate": results["gate"].passed}))
     """
 )
 

@@ -98,7 +98,8 @@ def test_weekly_pipeline_on_a_lake_in_s3(s3, env, monkeypatch, tmp_path):
     """Data generated on one machine, every stage run on a fresh working copy: the bucket holds it all."""
     from recsys.cli.main import main
     from recsys.core.settings import Settings
-    from recsys.pipeline.stages import StageContext, run_stage
+    from recsys.pipeline.context import StageContext
+    from recsys.pipeline.runner import run_stage
 
     client, bucket = s3
     monkeypatch.setenv("RECSYS_LAKE_URI", f"s3://{bucket}/lake")
@@ -115,12 +116,12 @@ def test_weekly_pipeline_on_a_lake_in_s3(s3, env, monkeypatch, tmp_path):
     ):
         monkeypatch.setenv("RECSYS_LAKE_DIR", str(tmp_path / f"worker-{i}"))  # a new worker each time
         result = run_stage(stage, StageContext.create(week, Settings.from_env()))
-        assert result["stage"] == stage
+        assert result.stage == stage
     stored = keys(client, bucket)
     for layer in ("staged", "validated", "quarantine", "anonymized", "prepared", "models", "reports", "runs"):
         assert any(k.startswith(f"lake/{layer}/") for k in stored), layer
     assert "lake/runs/week=2026-11-08/register.json" in stored
-    assert result["status"] == "passed" and "champion" in result["aliases"]
+    assert result.status == "passed" and "champion" in result.aliases
     # nothing is left to push in the last working copy, and the sync never nests
     with synced_lake(Settings.from_env()), synced_lake(Settings.from_env()):
         pass

@@ -5,9 +5,8 @@ import pandas as pd
 import pytest
 
 from recsys.evaluation.evaluate import rating_errors, score_model
-from recsys.io.storage import Lake, read_parquet, replace_dir, write_json, write_parquet
+from recsys.io.storage import Lake, json_safe, read_parquet, replace_dir, write_json, write_parquet
 from recsys.models.factors import FactorModel, seen_matrix
-from recsys.pipeline.stages import json_safe
 
 WEEK = date(2026, 11, 15)
 

@@ -13,7 +13,8 @@ from recsys.core.settings import Settings
 from recsys.data.synthetic import GeneratorConfig, generate
 from recsys.io.storage import Lake
 from recsys.io.tracking import configure
-from recsys.pipeline.stages import StageContext, run_all
+from recsys.pipeline.context import StageContext
+from recsys.pipeline.runner import run_all
 from recsys.promotion.registry import champion_version
 
 NEWEST = date(2026, 11, 8)
@@ -40,8 +41,8 @@ def test_reruns_and_backfills_reuse_their_interval(env, monkeypatch, tmp_path):
 
     # the scheduled run of the newest week makes v1 the champion
     first = run_all(StageContext.create(NEWEST, settings, plan=plan_run("scheduled", interval_end(NEWEST))))
-    assert first["register"]["version"] == "1" and "champion" in first["register"]["aliases"]
-    assert first["train"]["reused"] is False
+    assert first["register"].version == "1" and "champion" in first["register"].aliases
+    assert first["train"].reused is False
     anonymized = pd.read_parquet(lake.data_file("anonymized", "events", NEWEST))
     recs = pd.read_parquet(lake.partition("recommendations", NEWEST) / "recommendations.parquet")
 
@@ -49,8 +50,8 @@ def test_reruns_and_backfills_reuse_their_interval(env, monkeypatch, tmp_path):
     again = run_all(
         StageContext.create(NEWEST, settings, plan=plan_run("manual", None, {"week": "2026-11-08"}))
     )
-    assert again["train"]["reused"] is True and again["train"]["run_id"] == first["train"]["run_id"]
-    assert again["register"]["version"] == "1"
+    assert again["train"].reused is True and again["train"].run_id == first["train"].run_id
+    assert again["register"].version == "1"
     assert len(client.search_model_versions(f"name = '{settings.model_name}'")) == 1
     assert len(training_runs(settings, NEWEST)) == 1
     pd.testing.assert_frame_equal(pd.read_parquet(lake.data_file("anonymized", "events", NEWEST)), anonymized)
@@ -62,22 +63,22 @@ def test_reruns_and_backfills_reuse_their_interval(env, monkeypatch, tmp_path):
     backfill = plan_run("backfill", interval_end(OLDER))
     assert backfill.week == OLDER
     older = run_all(StageContext.create(OLDER, settings, plan=backfill))
-    assert older["register"]["version"] == "2" and older["register"]["promotion"] == "never"
-    assert "champion" not in older["register"]["aliases"]
-    assert older["recommend"]["status"] == "skipped" and "backfill" in older["recommend"]["reason"]
+    assert older["register"].version == "2" and older["register"].promotion == "never"
+    assert "champion" not in older["register"].aliases
+    assert older["recommend"].status == "skipped" and "backfill" in older["recommend"].reason
     assert client.get_model_version(settings.model_name, "2").tags["trigger"] == "backfill"
     assert str(champion_version(client, settings.model_name).version) == "1"
     # ... and backfilling it again changes nothing
     repeat = run_all(StageContext.create(OLDER, settings, plan=backfill))
-    assert repeat["train"]["reused"] is True and repeat["register"]["version"] == "2"
+    assert repeat["train"].reused is True and repeat["register"].version == "2"
     assert len(training_runs(settings, OLDER)) == 1
 
     # a manual run of an even older week with promotion auto: the champion is trained on newer data
     manual = run_all(
         StageContext.create(OLDEST, settings, plan=plan_run("manual", None, {"week": "2026-10-25"}))
     )
-    assert manual["register"]["promotion"] == "never"
-    assert "newer week (2026-11-08)" in manual["register"]["note"]
+    assert manual["register"].promotion == "never"
+    assert "newer week (2026-11-08)" in manual["register"].note
     assert str(champion_version(client, settings.model_name).version) == "1"
     assert len(client.search_model_versions(f"name = '{settings.model_name}'")) == 3
 
@@ -91,6 +92,6 @@ def test_a_changed_training_config_is_a_new_run(env, monkeypatch, tmp_path):
     run_all(StageContext.create(NEWEST, settings))
     bigger = PipelineConfig.model_validate({"als": {"rank": 8}})
     changed = run_all(StageContext.create(NEWEST, settings, config=bigger))
-    assert changed["train"]["reused"] is False and changed["register"]["version"] == "2"
+    assert changed["train"].reused is False and changed["register"].version == "2"
     configure(settings)
     assert len(training_runs(settings, NEWEST)) == 2

@@ -15,8 +15,9 @@ from recsys.data.synthetic import GeneratorConfig, generate
 from recsys.io.storage import Lake
 from recsys.io.tracking import configure
 from recsys.pipeline.config import PipelineConfig
+from recsys.pipeline.context import StageContext
 from recsys.pipeline.monitor import check, drift_experiment, drift_history, refresh
-from recsys.pipeline.stages import StageContext, run_all
+from recsys.pipeline.runner import run_all
 from recsys.promotion.registry import champion_version
 
 CHAMPION_WEEK = date(2026, 11, 1)
@@ -123,15 +124,15 @@ def test_early_retrain_trains_on_the_week_in_progress_and_records_why(world):
     assert plan.week == WEEK and plan.through == day(2)
     outcome = run_all(StageContext.create(plan.week, settings, plan=plan))
     registered = outcome["register"]
-    version = client.get_model_version(settings.model_name, registered["version"])
+    version = client.get_model_version(settings.model_name, registered.version)
     assert version.tags["trigger"] == "drift" and version.tags["data_through"] == day(2).isoformat()
     assert version.tags["week"] == WEEK.isoformat()
-    assert registered["status"] == "passed" and "champion" in registered["aliases"], outcome["gate"]
-    assert str(before.version) != registered["version"]
-    run = client.get_run(registered["run_id"])
+    assert registered.status == "passed" and "champion" in registered.aliases, outcome["gate"]
+    assert str(before.version) != registered.version
+    run = client.get_run(registered.run_id)
     assert "item popularity" in run.data.tags["trigger_reasons"]
     # validation ran on the partial week with the check time as processing time
-    notes = " ".join(outcome["validate"]["accounting"]["events"].get("notes", []))
+    notes = " ".join(outcome["validate"].accounting["events"].get("notes", []))
     assert "week in progress" in notes
 
     # the champion now knows the week in progress: the next check has nothing newer to compare

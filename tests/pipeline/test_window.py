@@ -18,7 +18,10 @@ from recsys.data.prepare import plan_window
 from recsys.data.synthetic import GeneratorConfig, generate
 from recsys.io.storage import Lake
 from recsys.pipeline.config import PipelineConfig
-from recsys.pipeline.stages import StageContext, format_brief, format_summary, run_stage, summary
+from recsys.pipeline.context import StageContext
+from recsys.pipeline.results import StageResult
+from recsys.pipeline.runner import run_stage
+from recsys.pipeline.summary import format_brief, format_summary, summary
 
 NEWEST = date(2026, 11, 8)
 WEEKS = [NEWEST - timedelta(weeks=2), NEWEST - timedelta(weeks=1), NEWEST]
@@ -36,7 +39,7 @@ def context(week: date, **prepare: object) -> StageContext:
     return StageContext.create(week, config=config)
 
 
-def run_week(ctx: StageContext) -> dict:
+def run_week(ctx: StageContext) -> dict[str, StageResult]:
     """The DAG's stages up to prepare: window, then the week's own ingest, validate, anonymize."""
     return {
         stage: run_stage(stage, ctx) for stage in ("window", "ingest", "validate", "anonymize", "prepare")
@@ -58,18 +61,20 @@ def test_plan_window_sorts_the_weeks_by_what_the_lake_holds(lake):
 def test_the_window_stage_processes_the_earlier_weeks_each_recorded_as_a_run(lake):
     results = run_week(context(NEWEST))
     filled = results["window"]
-    assert filled["mode"] == "process"
-    assert filled["processed"] == [w.isoformat() for w in WEEKS[:2]]  # not the run's own week
-    assert filled["failed"] == {}
+    assert filled.mode == "process"
+    assert filled.processed == [w.isoformat() for w in WEEKS[:2]]  # not the run's own week
+    assert filled.failed == {}
+    for stage, result in results.items():  # what a stage returns (XCom) is what it recorded
+        assert result.to_xcom() == lake.read_stage_result(NEWEST, stage), stage
     for week in WEEKS[:2]:  # recorded under their own week, like a normal run's stages
         for stage in ("ingest", "validate", "anonymize"):
             assert lake.read_stage_result(week, stage)["week"] == week.isoformat()
         accounting = lake.read_stage_result(week, "validate")["accounting"]["events"]
         assert accounting["rows_read"] == accounting["rows_valid"] + accounting["rows_quarantined"]
     prepared = results["prepare"]
-    assert prepared["window_weeks"] == [w.isoformat() for w in WEEKS]
-    assert prepared["window_size"] == 12
-    assert prepared["window"] == "window: 3 of 12 weeks (2026-10-25 .. 2026-11-08); 9 weeks without raw data"
+    assert prepared.window_weeks == [w.isoformat() for w in WEEKS]
+    assert prepared.window_size == 12
+    assert prepared.window == "window: 3 of 12 weeks (2026-10-25 .. 2026-11-08); 9 weeks without raw data"
     trained_on = pd.read_parquet(lake.partition("prepared", NEWEST) / "train.parquet")
     first_week_users = set(pd.read_parquet(lake.data_file("anonymized", "events", WEEKS[0]))["user"])
     assert first_week_users & set(trained_on["user"])  # the earlier weeks are in the training data
@@ -82,15 +87,15 @@ def test_the_window_stage_processes_the_earlier_weeks_each_recorded_as_a_run(lak
     )
 
     again = run_stage("window", context(NEWEST))  # a re-run finds nothing left to do
-    assert again["processed"] == [] and again["window"]["weeks"] == 3
+    assert again.processed == [] and again.window["weeks"] == 3
 
 
 def test_warn_trains_on_what_is_anonymized_and_says_how_much_is_missing(lake, caplog):
     results = run_week(context(NEWEST, window_fill="warn"))
-    assert results["window"]["processed"] == []
+    assert results["window"].processed == []
     assert lake.read_stage_result(WEEKS[0], "ingest") is None
-    assert results["prepare"]["window_weeks"] == [NEWEST.isoformat()]
-    assert results["prepare"]["window"] == (
+    assert results["prepare"].window_weeks == [NEWEST.isoformat()]
+    assert results["prepare"].window == (
         "window: 1 of 12 weeks (2026-11-08 .. 2026-11-08); 2 weeks with raw data not anonymized "
         "(2026-10-25, 2026-11-01); 9 weeks without raw data"
     )
@@ -103,7 +108,7 @@ def test_refuse_fails_the_run_naming_the_weeks(lake):
     assert lake.read_stage_result(WEEKS[0], "ingest") is None  # nothing was processed
     run_week(context(WEEKS[0], window_fill="refuse"))  # the first week of a history has nothing earlier
     run_week(context(WEEKS[1], window_fill="refuse"))
-    assert run_week(context(NEWEST, window_fill="refuse"))["prepare"]["window_weeks"] == [
+    assert run_week(context(NEWEST, window_fill="refuse"))["prepare"].window_weeks == [
         w.isoformat() for w in WEEKS
     ]
 
@@ -113,11 +118,11 @@ def test_an_earlier_week_that_fails_validation_is_left_out_with_its_reason(lake)
     header = events.read_text(encoding="utf-8").splitlines()[0]
     events.write_text(header + "\n", encoding="utf-8")  # an empty batch: validation stops it
     results = run_week(context(NEWEST))
-    assert results["window"]["processed"] == [WEEKS[0].isoformat()]
-    reason = results["window"]["failed"][WEEKS[1].isoformat()]
+    assert results["window"].processed == [WEEKS[0].isoformat()]
+    reason = results["window"].failed[WEEKS[1].isoformat()]
     assert reason.startswith("validate: ")
-    assert results["prepare"]["window_weeks"] == [WEEKS[0].isoformat(), NEWEST.isoformat()]
-    assert "1 week left out, failed to process (2026-11-01)" in results["prepare"]["window"]
+    assert results["prepare"].window_weeks == [WEEKS[0].isoformat(), NEWEST.isoformat()]
+    assert "1 week left out, failed to process (2026-11-01)" in results["prepare"].window
     assert "left out 2026-11-01: validate: " in format_summary(summary(context(NEWEST)))
 
 

@@ -137,8 +137,8 @@ def test_item_tags_reach_the_anonymized_catalogue_without_who_tagged(tmp_path, s
     from recsys.data.movielens import land_movielens
     from recsys.io.storage import Lake
     from recsys.models.content import ContentModel
-    from recsys.pipeline.stages import StageContext
-    from recsys.pipeline.stages import anonymize as anonymize_stage
+    from recsys.pipeline.context import StageContext
+    from recsys.pipeline.data_stages import anonymize as anonymize_stage
     from recsys.validation.validate import validate_week
     from tests.data.test_movielens import write_latest
 

@@ -22,9 +22,9 @@ from recsys.core.schemas import RAW_EVENT_COLUMNS, RAW_FEEDBACK_COLUMNS, RAW_ITE
 from recsys.data.ingest import ingest_week
 from recsys.data.raw import csv_text, raw_file
 from recsys.io.storage import Lake, write_parquet, write_text
-from recsys.pipeline.stages import StageContext
-from recsys.pipeline.stages import anonymize as anonymize_stage
-from recsys.pipeline.stages import prepare as prepare_stage
+from recsys.pipeline.context import StageContext
+from recsys.pipeline.data_stages import anonymize as anonymize_stage
+from recsys.pipeline.data_stages import prepare as prepare_stage
 from recsys.privacy import ERASURE_LOG, erase_user, erased_pseudonyms, read_erasure_log
 from recsys.privacy.anonymize import pseudonymize
 from recsys.validation.validate import validate_week

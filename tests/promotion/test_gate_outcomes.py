@@ -12,7 +12,8 @@ import pytest
 from recsys.data.synthetic import GeneratorConfig, generate
 from recsys.evaluation.evaluate import score_model
 from recsys.models.factors import popularity_model
-from recsys.pipeline.stages import StageContext, run_stage
+from recsys.pipeline.context import StageContext
+from recsys.pipeline.runner import run_stage
 from recsys.promotion.gates import GateThresholds, evaluate_gate
 from recsys.training.als import ALSConfig, train_als
 

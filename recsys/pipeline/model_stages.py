@@ -1,0 +1,317 @@
+"""The model stages of the weekly run: content, train (Spark ALS and the hybrid) and evaluate.
+
+Each takes the :class:`~recsys.pipeline.context.StageContext`, logs to MLflow, records its result in
+``runs/week=.../<stage>.json`` and returns it typed (:mod:`recsys.pipeline.results`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from recsys.core.intervals import week_bounds
+from recsys.evaluation.evaluate import item_genres, score_model, score_segments
+from recsys.io.spark import get_spark
+from recsys.io.storage import read_parquet, replace_dir
+from recsys.io.tracking import CONTENT_SUFFIX, configure, metric_key
+from recsys.models.content import ContentModel, ContentRecommender
+from recsys.models.factors import popularity_model
+from recsys.models.hybrid import HybridModel
+from recsys.pipeline.context import StageContext
+from recsys.pipeline.results import ContentResult, EvaluateResult, PrepareResult, TrainResult
+from recsys.pipeline.reuse import find_training_run, training_config_digest
+from recsys.pipeline.served import content_model_of, reranked, week_content
+from recsys.promotion.registry import champion_version, load_served_model
+from recsys.training.als import train_als
+from recsys.training.blend import learn_blend
+from recsys.training.tuning import time_aware_split, tune
+
+log = logging.getLogger(__name__)
+
+
+def content(ctx: StageContext) -> ContentResult:
+    """Fit the content model on the week's catalogue (genres, release year, title words, tags), keep it
+    in the lake for the train and recommend stages, and log it to MLflow as a run of its own
+    (experiment ``<experiment>_content``; the train run links it by its ``content_run_id`` tag)."""
+    import mlflow  # deferred: mlflow takes seconds to import; only stages that log load it
+
+    experiment_name = ctx.settings.mlflow_experiment + CONTENT_SUFFIX
+    configure(ctx.settings, experiment=experiment_name)
+    items_file = ctx.lake.data_file("anonymized", "items", ctx.week)
+    items = read_parquet(items_file)
+    model = ContentModel.fit(items, ctx.config.content)
+    folder = ctx.lake.partition("models", ctx.week) / "content"
+    with tempfile.TemporaryDirectory(dir=ctx.lake.root, prefix=".content-") as tmp:
+        replace_dir(model.save(Path(tmp) / "content"), folder)
+    digest = hashlib.sha256(
+        pd.util.hash_pandas_object(
+            items[[c for c in ("item_id", "title", "genres", "release_year", "tags") if c in items.columns]],
+            index=False,
+        )
+        .to_numpy()
+        .tobytes()
+        + json.dumps(ctx.config.content.model_dump(), sort_keys=True).encode()
+    ).hexdigest()[:16]
+    experiment = mlflow.get_experiment_by_name(experiment_name)
+    runs = (
+        mlflow.MlflowClient().search_runs(
+            [experiment.experiment_id],
+            filter_string=(
+                f"tags.week = '{ctx.week.isoformat()}' and tags.content_digest = '{digest}' "
+                "and tags.model_kind = 'content' and attributes.status = 'FINISHED'"
+            ),
+            max_results=1,
+        )
+        if experiment is not None
+        else []
+    )
+    if runs:
+        run_id = runs[0].info.run_id
+        log.info("content model of week %s already logged (run %s): reused", ctx.week, run_id)
+    else:
+        with mlflow.start_run(run_name=f"content-{ctx.week.isoformat()}") as run:
+            mlflow.set_tags(
+                {
+                    "week": ctx.week.isoformat(),
+                    "pipeline": "weekly_retrain",
+                    "model_kind": "content",
+                    "content_digest": digest,
+                    **ctx.run_tags(),
+                }
+            )
+            mlflow.log_params({f"content.{k}": v for k, v in ctx.config.content.model_dump().items()})
+            mlflow.log_metrics(
+                {"catalogue_items": len(model.items), "content_features": len(model.feature_names)}
+            )
+            mlflow.log_artifacts(str(folder), artifact_path="content_model")
+        run_id = run.info.run_id
+    return ctx.record(
+        ContentResult(
+            week=ctx.week.isoformat(),
+            run_id=run_id,
+            path=str(folder),
+            items=len(model.items),
+            features=len(model.feature_names),
+            content_digest=digest,
+        )
+    )
+
+
+def train(ctx: StageContext) -> TrainResult:
+    import mlflow  # deferred: mlflow takes seconds to import; only stages that log load it
+
+    # deferred: recsys.models.serving imports mlflow and pyspark at its top
+    from recsys.models.serving import log_pyfunc
+
+    configure(ctx.settings)
+    prep = ctx.result(PrepareResult)
+    config_digest = training_config_digest(ctx.config)
+    existing = find_training_run(ctx, prep.train_digest, config_digest)
+    if existing is not None:
+        log.info(
+            "week %s is already trained on this data (train_digest %s) and config (%s): reusing MLflow run %s",
+            ctx.week,
+            prep.train_digest,
+            config_digest,
+            existing.run_id,
+        )
+        return ctx.record(existing)
+    train_df = read_parquet(ctx.lake.partition("prepared", ctx.week) / "train.parquet")
+    spark = get_spark(ctx.settings)
+    start, end = week_bounds(ctx.week)
+    with mlflow.start_run(run_name=f"weekly-{ctx.week.isoformat()}") as run:
+        mlflow.set_tags(
+            {
+                "week": ctx.week.isoformat(),
+                "data_interval_start": start.isoformat(),
+                "data_interval_end": end.isoformat(),
+                "train_digest": prep.train_digest,
+                "config_digest": config_digest,
+                "pipeline": "weekly_retrain",
+                **ctx.run_tags(),
+            }
+        )
+        if ctx.plan is not None and ctx.plan.reasons:
+            mlflow.set_tag("trigger_reasons", "; ".join(ctx.plan.reasons)[:5000])
+        als_config, tuning = ctx.config.als, None
+        if ctx.config.tuning.enabled:
+            try:
+                result = tune(
+                    train_df,
+                    als_config,
+                    ctx.config.tuning,
+                    spark,
+                    k=ctx.config.top_k,
+                    relevance_min_rating=ctx.config.prepare.relevance_min_rating,
+                )
+            except ValueError as exc:  # e.g. too few pairs per user to hold any out
+                log.warning("tuning skipped, training the base ALS config: %s", exc)
+                mlflow.set_tag("tuning_skipped", str(exc)[:5000])
+            else:
+                als_config, tuning = result.best, result.to_dict()
+                log.info(
+                    "tuning chose %s (%s = %.4f)", als_config.model_dump(), result.metric, result.best_score
+                )
+        model = train_als(train_df, als_config, spark)  # the chosen config, refit on the whole window
+        model.meta.update({"week": ctx.week.isoformat(), "train_digest": prep.train_digest})
+        mlflow.log_params({f"als.{k}": v for k, v in als_config.model_dump().items()})
+        mlflow.set_tag("window", prep.window or f"window: {len(prep.window_weeks)} weeks")
+        mlflow.log_params(
+            {
+                "window_weeks": len(prep.window_weeks),
+                "window_size": prep.window_size,
+                "window_first": min(prep.window_weeks),
+                "window_last": max(prep.window_weeks),
+                "top_k": ctx.config.top_k,
+                "spark_master": ctx.settings.spark_master,
+                "tuned": tuning is not None,
+                "served_model": ctx.config.served_model,
+            }
+        )
+        mlflow.log_metrics(
+            {
+                "train_pairs": prep.train_pairs,
+                "train_users": prep.users,
+                "train_items": prep.items,
+                "holdout_pairs": prep.holdout_pairs,
+                "fit_seconds": model.meta["fit_seconds"],
+            }
+        )
+        report = ctx.lake.partition("reports", ctx.week) / "validation.html"
+        if report.exists():
+            mlflow.log_artifact(str(report), artifact_path="validation")
+        profile = ctx.lake.partition("reports", ctx.week) / "week_profile.html"
+        if profile.exists():
+            mlflow.log_artifact(str(profile), artifact_path="profile")
+        hybrid = (
+            _hybrid(ctx, model, als_config, train_df, spark) if ctx.config.served_model == "hybrid" else None
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            example = str(model.users[0])
+            if hybrid is not None:  # the bundle holds the ALS factors too
+                info = log_pyfunc(hybrid_dir=hybrid.save(Path(tmp) / "hybrid_model"), example_user=example)
+            else:
+                info = log_pyfunc(model.save(Path(tmp) / "factor_model"), example_user=example)
+        mlflow.set_tag("model_uri", info.model_uri)  # last: only a run that logged its model is reused
+    return ctx.record(
+        TrainResult(
+            week=ctx.week.isoformat(),
+            run_id=run.info.run_id,
+            model_uri=info.model_uri,
+            fit_seconds=model.meta["fit_seconds"],
+            rank=model.rank,
+            users=len(model.users),
+            items=len(model.items),
+            als=als_config.model_dump(),
+            tuning=tuning,
+            served_model=ctx.config.served_model,
+            hybrid=hybrid.config.model_dump(include={"warm", "cold"}) if hybrid is not None else None,
+            reused=False,
+        )
+    )
+
+
+def _hybrid(ctx: StageContext, als: Any, als_config: Any, train_df: pd.DataFrame, spark: Any) -> Any:
+    """The ALS model joined with this week's content model, its blend weights learned on a validation
+    split of the window (ALS refitted on the earlier part); logged to the active MLflow run."""
+    import mlflow  # deferred: mlflow takes seconds to import; only stages that log load it
+
+    made = ctx.result(ContentResult)
+    content_model = ContentModel.load(Path(made.path))
+    mlflow.set_tag("content_run_id", made.run_id)
+    config = ctx.config.hybrid
+    if config.learn:
+        try:
+            fit, validation = time_aware_split(
+                train_df, 0.2, min_user_pairs=2, relevance_min_rating=ctx.config.prepare.relevance_min_rating
+            )
+            if fit.empty or validation.empty:
+                raise ValueError("the window is too small to hold validation pairs out")
+            als_fit = train_als(fit, als_config, spark)
+            config, report = learn_blend(als_fit, content_model, fit, validation, config, ctx.config.top_k)
+        except ValueError as exc:
+            log.warning("hybrid weights not learned, the configured ones are used: %s", exc)
+            mlflow.set_tag("blend_skipped", str(exc)[:5000])
+        else:
+            mlflow.log_dict(report, "hybrid/blend.json")
+            log.info("hybrid weights: %s", json.dumps(report))
+    for segment in ("warm", "cold"):
+        weights = config.weights(segment)
+        mlflow.log_params(
+            {f"hybrid.{segment}.content": weights.content, f"hybrid.{segment}.popularity": weights.popularity}
+        )
+    mlflow.log_params({"hybrid.cold_user_max": config.cold_user_max})
+    history = train_df[[c for c in ("user", "item_id", "strength", "last_ts") if c in train_df.columns]]
+    return HybridModel(als, content_model, history, config, meta=dict(als.meta))
+
+
+def evaluate(ctx: StageContext) -> EvaluateResult:
+    """Score the served candidate, the champion and a popularity baseline on the same holdout; and,
+    per segment (all, cold users, warm users, new items), ALS alone, content alone, the hybrid and
+    popularity: the comparison behind the hybrid's blend."""
+    import mlflow  # deferred: mlflow takes seconds to import; only stages that log load it
+
+    client = configure(ctx.settings)
+    trained = ctx.result(TrainResult)
+    folder = ctx.lake.partition("prepared", ctx.week)
+    train_df = read_parquet(folder / "train.parquet")
+    holdout = read_parquet(folder / "holdout.parquet")
+    items = read_parquet(ctx.lake.data_file("anonymized", "items", ctx.week))
+    genres = item_genres(items)
+    k = ctx.config.top_k
+
+    def score(model: Any) -> dict[str, float]:
+        return score_model(model, train_df, holdout, k, len(items), genres)
+
+    served = load_served_model(trained.model_uri)
+    candidate = score(reranked(ctx, served, train_df, genres))
+    popularity = popularity_model(train_df)
+    baseline = score(popularity)
+    champ = champion_version(client, ctx.settings.model_name)
+    champion = None
+    if champ is not None and champ.run_id != trained.run_id:
+        champion_model = load_served_model(f"models:/{ctx.settings.model_name}/{champ.version}")
+        champion = score(reranked(ctx, champion_model, train_df, genres))
+    compared: dict[str, Any] = {
+        "popularity": popularity,
+        "als": served.als if isinstance(served, HybridModel) else served,
+        "content": ContentRecommender(content_model_of(served, lambda: week_content(ctx)), train_df),
+    }
+    if isinstance(served, HybridModel):
+        compared["hybrid"] = served
+    cold_max = ctx.config.hybrid.cold_user_max
+    models = {
+        name: score_segments(model, train_df, holdout, k, len(items), cold_max, genres)
+        for name, model in compared.items()
+    }
+    with mlflow.start_run(run_id=trained.run_id):
+        for prefix, values in (("", candidate), ("baseline_", baseline), ("champion_", champion or {})):
+            mlflow.log_metrics({prefix + metric_key(k_): v for k_, v in values.items() if v == v})
+        mlflow.log_metrics(
+            {
+                f"{name}_{segment}_{metric_key(key)}": value
+                for name, segments in models.items()
+                for segment, values in segments.items()
+                for key, value in values.items()
+                if value == value
+            }
+        )
+        mlflow.log_dict(models, "evaluation/segments.json")
+    return ctx.record(
+        EvaluateResult(
+            week=ctx.week.isoformat(),
+            k=k,
+            served_model="hybrid" if isinstance(served, HybridModel) else "als",
+            candidate=candidate,
+            baseline=baseline,
+            champion=champion,
+            champion_version=champ.version if champion is not None else None,
+            models=models,
+        )
+    )
