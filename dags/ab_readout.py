@@ -17,12 +17,11 @@ the one the `recommend` task of weekly_retrain serves. Param `week` reads out an
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
-from recsys.airflow.notify import RecsysNotifier
+from recsys.airflow.defaults import default_args
 from recsys.core.intervals import DAG_START
 
 
@@ -33,12 +32,7 @@ from recsys.core.intervals import DAG_START
     start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.core.intervals)
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "recsys",
-        "retries": int(os.environ.get("RECSYS_TASK_RETRIES", "2")),
-        "retry_delay": timedelta(minutes=2),
-        "on_failure_callback": RecsysNotifier("task_failed"),
-    },
+    default_args=default_args(exponential_backoff=False),
     params={
         "week": Param(
             None,

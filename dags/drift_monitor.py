@@ -16,23 +16,16 @@ Thresholds, the cooldown and whether drift may trigger at all: ``drift`` in the 
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 
+from recsys.airflow.defaults import default_args
 from recsys.airflow.notify import RecsysNotifier
 from recsys.core.intervals import DAG_START
 
-DEFAULT_ARGS = {
-    "owner": "recsys",
-    "retries": int(os.environ.get("RECSYS_TASK_RETRIES", "2")),
-    "retry_delay": timedelta(minutes=2),
-    "retry_exponential_backoff": True,
-    "on_failure_callback": RecsysNotifier("task_failed"),  # the error, after the last try
-}
 RETRAIN_DAG = "weekly_retrain"
 
 
@@ -49,7 +42,7 @@ def _check_time() -> pendulum.DateTime:
     start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.core.intervals)
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(),
     on_failure_callback=RecsysNotifier("run_failed"),
     tags=["recsys", "drift", "mlflow"],
     doc_md=__doc__,

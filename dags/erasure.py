@@ -15,23 +15,14 @@ metadata database: clear old runs with ``airflow db clean`` under the retention 
 from __future__ import annotations
 
 import logging
-import os
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from recsys.airflow.notify import RecsysNotifier
+from recsys.airflow.defaults import default_args
 from recsys.core.intervals import DAG_START
 
 log = logging.getLogger("recsys.dags.user_erasure")
-
-DEFAULT_ARGS = {
-    "owner": "recsys",
-    "retries": int(os.environ.get("RECSYS_TASK_RETRIES", "2")),
-    "retry_delay": timedelta(minutes=2),
-    "retry_exponential_backoff": True,
-    "on_failure_callback": RecsysNotifier("task_failed"),  # the error, after the last try
-}
 
 
 @dag(
@@ -41,7 +32,7 @@ DEFAULT_ARGS = {
     start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.core.intervals)
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(),
     tags=["recsys", "privacy"],
     params={
         "user_id": Param(

@@ -7,12 +7,11 @@ the version that already is champion changes nothing.
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from recsys.airflow.notify import RecsysNotifier
+from recsys.airflow.defaults import default_args
 from recsys.core.intervals import DAG_START
 
 
@@ -23,12 +22,7 @@ from recsys.core.intervals import DAG_START
     start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.core.intervals)
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "recsys",
-        "retries": int(os.environ.get("RECSYS_TASK_RETRIES", "2")),
-        "retry_delay": timedelta(minutes=1),
-        "on_failure_callback": RecsysNotifier("task_failed"),
-    },
+    default_args=default_args(retry_delay=timedelta(minutes=1), exponential_backoff=False),
     params={
         "version": Param("", type="string", description="version to restore; empty = the previous champion"),
         "reason": Param("", type="string", description="why (recorded on the model versions)"),

@@ -1,31 +1,22 @@
 """weekly_retrain: training window, validate, anonymize, content model, train (Spark ALS + hybrid), evaluate,
 gate, register, recommend.
 
-This file only wires tasks: each task derives the week from its data interval, calls one function
-of ``recsys.pipeline.stages`` and returns that function's small result dict (XCom). Nothing heavy is
-imported at parse time.
+This file only wires tasks: each task derives the week from its data interval, runs one stage of
+``recsys.pipeline`` (``recsys.pipeline.runner.run_stage``, through ``recsys.airflow.tasks``) and
+returns the stage's small result as a dict (XCom). Nothing heavy is imported at parse time.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
 
+from recsys.airflow.defaults import default_args
 from recsys.airflow.notify import RecsysNotifier
 from recsys.core.intervals import DAG_START
-
-DEFAULT_ARGS = {
-    "owner": "recsys",
-    # RECSYS_TASK_RETRIES lets tests fail fast; deterministic errors never retry (see _run).
-    "retries": int(os.environ.get("RECSYS_TASK_RETRIES", "2")),
-    "retry_delay": timedelta(minutes=2),
-    "retry_exponential_backoff": True,
-    "on_failure_callback": RecsysNotifier("task_failed"),  # the error, after the last try
-}
 
 
 def _run(stage: str, **kwargs: object) -> dict:
@@ -55,7 +46,7 @@ def _task_log_dirs(dag_id: str, run_id: str) -> list:
     start_date=DAG_START,  # any week of a history can run: the lake decides (recsys.core.intervals)
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(),
     on_failure_callback=RecsysNotifier("run_failed"),
     tags=["recsys", "retrain", "mlflow", "spark"],
     doc_md=__doc__,
