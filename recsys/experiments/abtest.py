@@ -37,11 +37,7 @@ import pandas as pd
 from recsys.core.aliases import CHALLENGER, CHAMPION
 from recsys.core.formatting import signed_percent
 from recsys.core.html import png_bytes
-
-# TRANSITIONAL: recsys.pipeline.experiment still imports ARM_NAMES from here; remove once it imports
-# it from recsys.experiments.ab_config
 from recsys.experiments.ab_config import (
-    ARM_NAMES,  # noqa: F401
     HOLDOUT,
     LOWER_IS_BETTER,
     METRICS,
