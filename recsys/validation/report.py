@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from recsys.core.html import VALIDATION_CSS
 from recsys.io.storage import Lake
 from recsys.validation.config import ValidationConfig
 from recsys.validation.outcomes import KindOutcome
@@ -30,19 +31,6 @@ def format_accounting(accounting: dict[str, Any]) -> list[str]:
 
 # ---- HTML report ------------------------------------------------------------------------------
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
-table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
-th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; vertical-align: top; }
-th { background: #f2f2f2; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.pass { color: #176f2c; font-weight: bold; }
-.fail { color: #b00020; font-weight: bold; }
-.skip { color: #8a6d00; }
-tr.failed td { background: #fdecee; }
-code { font-size: 0.9em; }
-"""
-
 
 def _cell(value: Any, cls: str = "") -> str:
     text = "" if value is None else str(value)
@@ -60,7 +48,7 @@ def render_html(
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>Data validation - week {e(week.isoformat())}</title>",
-        f"<style>{_CSS}</style></head><body>",
+        f"<style>{VALIDATION_CSS}</style></head><body>",
         f"<h1>Data validation - week {e(week.isoformat())}: {status}</h1>",
         "<p>Settings: "
         + ", ".join(f"<code>{e(k)}={e(str(v))}</code>" for k, v in config.model_dump().items())
