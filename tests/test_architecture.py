@@ -38,9 +38,7 @@ def _modules() -> dict[str, Path]:
 def test_layer_contract_is_kept():
     """``lint-imports`` reads the contract from pyproject.toml; its report names each broken import."""
     lint = Path(sys.executable).parent / "lint-imports"
-    result = subprocess.run(
-        [str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+    result = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "1 kept, 0 broken" in result.stdout
 

@@ -89,9 +89,7 @@ def html_table(header: list[str], rows: list[tuple[str, list[str]]], left: int =
 
     Each row is ``(css class of the <tr>, cells)``; the first ``left`` columns are left-aligned.
     """
-    head = "".join(
-        f'<th class="{"l" if i < left else ""}">{escape(h)}</th>' for i, h in enumerate(header)
-    )
+    head = "".join(f'<th class="{"l" if i < left else ""}">{escape(h)}</th>' for i, h in enumerate(header))
     body = "".join(
         f'<tr class="{cls}">'
         + "".join(f'<td class="{"l" if i < left else ""}">{cell}</td>' for i, cell in enumerate(cells))

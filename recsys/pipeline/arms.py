@@ -1,7 +1,7 @@
 """The A/B test's arms in the recommend stage: who is served which model, and what was shown.
 
 Without an ``experiment`` configured everyone is on the champion. With one, each user's arm comes
-from the salted hash of their pseudonym (:func:`recsys.experiments.abtest.assign`): the challenger
+from the salted hash of their pseudonym (:func:`recsys.experiments.ab_config.assign`): the challenger
 arm is served the challenger under test (or the champion while there is none) and the holdout
 popularity; the lists shown are logged as exposures for the ``ab_readout`` Dag.
 """

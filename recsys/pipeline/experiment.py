@@ -4,7 +4,7 @@ The pieces, in the order a week goes through them:
 
 1. **Serving** (``recommend`` stage of ``weekly_retrain``, :mod:`recsys.pipeline.release_stages`): with an
    ``experiment`` configured, users are split between the arms by the salted hash of their pseudonym
-   (:func:`recsys.experiments.abtest.assign`) and shown their arm's list; what was shown is logged as
+   (:func:`recsys.experiments.ab_config.assign`) and shown their arm's list; what was shown is logged as
    **exposures** (``anonymized/exposures/week=<serving week>``). Lists trained on week W are served
    during the next week, W + 7 days: that is the exposures' ``week``.
 2. **Feedback** (:func:`feedback`, the ``ingest_feedback`` task of the ``ab_readout`` Dag): the week's
@@ -87,9 +87,7 @@ def feedback(ctx: StageContext) -> FeedbackResult:
                 f"has landed in {ctx.lake.partition('raw', ctx.week, 'feedback')}"
             )
         return ctx.record(
-            FeedbackResult(
-                week=week, status="skipped", reason=f"no exposures and no feedback in week {week}"
-            )
+            FeedbackResult(week=week, status="skipped", reason=f"no exposures and no feedback in week {week}")
         )
     return ctx.record(
         FeedbackResult(status="ingested", **ingest_feedback(ctx.lake, ctx.week, ctx.pseudonym_key()))
@@ -258,6 +256,7 @@ def _log_readout(
 def readout_page(result: Any, base: dict[str, Any], weeks: list[str], png: bytes) -> str:
     """A self-contained HTML page of a readout: the decision and its reasons, per-arm metrics, the
     comparisons and the lift plot ``png`` (:func:`recsys.experiments.abtest.plot_readout`, embedded)."""
+
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return "n/a" if value != value else f"{value:,.4f}"

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from recsys.core.aliases import CHAMPION
+from recsys.core.formatting import number_or_na
 from recsys.core.intervals import serving_week, week_bounds
 from recsys.evaluation.evaluate import item_genres, train_items
 from recsys.experiments.feedback_log import exposures_file
@@ -106,8 +107,8 @@ def register(ctx: StageContext) -> RegisterResult:
         **ctx.run_tags(),
     }
     for name in (f"ndcg@{k}", f"precision@{k}", f"recall@{k}", f"map@{k}", f"hit_rate@{k}"):
-        tags[metric_key(name)] = _fmt(ev.candidate.get(name), ".6f")
-        tags[f"baseline_{metric_key(name)}"] = _fmt(ev.baseline.get(name), ".6f")
+        tags[metric_key(name)] = number_or_na(ev.candidate.get(name), ".6f")
+        tags[f"baseline_{metric_key(name)}"] = number_or_na(ev.baseline.get(name), ".6f")
     promotion, note = ctx.config.promotion, None
     newer = _champion_week(client, ctx.settings.model_name)
     if promotion != "never" and newer is not None and newer > ctx.week:
@@ -135,10 +136,6 @@ def register(ctx: StageContext) -> RegisterResult:
             note=note,
         )
     )
-
-
-def _fmt(value: Any, spec: str) -> str:
-    return "n/a" if value is None else format(float(value), spec)
 
 
 def _champion_week(client: Any, name: str) -> date | None:
@@ -185,7 +182,7 @@ def recommend(ctx: StageContext) -> RecommendResult:
     and the rows of each user's page (Because you watched ..., Trending now, New this week).
 
     With an ``experiment`` configured, each user gets the list of their arm's model (champion, the
-    challenger under test, or popularity for a holdout; :func:`recsys.experiments.abtest.assign`) and what was
+    challenger under test, or popularity for a holdout; :func:`recsys.experiments.ab_config.assign`) and what was
     shown is logged as exposures (``anonymized/exposures``) for the ab_readout Dag."""
     # deferred: recsys.models.serving imports mlflow and pyspark at its top
     from recsys.models.serving import explained, serving_frame

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from recsys.core.formatting import number_or_na
 from recsys.io.storage import Lake, read_parquet, write_json
 from recsys.pipeline.context import StageContext
 from recsys.pipeline.results import (
@@ -88,7 +89,9 @@ def format_summary(s: dict[str, Any]) -> str:
         for who in ("candidate", "champion", "baseline"):
             vals = metrics.get(who)
             if vals:
-                lines.append(f"  {who:<11} " + "  ".join(f"{_fmt(vals.get(k), '.4f'):>12}" for k in keys))
+                lines.append(
+                    f"  {who:<11} " + "  ".join(f"{number_or_na(vals.get(k), '.4f'):>12}" for k in keys)
+                )
             else:
                 lines.append(f"  {who:<11} (none yet)")
     models = s.get("models") or {}
@@ -104,7 +107,7 @@ def format_summary(s: dict[str, Any]) -> str:
             for name in names:
                 values = models[name].get(segment) or {}
                 cells.append(
-                    f"{_fmt(values.get(f'ndcg@{k}'), '.4f')} ({int(values.get('users_evaluated') or 0)})"
+                    f"{number_or_na(values.get(f'ndcg@{k}'), '.4f')} ({int(values.get('users_evaluated') or 0)})"
                 )
             lines.append(f"              {segment:<12}" + "".join(f"{c:>16}" for c in cells))
     g = s["gate"]
@@ -157,7 +160,7 @@ def format_brief(s: dict[str, Any]) -> str:
         parts.append(s["window"].split(";")[0])
     primary = (s["metrics"].get("candidate") or {}).get(f"ndcg@{s['top_k']}")
     if primary is not None:
-        parts.append(f"ndcg@{s['top_k']} {_fmt(primary, '.4f')}")
+        parts.append(f"ndcg@{s['top_k']} {number_or_na(primary, '.4f')}")
     if s["gate"].get("passed") is not None:
         parts.append("gate " + ("PASSED" if s["gate"]["passed"] else "REJECTED"))
     reg = s["registered"]
@@ -165,10 +168,6 @@ def format_brief(s: dict[str, Any]) -> str:
         aliases = ", ".join(reg.get("aliases") or []) or "no alias"
         parts.append(f"version {reg.get('version')} ({aliases})")
     return f"{parts[0]}: {'; '.join(parts[1:])}" if len(parts) > 1 else parts[0]
-
-
-def _fmt(value: Any, spec: str) -> str:
-    return "n/a" if value is None else format(float(value), spec)
 
 
 def recommendations_frame(lake: Lake, week: date) -> pd.DataFrame:

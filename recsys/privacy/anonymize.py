@@ -126,7 +126,7 @@ def apply_policy(df: pd.DataFrame, policy: dict[str, Action], key: bytes, what: 
     if unknown:
         raise ValidationFailed(
             f"{what}: columns {unknown} are not covered by the anonymization policy; "
-            "declare them in recsys/anonymize.py before they can pass (fail closed)"
+            "declare them in recsys/privacy/anonymize.py before they can pass (fail closed)"
         )
     out: dict[str, pd.Series] = {}
     for column in df.columns:

@@ -504,7 +504,9 @@ def log_profile(html: str, run_id: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recsys.reporting.data_profile", description="weekly data profile")
+    parser = argparse.ArgumentParser(
+        prog="python -m recsys.reporting.data_profile", description="weekly data profile"
+    )
     parser.add_argument("week", help="YYYY-MM-DD (any day of the week)")
     parser.add_argument("--lake", type=Path, help="lake directory (default: the settings' lake)")
     parser.add_argument("--out", type=Path, default=Path("week_profile.html"))

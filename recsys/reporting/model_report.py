@@ -260,9 +260,7 @@ def _trial_rows(tuning: Any) -> tuple[list[dict[str, Any]], str, int | None, dic
 def _tuning(ctx: Mapping[str, Any]) -> str:
     tuning = ctx.get("tuning")
     if not tuning:
-        return note(
-            "No hyper-parameter tuning for this candidate (the configured ALS parameters were used)."
-        )
+        return note("No hyper-parameter tuning for this candidate (the configured ALS parameters were used).")
     trials, metric, best, split = _trial_rows(tuning)
     trials = [t for t in trials if isinstance(t, Mapping)]
     if not trials:

@@ -113,9 +113,7 @@ def test_first_model_is_champion_and_the_better_candidate_the_challenger(loop):
     # week A's lists: no challenger yet, both arms on the champion
     arms_a = a["recommend"].experiment["arms"]
     assert (
-        arms_a["champion"]["model_version"]
-        == arms_a["challenger"]["model_version"]
-        == a["register"].version
+        arms_a["champion"]["model_version"] == arms_a["challenger"]["model_version"] == a["register"].version
     )
 
 

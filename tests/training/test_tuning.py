@@ -159,7 +159,9 @@ def test_ties_go_to_the_first_trial_in_grid_order(monkeypatch, train_frame):
     monkeypatch.setattr(recsys.training.tuning, "train_als", lambda fit, als, spark: als)
     fake = {2: 0.5, 4: 0.7, 8: 0.7, 16: 0.1}
     monkeypatch.setattr(
-        recsys.training.tuning, "score_model", lambda model, *a: {"ndcg@10": fake[model.rank], "users_evaluated": 40}
+        recsys.training.tuning,
+        "score_model",
+        lambda model, *a: {"ndcg@10": fake[model.rank], "users_evaluated": 40},
     )
     config = TuningConfig(grid={"rank": [2, 4, 8, 16]}, min_user_pairs=5)
     result = tune(train_frame, ALSConfig(), config, spark=None, log_to_mlflow=False)
