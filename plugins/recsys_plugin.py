@@ -83,7 +83,9 @@ class MlflowRunLink(BaseOperatorLink):
 
     def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
         try:
-            return mlflow_links.task_run_link(_settings().mlflow_public_url, ti_key.task_id, _result_reader(ti_key))
+            return mlflow_links.task_run_link(
+                _settings().mlflow_public_url, ti_key.task_id, _result_reader(ti_key)
+            )
         except Exception:  # noqa: BLE001 - a link must never break the Airflow UI
             log.warning("no %r link for %s", self.name, ti_key, exc_info=True)
             return ""
