@@ -20,6 +20,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Self
 
 from recsys.promotion.gates import GateDecision
+from recsys.promotion.registry import Registration
 
 _OPTIONAL = "omit_when_none"
 _FRAME = ("week", "compute_seconds", "extra")  # written apart from the stage's own fields
@@ -205,17 +206,12 @@ class GateResult(StageResult):
 
 
 @dataclass(frozen=True, kw_only=True)
-class RegisterResult(StageResult):
-    """The registered model version (``review``: pending, not needed or approved)."""
+class RegisterResult(StageResult, Registration):
+    """The registered model version (the registry's :class:`Registration` fields first), how it was
+    promoted, and ``review``: pending, not needed or approved."""
 
     stage: ClassVar[str] = "register"
 
-    name: str
-    version: str
-    run_id: str
-    status: str
-    aliases: list[str]
-    previous_champion: str | None
     promotion: str
     review: str
     note: str | None
