@@ -350,7 +350,9 @@ def test_backfill_past_weeks_never_moves_champion_and_reuses_runs(stack: Stack):
     assert response.status_code == 200, response.text
     runs = stack.wait_backfill_done(first["id"])
     stamp("backfill complete")
-    assert [r["run_type"] for r in stack.runs()] == ["backfill"] * len(BACKFILLED), "only the backfill's runs exist"
+    assert [r["run_type"] for r in stack.runs()] == ["backfill"] * len(BACKFILLED), (
+        "only the backfill's runs exist"
+    )
     assert [r["state"] for r in runs] == ["success"] * len(BACKFILLED), stack.diagnostics()
     # one at a time, oldest week first
     for earlier, later in zip(runs, runs[1:], strict=False):
