@@ -46,6 +46,7 @@ from recsys.pipeline.context import StageContext
 from recsys.pipeline.results import AnonymizeResult, ValidateResult
 from recsys.pipeline.runner import run_stage
 from recsys.promotion.registry import TAG_WEEK, champion_version, load_factor_model
+from recsys.reporting.mlflow_links import DRIFT_HISTORY_ARTIFACT
 from recsys.reporting.model_report import drift_history_html
 
 log = logging.getLogger(__name__)
@@ -395,7 +396,7 @@ def log_check(result: CheckResult, settings: Settings, drift: DriftConfig) -> No
         mlflow.log_dict(result.to_dict(), "drift/check.json")
         history = drift_history(settings)
         if not history.empty:
-            mlflow.log_text(drift_history_html(history, drift.thresholds), "drift/history.html")
+            mlflow.log_text(drift_history_html(history, drift.thresholds), DRIFT_HISTORY_ARTIFACT)
 
 
 def drift_history(settings: Settings, max_results: int = 500) -> pd.DataFrame:

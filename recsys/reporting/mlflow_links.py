@@ -28,6 +28,10 @@ from typing import Any
 from urllib.parse import quote
 
 #: names of the Airflow extra links (buttons on a task instance)
+# Artifacts the pages link to, logged under these names by the model report and the drift monitor.
+REPORT_ARTIFACT = "report/model_report.html"
+DRIFT_HISTORY_ARTIFACT = "drift/history.html"
+
 RUN_LINK_NAME = "MLflow run"
 MODEL_VERSION_LINK_NAME = "Model version"
 

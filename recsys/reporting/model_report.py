@@ -46,6 +46,7 @@ import numpy as np
 from recsys.core.formatting import finite_number
 from recsys.core.html import escape, html_page, html_table, metric_cell, mpl_text, note, png_img
 from recsys.promotion.registry import TAG_STATUS, TAG_WEEK
+from recsys.reporting.mlflow_links import REPORT_ARTIFACT
 from recsys.reporting.model_plots import (
     CANDIDATE_COLOUR,
     STATUS_COLOURS,
@@ -59,7 +60,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REPORT_ARTIFACT = "report/model_report.html"
 LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 ROLES = ("candidate", "champion", "baseline")
 

@@ -13,12 +13,15 @@ from datetime import UTC, datetime
 
 from recsys.core.aliases import CHALLENGER, CHAMPION
 from recsys.core.html import REPORT_CSS, escape, html_page, metric_cell, note
-from recsys.reporting.mlflow_links import experiment_url, model_url, model_version_url, run_url
+from recsys.reporting.mlflow_links import (
+    DRIFT_HISTORY_ARTIFACT,
+    REPORT_ARTIFACT,
+    experiment_url,
+    model_url,
+    model_version_url,
+    run_url,
+)
 from recsys.reporting.model_history import ModelHistory, VersionRow
-
-REPORT_ARTIFACT = "report/model_report.html"
-DRIFT_HISTORY_ARTIFACT = "drift/history.html"
-
 
 # ---- the model-history page: HTML --------------------------------------------------------------
 _PAGE_CSS = """
