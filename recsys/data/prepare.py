@@ -24,17 +24,19 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from recsys.core.errors import ConfigError, DataNotFoundError
 from recsys.core.intervals import weeks_back
-from recsys.io.storage import Lake
+from recsys.io.storage import Lake, read_parquet
 
 VIEW_HOURS_CAP = 1.0
 RATING_SCALE = 2.5
 
 
 class PrepareConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     window_weeks: int = Field(12, ge=1, le=520, description="weeks of history the model trains on")
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     min_user_pairs: int = Field(5, ge=2, description="users with fewer pairs are not held out")
@@ -141,7 +143,7 @@ def read_window(lake: Lake, window: Window) -> tuple[pd.DataFrame, list[date]]:
             f"no anonymized events for week {week.isoformat()} at "
             f"{lake.data_file('anonymized', 'events', week)}: run the anonymize stage first"
         )
-    frames = [pd.read_parquet(lake.data_file("anonymized", "events", w)) for w in weeks]
+    frames = [read_parquet(lake.data_file("anonymized", "events", w)) for w in weeks]
     return pd.concat(frames, ignore_index=True), weeks
 
 

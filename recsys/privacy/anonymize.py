@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from recsys.core.errors import ValidationFailed
 
@@ -250,4 +250,6 @@ def enforce_k_anonymity(
 
 
 class AnonymizeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     k: int = Field(5, ge=1, le=1000, description="k-anonymity of the released user attributes")

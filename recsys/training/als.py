@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from recsys.io.spark import als_sizing, pandas_to_spark
 from recsys.models.factors import FactorModel, popularity_order, seen_matrix
@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 class ALSConfig(BaseModel):
     """Hyper-parameters of Spark's ALS (names follow Spark's where they map one to one)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     rank: int = Field(16, ge=1, le=1024)
     max_iter: int = Field(10, ge=1, le=200)
