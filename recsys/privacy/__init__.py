@@ -5,8 +5,10 @@
   week's MLflow runs, models and artifacts, and in Airflow task logs.
 * :func:`erase_user` / :func:`erased_pseudonyms` (``recsys.privacy.erasure``): the "right to be
   forgotten": remove one user's rows from every lake layer and record it (by pseudonym only).
+* :func:`check_pseudonym_key` (``recsys.privacy.keyring``): refuse a pseudonym key the lake was
+  not built with (the lake records its key's fingerprint).
 
-Both are plain functions: the ``user_erasure`` DAG, the CLI and the tests call them.
+They are plain functions: the ``user_erasure`` DAG, the CLI and the tests call them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from recsys.privacy.erasure import (
     erased_pseudonyms,
     read_erasure_log,
 )
+from recsys.privacy.keyring import check_pseudonym_key
 from recsys.privacy.scan import (
     Finding,
     LeakReport,
@@ -33,6 +36,7 @@ __all__ = [
     "Finding",
     "LeakReport",
     "PrivacyLeak",
+    "check_pseudonym_key",
     "erase_user",
     "erased_pseudonyms",
     "mask",

@@ -58,8 +58,6 @@ import codecs
 import csv
 import fcntl
 import gzip
-import hashlib
-import hmac
 import io
 import json
 import logging
@@ -83,6 +81,7 @@ from recsys.core.settings import Settings
 from recsys.io.lakesync import synced_lake
 from recsys.io.storage import Lake, write_text
 from recsys.privacy.anonymize import pseudonymize
+from recsys.privacy.keyring import check_pseudonym_key, key_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +106,11 @@ _IPV4_RE = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d])")
 
 
 def key_id(key: bytes) -> str:
-    """A fingerprint of the pseudonym key: tells records made with different keys apart, reveals nothing."""
-    return hmac.new(key, b"recsys-pseudonym-key-id", hashlib.sha256).hexdigest()[:12]
+    """A fingerprint of the pseudonym key: tells records made with different keys apart, reveals nothing.
+
+    The one the lake's key record and the key rotation log hold (:func:`recsys.privacy.keyring.key_fingerprint`).
+    """
+    return key_fingerprint(key)
 
 
 @dataclass
@@ -185,6 +187,8 @@ def _erase_user(
     pseudonym = pseudonymize([uid], key)[0]
     assert pseudonym is not None
     lake = Lake(settings.lake_dir)
+    # under another key the user's pseudonymized rows would not be found, and silently stay
+    check_pseudonym_key(lake.root, key)
     with _locked(lake.root / LOCK_FILE):
         previously = pseudonym in erased_pseudonyms(lake)
         eraser = _Eraser(lake, uid, pseudonym)

@@ -7,15 +7,19 @@ anonymization (anonymized, prepared, recommendations) is then rewritten, file by
 
 The whole store is checked first: a pseudonym that the old key does not produce (a wrong old key,
 or a user erased since) stops the rotation before any file is written, unless ``allow_unmapped``
-(then such rows are dropped and counted). Registered models keep the old pseudonyms: retrain right
+(then such rows are dropped and counted).
+
+The lake's key record (:mod:`recsys.privacy.keyring`) must name the old key (or be absent, on a
+lake built before it existed). The rotation is recorded as pending before the first file is
+rewritten and the new key is recorded only after the last one: a rotation killed halfway leaves
+the pipeline refusing both keys, and running it again with the same two keys finishes it (a
+pseudonym already under the new key is left as it is). Registered models keep the old pseudonyms: retrain right
 after a rotation (`airflow dags trigger weekly_retrain`); until then the champion serves popular
 items to every (now unknown) pseudonym.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -28,13 +32,9 @@ import pyarrow.parquet as pq
 from recsys.core.errors import ConfigError
 from recsys.io.storage import Lake, write_parquet, write_text
 from recsys.privacy.anonymize import pseudonymize
+from recsys.privacy.keyring import begin_rotation, check_rotation, finish_rotation, key_fingerprint
 
 REKEYED_LAYERS = ("anonymized", "prepared", "recommendations")
-
-
-def key_fingerprint(key: bytes) -> str:
-    """A short, non-secret identifier of a key (for logs and the rotation record)."""
-    return hmac.new(key, b"recsys-key-fingerprint", hashlib.sha256).hexdigest()[:12]
 
 
 def raw_user_ids(lake: Lake) -> set[str]:
@@ -62,12 +62,16 @@ def rekey_store(
 ) -> dict[str, Any]:
     if old_key == new_key:
         raise ConfigError("the new key is the same as the old key: nothing to rotate")
+    check_rotation(lake.root, old_key, new_key)
     ids = sorted(raw_user_ids(lake))
     if not ids:
         raise ConfigError(
             f"no raw user ids in {lake.root / 'validated'}: cannot rebuild the pseudonym mapping"
         )
-    mapping = dict(zip(pseudonymize(ids, old_key), pseudonymize(ids, new_key), strict=True))
+    new_pseudonyms = pseudonymize(ids, new_key)
+    mapping = dict(zip(pseudonymize(ids, old_key), new_pseudonyms, strict=True))
+    # a rotation killed halfway left some files under the new key already: they stay as they are
+    mapping.update(zip(new_pseudonyms, new_pseudonyms, strict=True))
     files = _user_files(lake)
     frames: dict[Path, pd.DataFrame] = {}
     unmapped_total = 0
@@ -82,6 +86,7 @@ def rekey_store(
             )
         unmapped_total += unmapped
         frames[path] = frame[known]
+    begin_rotation(lake.root, old_key, new_key)
     for i, (path, frame) in enumerate(frames.items(), 1):
         frame = frame.assign(user=frame["user"].map(mapping).astype("string"))
         write_parquet(frame, path)
@@ -98,4 +103,5 @@ def rekey_store(
     log_file = lake.root / "privacy" / "key_rotations.jsonl"
     previous = log_file.read_text(encoding="utf-8") if log_file.exists() else ""
     write_text(previous + json.dumps(record, sort_keys=True) + "\n", log_file)
+    finish_rotation(lake.root, new_key)
     return record

@@ -156,7 +156,8 @@ def _is_target_row(frame: pd.DataFrame) -> pd.Series:
 def snapshot(lake: Lake) -> dict[str, object]:
     files: dict[str, object] = {}
     for path in sorted(lake.root.rglob("*")):
-        if not path.is_file() or ERASURE_LOG.split("/")[0] in path.parts:
+        # the erasure log and the lake's key record (recorded on first use) are the lake's own records
+        if not path.is_file() or {ERASURE_LOG.split("/")[0], "_meta"} & set(path.parts):
             continue
         rel = path.relative_to(lake.root).as_posix()
         files[rel] = pd.read_parquet(path) if path.suffix == ".parquet" else path.read_bytes()
@@ -310,6 +311,18 @@ def test_unknown_user_is_recorded_with_zero_counts(settings, lake, caplog):
     assert all(n == 0 for kinds in entry["removed"].values() for n in kinds.values())
     assert entry["pseudonym"] == pseudonymize(["u999999"], KEY)[0]
     assert "u999999" not in (lake.root / ERASURE_LOG).read_text()
+
+
+def test_erasure_under_another_key_is_refused_and_changes_nothing(settings, lake):
+    """Under another key the user's pseudonymized rows would not be found and would silently stay."""
+    from recsys.core.errors import ConfigError
+
+    before = snapshot(lake)
+    with pytest.raises(ConfigError, match="not the key the lake"):
+        erase_user(settings, TARGET, b"another-key-0123456789abcdef")
+    after = snapshot(lake)
+    assert set(after) == set(before)
+    assert not (lake.root / ERASURE_LOG).exists()
 
 
 def test_empty_user_id_is_refused(settings):
