@@ -126,7 +126,8 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     )
     print(
         f"re-keyed {record['files']} files ({record['users']} user ids); key {record['old_key']} -> "
-        f"{record['new_key']}. Now set RECSYS_PSEUDONYM_KEY to the new key and retrain."
+        f"{record['new_key']}, now the lake's recorded key. Set RECSYS_PSEUDONYM_KEY to the new key "
+        "(the pipeline refuses the old one from now on) and retrain."
     )
     return 0
 
