@@ -23,3 +23,33 @@ class ValidationFailed(RecsysError):
 
 class GateRejected(RecsysError):
     """Promotion was attempted with a gate decision that did not pass."""
+
+
+class InfrastructureError(RecsysError):
+    """A file system or a service the run depends on is at fault, not the input or the code.
+
+    ``retryable``: whether running the same thing again later can succeed without anyone changing a
+    setting (a full disk may be freed, a service restarted); the Airflow tasks retry those and fail
+    the others at once (:func:`recsys.airflow.tasks.fail_fast`)."""
+
+    retryable = False
+
+
+class ServiceUnavailable(InfrastructureError):
+    """A service (MLflow tracking server, Spark master, object store) does not answer."""
+
+    retryable = True
+
+
+class StorageFull(InfrastructureError):
+    """A write failed because the file system (or the MLflow store's) is full."""
+
+    retryable = True
+
+
+class StorageReadOnly(InfrastructureError):
+    """A write failed because the file, directory or MLflow store is read-only or not writable by us."""
+
+
+class TrackingStoreMissing(InfrastructureError):
+    """The configured MLflow store does not exist although the lake has registered weeks."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recsys.core.errors import ConfigError, ServiceUnavailable
 from recsys.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: seconds the preflight waits for a TCP connection to a ``spark://`` master
+MASTER_CONNECT_TIMEOUT = 5.0
 #: interactions per ALS block (and per input partition) below which splitting further only adds tasks
 PAIRS_PER_BLOCK = 250_000
 #: iterations from which ALS checkpoints its factors (long lineage overflows the stack, and a lost
@@ -85,6 +89,29 @@ def als_sizing(n_pairs: int, parallelism: int, max_iter: int, blocks: int | None
     return ALSSizing(blocks=chosen, partitions=chosen, checkpoint_interval=interval)
 
 
+def check_master(master: str, timeout: float = MASTER_CONNECT_TIMEOUT) -> None:
+    """For a ``spark://host:port[,host:port…]`` master, a TCP connect to each address (``timeout``
+    seconds each) until one accepts; none does: :class:`~recsys.core.errors.ServiceUnavailable` in one
+    line. Without it, Spark retries the master for over a minute and ends in some 200 lines of JVM
+    traceback. Other masters (``local[*]``, ``yarn``, ``k8s://``) are left to Spark."""
+    if not master.startswith("spark://"):
+        return
+    problems = []
+    for address in master.removeprefix("spark://").split(","):
+        host, _, port = address.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"RECSYS_SPARK_MASTER {master!r}: expected spark://host:port[,host:port...]")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                return
+        except OSError as exc:
+            problems.append(f"{host}:{port}: {exc.strerror or exc or exc.__class__.__name__}")
+    raise ServiceUnavailable(
+        f"Spark master {master} is not reachable ({'; '.join(problems)}): start the master, or set "
+        "RECSYS_SPARK_MASTER to a running one (or local[*]), and re-run"
+    )
+
+
 def get_spark(settings: Settings, app_name: str = "recsys-retrain") -> SparkSession:
     """A SparkSession on ``settings.spark_master``, sized for one machine by default.
 
@@ -93,6 +120,7 @@ def get_spark(settings: Settings, app_name: str = "recsys-retrain") -> SparkSess
     """
     from pyspark.sql import SparkSession  # deferred: pyspark is heavy, loaded only when a session is made
 
+    check_master(settings.spark_master)
     local_dir = settings.home / "spark-tmp"
     local_dir.mkdir(parents=True, exist_ok=True)
     cores = os.cpu_count() or 2
