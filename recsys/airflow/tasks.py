@@ -14,6 +14,8 @@ from typing import Any
 
 from recsys.core.errors import RecsysError
 from recsys.core.runplan import plan_run
+from recsys.core.settings import Settings
+from recsys.io.faults import explain
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +38,35 @@ def pseudonym_key_from_airflow() -> bytes | None:
 
 @contextmanager
 def fail_fast(what: str) -> Iterator[None]:
-    """Turn a :class:`~recsys.core.errors.RecsysError` (bad input, bad config, a rejected gate) into
-    ``AirflowFailException``: retrying cannot help, so the task fails at once with the message."""
+    """Classify what a task raised for Airflow's retries, in one line.
+
+    A :class:`~recsys.core.errors.RecsysError` (bad input, bad config, a rejected gate, a read-only
+    store, a missing tracking store) becomes ``AirflowFailException``: retrying cannot help, so the
+    task fails at once with the message. An infrastructure fault a retry can fix (a full disk, a
+    service down; ``retryable``) is raised as that one-line error, which Airflow retries. Anything
+    else a stage raised is first passed through :func:`recsys.io.faults.explain`, so a full or
+    read-only disk deep in pandas or Spark is reported the same way; the rest is left as it is."""
     # deferred: Airflow is heavy; loaded only inside a task
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
     try:
         yield
-    except RecsysError as exc:
-        raise AirflowFailException(f"{what}: {exc}") from exc
+    except AirflowException:  # Airflow's own (fail, skip, reschedule): already classified
+        raise
+    except Exception as exc:
+        error = exc if isinstance(exc, RecsysError) else explain(exc, _settings_or_none())
+        if error is None:
+            raise
+        if getattr(error, "retryable", False):  # Airflow retries it, with the one line
+            raise type(error)(f"{what}: {error}") from exc
+        raise AirflowFailException(f"{what}: {error}") from error
+
+
+def _settings_or_none() -> Settings | None:
+    try:
+        return Settings.from_env()
+    except RecsysError:
+        return None
 
 
 def run_stage_task(stage: str, **kwargs: Any) -> dict:

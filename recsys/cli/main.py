@@ -37,6 +37,7 @@ from recsys.cli.ops import add_commands
 from recsys.core.errors import DataNotFoundError, RecsysError, ValidationFailed
 from recsys.core.intervals import partition_week, week_start_of
 from recsys.core.settings import Settings, pseudonym_key
+from recsys.io.faults import explain
 from recsys.io.lakesync import synced_lake
 from recsys.io.storage import Lake
 from recsys.io.tracking import configure
@@ -432,26 +433,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # MLflow logs a store error's whole traceback, then raises it: one line is enough
+        logging.getLogger("mlflow.store.db.utils").addFilter(_no_caught_tracebacks)
     try:
         if args.command in LAKE_COMMANDS:
             with synced_lake(Settings.from_env()):  # with RECSYS_LAKE_URI: pull before, push after
                 return int(args.func(args))
         return int(args.func(args))
     except RecsysError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ValueError, FileNotFoundError, PermissionError) as exc:
-        print(f"error: {exc.__class__.__name__}: {_first_line(exc)}", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(str(exc))
     except BrokenPipeError:  # the reader went away (`recsys run-dates | head -1`): nothing to say
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout again at exit
         return 0
-    except ConnectionError as exc:  # a service (S3, MLflow server, Spark master) is not reachable
-        print(f"error: {_first_line(exc)}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # a full or read-only disk, a read-only MLflow store, a service down: one line naming it
+        fault = explain(exc, _settings_or_none())
+        if fault is not None:
+            return _error(str(fault))
+        if isinstance(exc, ValueError | FileNotFoundError | PermissionError):
+            return _error(f"{exc.__class__.__name__}: {_first_line(exc)}")
+        raise
+
+
+def _no_caught_tracebacks(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("SQLAlchemy database error. The following exception is caught")
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _settings_or_none() -> Settings | None:
+    try:
+        return Settings.from_env()
+    except RecsysError:
+        return None
 
 
 def _first_line(exc: BaseException) -> str:
