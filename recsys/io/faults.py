@@ -34,6 +34,7 @@ READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 PATH_LOCALS = ("where", "path", "tmp", "filename", "file", "target", "dest", "dst", "local_path", "out")
 FULL_TEXT = ("no space left on device", "database or disk is full", "disk quota exceeded")
 READONLY_DB_TEXT = "attempt to write a readonly database"
+READ_ONLY_TEXT = "read-only file system"
 UNREACHABLE_TEXT = ("max retries exceeded", "connection refused", "failed to establish a new connection")
 
 
@@ -75,6 +76,8 @@ def _classify(
         )
     if code in READ_ONLY_ERRNOS and isinstance(error, OSError):
         return _read_only(error, top)
+    if READ_ONLY_TEXT in text:  # the JVM's (Spark's) IOException: a message, no errno
+        return _read_only(OSError(errno.EROFS, READ_ONLY_TEXT), top)
     if _unreachable(error, text):
         return _service_down(error, settings)
     return None

@@ -69,3 +69,14 @@ def test_closed_port_is_a_service_down(tmp_path):
 def test_other_errors_are_not_infrastructure(tmp_path):
     assert explain(ValueError("rank must be positive"), _settings(tmp_path)) is None
     assert explain(KeyError("user_id"), None) is None
+
+
+def test_a_jvm_message_without_errno_is_recognised(tmp_path):
+    """Py4J hands Spark's IOException over as text only (the shape of the message it carries)."""
+    error = RuntimeError(
+        "An error occurred while calling o71.parquet.\n: java.io.IOException: Read-only file system"
+    )
+    fault = explain(error, _settings(tmp_path))
+    assert isinstance(fault, StorageReadOnly) and "read-only file system" in str(fault)
+    error = RuntimeError("Job aborted.\n: java.io.IOException: No space left on device")
+    assert isinstance(explain(error, _settings(tmp_path)), StorageFull)
