@@ -26,5 +26,13 @@ def default_args(
     }
     if exponential_backoff:
         args["retry_exponential_backoff"] = True
-    args["on_failure_callback"] = RecsysNotifier("task_failed")
+    args["on_failure_callback"] = [RecsysNotifier("task_failed"), release_week]
     return args
+
+
+def release_week(context: Any) -> None:
+    """After a task's last try failed, its run gives its week's lease back
+    (:func:`recsys.airflow.tasks.release_week`)."""
+    from recsys.airflow.tasks import release_week as release  # deferred: keeps Dag parsing light
+
+    release(context)

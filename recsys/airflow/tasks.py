@@ -16,6 +16,7 @@ from recsys.core.errors import RecsysError
 from recsys.core.runplan import plan_run
 from recsys.core.settings import Settings
 from recsys.io.faults import explain
+from recsys.io.lease import lease_store, release_if_held
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def run_stage_task(stage: str, **kwargs: Any) -> dict:
 
     # deferred: the stages load pandas, scipy and the models, which the tasks that use only fail_fast
     # and the key lookup (model_rollback, user_erasure) do not need
-    from recsys.pipeline.context import KEYED_STAGES, StageContext
+    from recsys.pipeline.context import FINAL_STAGES, KEYED_STAGES, StageContext
     from recsys.pipeline.runner import run_stage
 
     context = get_current_context()
@@ -87,4 +88,38 @@ def run_stage_task(stage: str, **kwargs: Any) -> dict:
         plan = plan_run(dag_run.run_type, context.get("data_interval_end"), dag_run.conf)
         log.info("%s for %s", stage, plan.describe())
         key = pseudonym_key_from_airflow() if stage in KEYED_STAGES else None
-        return run_stage(stage, StageContext.create(plan.week, key=key, plan=plan), **kwargs).to_xcom()
+        ctx = StageContext.create(
+            plan.week,
+            key=key,
+            plan=plan,
+            # the run holds its week from its first task to its last (recsys.pipeline.leases); another
+            # run of the week waits up to RECSYS_LEASE_WAIT_SECONDS for it, then the task retries
+            holder=lease_holder(dag_run.dag_id, dag_run.run_id),
+            keep_lease=stage not in FINAL_STAGES,
+            lease_wait=float(os.environ.get("RECSYS_LEASE_WAIT_SECONDS", "1800")),
+        )
+        return run_stage(stage, ctx, **kwargs).to_xcom()
+
+
+def lease_holder(dag_id: str, run_id: str) -> str:
+    """How an Airflow Dag run names itself as the holder of its week's lease."""
+    return f"Airflow run {dag_id}/{run_id}"
+
+
+def release_week(context: Any) -> None:
+    """``on_failure_callback`` of the pipeline tasks: a run whose task failed for good gives its week
+    back at once, instead of keeping it for RECSYS_LEASE_GAP_SECONDS."""
+    # deferred: the stages load pandas, scipy and the models (see run_stage_task)
+    from recsys.pipeline.leases import AB, WEEKLY
+
+    dag_run = context["dag_run"]
+    try:
+        plan = plan_run(dag_run.run_type, context.get("data_interval_end"), dag_run.conf)
+        settings = Settings.from_env()
+        store = lease_store(settings.lake_dir, settings.lake_uri)
+        holder = lease_holder(dag_run.dag_id, dag_run.run_id)
+        for pipeline in (WEEKLY, AB):
+            if release_if_held(store, pipeline, plan.week, holder):
+                log.info("week %s of %s given back after the failure of %s", plan.week, pipeline, holder)
+    except Exception as exc:  # noqa: BLE001 - a callback must not hide the task's own failure
+        log.warning("could not give back the week's lease: %s", exc)

@@ -143,7 +143,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     # deferred: keeps `recsys --help` light (the stages load the data, model and MLflow helpers)
     from recsys.pipeline.runner import run_stage
 
-    ctx = StageContext.create(_week_of_day(args.date))
+    ctx = StageContext.create(_week_of_day(args.date), lease_wait=args.wait)
     _progress(f"{args.stage} for week {ctx.week} ...")
     result = run_stage(args.stage, ctx)
     print(json.dumps(result.to_xcom(), indent=2, default=str))
@@ -170,7 +170,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     # deferred: keeps `recsys --help` light (the stages load the data, model and MLflow helpers)
     from recsys.pipeline.runner import run_all
 
-    ctx = StageContext.create(_week_of_day(args.date))
+    ctx = StageContext.create(_week_of_day(args.date), lease_wait=args.wait)
     run_all(ctx, progress=_progress)
     print(format_summary(summary(ctx)))
     return 0
@@ -354,6 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stage", help="run one stage for a week, without Airflow")
     p.add_argument("stage", choices=STAGES + AB_STAGES)
     p.add_argument("--date", type=_day, required=True, help="any day; its last complete week is used")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="when another run works on the week, wait up to this long for it (default: fail at once)",
+    )
     p.set_defaults(func=cmd_stage)
 
     p = sub.add_parser("ab-status", help="show the A/B readout recorded for a week")
@@ -363,6 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pipeline", help="run every stage for a week, without Airflow")
     p.add_argument("--date", type=_day, required=True, help="any day; its last complete week is used")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="when another run works on the week, wait up to this long for it (default: fail at once)",
+    )
     p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("summary", help="summarize the run of a week")

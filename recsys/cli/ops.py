@@ -55,9 +55,10 @@ def cmd_land_csv(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace, week: date) -> int:
     # deferred: keeps `recsys --help` light (the release stages load the registry and the models)
-    from recsys.pipeline.release_stages import promote
+    from recsys.pipeline.runner import run_stage
 
-    result = promote(StageContext.create(week), approved_by=args.by or _user())
+    # through run_stage: the week's lease, so an approval never races a run of the same week
+    result = run_stage("promote", StageContext.create(week), approved_by=args.by or _user())
     changed = "now champion" if result.changed else "already champion"
     print(f"version {result.version} is {changed} (approved by {result.approved_by})")
     return 0

@@ -69,8 +69,10 @@ def split_uri(uri: str) -> tuple[str, str]:
 
 
 def _is_synced(rel: str) -> bool:
-    """Working files (hidden names, temporary files of atomic writes) never go to the bucket."""
-    return not any(part.startswith(".") for part in rel.split("/"))
+    """Working files (hidden names, temporary files of atomic writes) never go to the bucket, and the
+    week leases (``_leases/``, :mod:`recsys.io.lease`) live only there: they are never copied."""
+    parts = rel.split("/")
+    return parts[0] != "_leases" and not any(part.startswith(".") for part in parts)
 
 
 class S3Lake:

@@ -14,7 +14,7 @@ from typing import TypeVar
 from recsys.core.errors import DataNotFoundError
 from recsys.core.runplan import RunPlan
 from recsys.core.settings import Settings, pseudonym_key
-from recsys.io.storage import Lake, json_safe
+from recsys.io.storage import ATTEMPT, Lake, current_attempt, json_safe
 from recsys.pipeline.config import PipelineConfig
 from recsys.pipeline.results import StageResult
 
@@ -36,6 +36,8 @@ AB_STAGES = ("feedback", "ab_readout")
 """The A/B test's stages (the ab_readout Dag's tasks), run on the week the lists were shown in."""
 KEYED_STAGES = ("window", "anonymize", "feedback")
 """Stages that pseudonymize raw input and so need the key."""
+FINAL_STAGES = ("privacy_scan", "ab_readout")
+"""The last task of each Dag: an Airflow run gives its week's lease back when it ends."""
 WINDOW_STAGES = ("ingest", "validate", "anonymize")
 """What the ``window`` stage runs on each earlier window week that has raw data but no anonymized events."""
 
@@ -53,6 +55,12 @@ class StageContext:
     key: bytes | None = field(default=None, repr=False)
     # why and how this run works on its week (Airflow's run type and conf); None: a plain run
     plan: RunPlan | None = None
+    # who works on the week, for its lease (recsys.io.lease): an Airflow run names itself and keeps the
+    # week between its tasks (keep_lease); None: this process, which gives the week back after its stage
+    holder: str | None = None
+    keep_lease: bool = False
+    # seconds to wait for another run of the week to finish before failing with who holds it
+    lease_wait: float = 0.0
 
     @classmethod
     def create(
@@ -62,6 +70,9 @@ class StageContext:
         config: PipelineConfig | None = None,
         key: bytes | None = None,
         plan: RunPlan | None = None,
+        holder: str | None = None,
+        keep_lease: bool = False,
+        lease_wait: float = 0.0,
     ) -> StageContext:
         settings = settings or Settings.from_env()
         config = config or PipelineConfig.load(settings.config_file)
@@ -69,7 +80,15 @@ class StageContext:
             # a backfill recomputes history: it moves champion only when configured to
             config = config.model_copy(update={"promotion": config.backfill_promotion})
         return cls(
-            week=week, settings=settings, config=config, lake=Lake(settings.lake_dir), key=key, plan=plan
+            week=week,
+            settings=settings,
+            config=config,
+            lake=Lake(settings.lake_dir),
+            key=key,
+            plan=plan,
+            holder=holder,
+            keep_lease=keep_lease,
+            lease_wait=lease_wait,
         )
 
     @property
@@ -109,5 +128,6 @@ class StageContext:
         """Record ``result`` as this week's result of its stage (``runs/week=.../<stage>.json``) and
         return it as recorded: JSON-safe (numpy scalars plain, NaN and infinities None)."""
         recorded = json_safe(result.to_xcom())
-        self.lake.write_stage_result(self.week, result.stage, recorded)
+        # the attempt commits the partitions the stage wrote (recsys.io.storage.commit_partition)
+        self.lake.write_stage_result(self.week, result.stage, {**recorded, ATTEMPT: current_attempt()})
         return type(result).from_record(recorded)

@@ -10,9 +10,11 @@ from dataclasses import replace
 from typing import Any
 
 from recsys.io.lakesync import synced_lake
+from recsys.io.storage import attempt_scope
 from recsys.pipeline import experiment
 from recsys.pipeline.context import STAGES, StageContext
 from recsys.pipeline.data_stages import anonymize, ingest, prepare, validate, window
+from recsys.pipeline.leases import week_lease
 from recsys.pipeline.model_stages import content, evaluate, train
 from recsys.pipeline.release_stages import gate, privacy_scan, promote, recommend, register
 from recsys.pipeline.results import StageResult
@@ -42,7 +44,9 @@ STAGE_FUNCTIONS: dict[str, Callable[..., StageResult]] = {
 def run_stage(stage: str, ctx: StageContext, **kwargs: Any) -> StageResult:
     if stage not in STAGE_FUNCTIONS:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGE_FUNCTIONS)}")
-    with synced_lake(ctx.settings):  # with RECSYS_LAKE_URI: pull from S3 before, push after
+    # one run per week at a time (the lease), then, with RECSYS_LAKE_URI, pull from S3 before and push
+    # after; the stage's partitions and record carry one new attempt id (recsys.io.storage)
+    with week_lease(ctx, stage), synced_lake(ctx.settings), attempt_scope():
         started = time.perf_counter()
         result = STAGE_FUNCTIONS[stage](ctx, **kwargs)
         seconds = round(time.perf_counter() - started, 3)
@@ -55,8 +59,9 @@ def run_stage(stage: str, ctx: StageContext, **kwargs: Any) -> StageResult:
 
 def run_all(ctx: StageContext, progress: Callable[[str], None] | None = None) -> dict[str, StageResult]:
     results = {}
-    for i, stage in enumerate(STAGES, 1):
-        if progress:
-            progress(f"[{i}/{len(STAGES)}] {stage} ...")
-        results[stage] = run_stage(stage, ctx)
+    with week_lease(ctx, STAGES[0]):  # the week is this run's from its first stage to its last
+        for i, stage in enumerate(STAGES, 1):
+            if progress:
+                progress(f"[{i}/{len(STAGES)}] {stage} ...")
+            results[stage] = run_stage(stage, ctx)
     return results
