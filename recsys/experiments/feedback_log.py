@@ -61,7 +61,7 @@ from recsys.data.synthetic import world_of_lake
 from recsys.experiments import ab_config
 from recsys.experiments.ab_config import ARM_NAMES
 from recsys.experiments.simulation import FeedbackConfig, simulate_feedback
-from recsys.io.storage import Lake, write_parquet
+from recsys.io.storage import Lake, read_parquet, write_parquet
 from recsys.privacy import erased_pseudonyms
 from recsys.privacy.anonymize import anonymize_feedback
 from recsys.validation.casting import quarantine_schema, to_float, to_int, to_text, to_ts
@@ -143,7 +143,7 @@ def simulate_week(lake: Lake, week: date, key: bytes, config: FeedbackConfig | N
             f"no exposures for week {week.isoformat()}: run the recommend stage with an experiment "
             f"configured first (looked for {path})"
         )
-    exposures = pd.read_parquet(path)
+    exposures = read_parquet(path)
     world = world_of_lake(lake)
     feedback = simulate_feedback(world, exposures, key, config or FeedbackConfig(), week)
     skipped = {k: int(v) for k, v in feedback.attrs.get("skipped", {}).items()}

@@ -15,6 +15,14 @@ Layout under ``Settings.lake_dir`` (``week=YYYY-MM-DD`` is the Sunday that start
 
 Every write goes to a temporary name in the same directory and is then renamed into place, so a
 reader never sees half a file and a retry of the same week replaces, never appends.
+
+A stage whose output for a week is more than one file commits them together
+(:func:`commit_partition`): the files are written into a hidden sibling directory with a
+``_commit.json`` marker naming the stage and the *attempt* (one execution of a stage), which then
+replaces the partition in one rename. The stage's result record (``runs/week=.../<stage>.json``),
+written last, names the same attempt: :func:`read_parquet` refuses a partition whose marker names an
+attempt the stage never finished (a run killed after writing some of its partitions), with one line
+that says which stage to re-run. A partition without a marker was written before partition commits.
 """
 
 from __future__ import annotations
@@ -25,14 +33,37 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from datetime import date
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from recsys.core.errors import DataNotFoundError
+from recsys.core.errors import DataNotFoundError, DataReadError
 from recsys.core.intervals import week_key
+
+COMMIT_MARKER = "_commit.json"
+#: the key of a stage's result record (and of a partition's marker) naming the attempt that wrote it
+ATTEMPT = "attempt"
+_PROCESS_ATTEMPT = uuid.uuid4().hex
+_attempt: ContextVar[str | None] = ContextVar("recsys_attempt", default=None)
+
+
+def current_attempt() -> str:
+    """The attempt this code runs in: set per stage by :func:`attempt_scope` (else one per process)."""
+    return _attempt.get() or _PROCESS_ATTEMPT
+
+
+@contextmanager
+def attempt_scope(attempt: str | None = None) -> Iterator[str]:
+    """Run a block as one attempt: what it commits and records carries the same new id."""
+    token = _attempt.set(attempt or uuid.uuid4().hex)
+    try:
+        yield current_attempt()
+    finally:
+        _attempt.reset(token)
 
 
 class Lake:
@@ -71,6 +102,17 @@ class Lake:
                 except ValueError:
                     continue
 
+    @contextmanager
+    def commit(
+        self, layer: str, week: date, kind: str | None = None, *, stage: str, record_week: date | None = None
+    ) -> Iterator[Path]:
+        """Write a partition's files into the directory this yields; they replace the partition together
+        when the block ends without an error (:func:`commit_partition`). ``record_week``: the week whose
+        record of ``stage`` commits it, when not ``week`` (recommend writes the next week's exposures)."""
+        record = self.stage_result_file(record_week or week, stage).relative_to(self.root).as_posix()
+        with commit_partition(self.root, self.partition(layer, week, kind), stage, record) as folder:
+            yield folder
+
     def stage_result_file(self, week: date, stage: str) -> Path:
         return self.partition("runs", week) / f"{stage}.json"
 
@@ -78,10 +120,13 @@ class Lake:
         return write_json(self.stage_result_file(week, stage), result)
 
     def read_stage_result(self, week: date, stage: str) -> dict[str, Any] | None:
+        """The stage's result as it recorded it (without the attempt that committed it)."""
         path = self.stage_result_file(week, stage)
         if not path.exists():
             return None
-        return json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
+        record.pop(ATTEMPT, None)
+        return record
 
 
 def is_data_file(name: str) -> bool:
@@ -146,7 +191,71 @@ def replace_dir(src: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def read_parquet(path: Path) -> pd.DataFrame:
+@contextmanager
+def commit_partition(root: Path, folder: Path, stage: str, record: str) -> Iterator[Path]:
+    """Yield a hidden sibling of ``folder`` to write into; on success, mark it with ``_commit.json``
+    (stage, attempt, files) and move it into place in one rename. On an error (or a kill) the
+    partition keeps what it held and the sibling is removed (or left hidden, for the next run of the
+    week to clean)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        marker = {
+            "stage": stage,
+            ATTEMPT: current_attempt(),
+            "partition": folder.relative_to(root).as_posix(),
+            "record": record,
+            "files": sorted(p.name for p in tmp.iterdir()),
+            "committed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        write_json(tmp / COMMIT_MARKER, marker)
+        replace_dir(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_committed(folder: Path) -> None:
+    """Refuse a partition that a stage wrote in an attempt it never finished (see the module doc)."""
+    try:
+        marker = json.loads((folder / COMMIT_MARKER).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return  # written before partition commits, or not a committed layer
+    except (OSError, ValueError) as exc:
+        raise DataReadError(
+            f"partition {folder}: unreadable {COMMIT_MARKER} ({exc}); re-run the week"
+        ) from None
+    stage, attempt, rel = marker.get("stage"), marker.get(ATTEMPT), marker.get("partition", "")
+    root = folder
+    for _ in rel.split("/"):
+        root = root.parent
+    record_file = root / marker.get("record", "")
+    try:
+        recorded = json.loads(record_file.read_text(encoding="utf-8")).get(ATTEMPT)
+    except FileNotFoundError:
+        recorded = None
+    except (OSError, ValueError):
+        recorded = None
+    if recorded != attempt:
+        raise DataReadError(
+            f"partition {folder} is not committed: stage '{stage}' wrote it in a run that did not finish "
+            f"(attempt {attempt}; the stage's record {'is missing' if recorded is None else 'names another'}); "
+            f"re-run stage '{stage}' for the week of {marker.get('record', '?')}"
+        )
+
+
+def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a Parquet file of the lake: a missing file, a partition left uncommitted by a killed run
+    and a corrupt file each fail with one line naming the path."""
     if not path.exists():
         raise DataNotFoundError(f"missing input: {path} (has the stage that writes it run for this week?)")
-    return pd.read_parquet(path)
+    check_committed(path.parent)
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid / ArrowIOError derive from these
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataReadError(
+            f"cannot read {path}: {first[:200]} (a corrupt or truncated Parquet file: re-run the stage that "
+            "writes it for this week)"
+        ) from None

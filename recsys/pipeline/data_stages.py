@@ -33,6 +33,7 @@ from recsys.pipeline.results import (
 )
 from recsys.privacy import erased_pseudonyms
 from recsys.privacy.anonymize import anonymize_events, anonymize_users, enforce_k_anonymity
+from recsys.privacy.keyring import check_pseudonym_key
 from recsys.reporting.data_profile import profile_from_lake
 from recsys.validation.validate import validate_week
 
@@ -175,6 +176,7 @@ def log_validation_run(ctx: StageContext, passed: bool, error: str | None = None
 def anonymize(ctx: StageContext) -> AnonymizeResult:
     key = ctx.pseudonym_key()
     lake, week = ctx.lake, ctx.week
+    check_pseudonym_key(lake.root, key)  # the key the lake was built with, or a one-line refusal
     events = anonymize_events(read_parquet(lake.data_file("validated", "events", week)), key)
     users = anonymize_users(read_parquet(lake.data_file("validated", "users", week)), key)
     # users who asked to be forgotten stay forgotten, even if an upstream system sends them again
@@ -186,9 +188,9 @@ def anonymize(ctx: StageContext) -> AnonymizeResult:
     users, kanon = enforce_k_anonymity(users, ctx.config.anonymize.k)
     items = read_parquet(lake.data_file("validated", "items", week))
     items = items[[c for c in items.columns if not c.startswith("_")]]
-    write_parquet(events, lake.data_file("anonymized", "events", week))
-    write_parquet(users, lake.data_file("anonymized", "users", week))
-    write_parquet(items, lake.data_file("anonymized", "items", week))
+    for kind, frame in (("events", events), ("users", users), ("items", items)):
+        with lake.commit("anonymized", week, kind, stage="anonymize") as folder:
+            write_parquet(frame, folder / "data.parquet")
     log.info("k-anonymity (k=%d) of released user attributes: %s", kanon.k, kanon.to_dict())
     return ctx.record(
         AnonymizeResult(
@@ -214,9 +216,9 @@ def prepare(ctx: StageContext) -> PrepareResult:
         log.info("week %s: %s", ctx.week, window.describe())
     events, weeks = read_window(ctx.lake, window)
     prepared = prepare_pairs(events, config)
-    folder = ctx.lake.partition("prepared", ctx.week)
-    write_parquet(prepared.train, folder / "train.parquet")
-    write_parquet(prepared.holdout, folder / "holdout.parquet")
+    with ctx.lake.commit("prepared", ctx.week, stage="prepare") as folder:
+        write_parquet(prepared.train, folder / "train.parquet")
+        write_parquet(prepared.holdout, folder / "holdout.parquet")
     return ctx.record(
         PrepareResult(
             week=ctx.week.isoformat(),

@@ -57,6 +57,7 @@ from recsys.io.storage import json_safe, write_text
 from recsys.io.tracking import configure, metric_key
 from recsys.pipeline.context import StageContext
 from recsys.pipeline.results import AbReadoutResult, FeedbackResult
+from recsys.privacy.keyring import check_pseudonym_key
 from recsys.promotion.registry import (
     champion_version,
     gate_decision_of,
@@ -89,9 +90,9 @@ def feedback(ctx: StageContext) -> FeedbackResult:
         return ctx.record(
             FeedbackResult(week=week, status="skipped", reason=f"no exposures and no feedback in week {week}")
         )
-    return ctx.record(
-        FeedbackResult(status="ingested", **ingest_feedback(ctx.lake, ctx.week, ctx.pseudonym_key()))
-    )
+    key = ctx.pseudonym_key()
+    check_pseudonym_key(ctx.lake.root, key)  # the key the lake was built with, or a one-line refusal
+    return ctx.record(FeedbackResult(status="ingested", **ingest_feedback(ctx.lake, ctx.week, key)))
 
 
 def _test_weeks(exposures: pd.DataFrame, challenger_version: str) -> list[str]:

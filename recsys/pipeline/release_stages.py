@@ -244,8 +244,10 @@ def recommend(ctx: StageContext) -> RecommendResult:
     recs = pd.concat(rec_parts, ignore_index=True).sort_values(["user", "rank"], kind="stable")
     rows = pd.concat(row_parts, ignore_index=True).sort_values(["user", "row_position"], kind="stable")
     recs["week"] = rows["week"] = ctx.week.isoformat()
-    path = write_parquet(recs.reset_index(drop=True), out / "recommendations.parquet")
-    rows_path = write_parquet(rows.reset_index(drop=True), out / "rows.parquet")
+    with ctx.lake.commit("recommendations", ctx.week, stage="recommend") as folder:
+        write_parquet(recs.reset_index(drop=True), folder / "recommendations.parquet")
+        write_parquet(rows.reset_index(drop=True), folder / "rows.parquet")
+    path, rows_path = out / "recommendations.parquet", out / "rows.parquet"
     experiment = None
     if ctx.config.experiment is not None:
         shown_in = serving_week(ctx.week)  # trained on this week, shown during the next
@@ -253,7 +255,7 @@ def recommend(ctx: StageContext) -> RecommendResult:
         experiment = {
             "experiment_id": ctx.config.experiment.experiment_id,
             "serving_week": shown_in.isoformat(),
-            "exposures_path": str(write_parquet(exposures, exposures_file(ctx.lake, shown_in))),
+            "exposures_path": str(_commit_exposures(ctx, exposures, shown_in)),
             "arms": {
                 a.name: {"users": len(a.users), "model_version": a.version}
                 for a in arms
@@ -284,3 +286,13 @@ def privacy_scan(ctx: StageContext, airflow_log_dirs: list[Path] | None = None) 
     result = ctx.record(PrivacyScanResult(**report.to_dict()))
     require_clean(report)
     return result
+
+
+def _commit_exposures(ctx: StageContext, exposures: pd.DataFrame, shown_in: date) -> Path:
+    """The exposures of the week the lists are shown in, committed by this week's recommend record."""
+    final = exposures_file(ctx.lake, shown_in)  # anonymized/exposures/week=<shown_in>/data.parquet
+    with ctx.lake.commit(
+        "anonymized", shown_in, "exposures", stage="recommend", record_week=ctx.week
+    ) as folder:
+        write_parquet(exposures, folder / final.name)
+    return final

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Self
 
+from recsys.io.storage import ATTEMPT
 from recsys.promotion.gates import GateDecision
 from recsys.promotion.registry import Registration
 
@@ -73,7 +74,7 @@ class StageResult:
             raise ValueError(f"not a {cls.stage} result: missing {', '.join(missing)}; re-run the stage")
         return cls(
             **{k: v for k, v in record.items() if k in names},
-            extra={k: v for k, v in record.items() if k not in names and k != "stage"},
+            extra={k: v for k, v in record.items() if k not in names and k not in ("stage", ATTEMPT)},
         )
 
 

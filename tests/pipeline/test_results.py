@@ -3,6 +3,7 @@ read back (``from_record``) gives the same dict again, whatever keys it holds.""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import date
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from recsys.core.settings import Settings
+from recsys.io.storage import current_attempt
 from recsys.pipeline.context import AB_STAGES, STAGES, StageContext
 from recsys.pipeline.results import (
     RESULT_TYPES,
@@ -179,4 +181,7 @@ def test_record_writes_what_it_returns_json_safe(tmp_path):
     )
     assert result.fit_seconds is None and type(result.rank) is int and type(result.als["alpha"]) is float
     assert result.to_xcom() == ctx.lake.read_stage_result(ctx.week, "train")
+    # the file also names the attempt that wrote it (it commits the stage's partitions); XCom does not
+    on_disk = json.loads(ctx.lake.stage_result_file(ctx.week, "train").read_text())
+    assert on_disk.pop("attempt") == current_attempt() and on_disk == result.to_xcom()
     assert ctx.result(TrainResult) == result and ctx.recorded(PrepareResult) is None
