@@ -41,6 +41,7 @@ from typing import Any
 
 import pandas as pd
 
+from recsys.core.chaos import checkpoint
 from recsys.core.errors import DataNotFoundError, DataReadError
 from recsys.core.intervals import week_key
 
@@ -148,6 +149,7 @@ def write_parquet(df: pd.DataFrame, path: Path, schema: Any = None) -> Path:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    checkpoint(f"write:{path.name}")
     return path
 
 
@@ -212,6 +214,7 @@ def commit_partition(root: Path, folder: Path, stage: str, record: str) -> Itera
         }
         write_json(tmp / COMMIT_MARKER, marker)
         replace_dir(tmp, folder)
+        checkpoint(f"commit:{marker['partition']}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

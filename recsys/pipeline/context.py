@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TypeVar
 
+from recsys.core.chaos import checkpoint
 from recsys.core.errors import DataNotFoundError
 from recsys.core.runplan import RunPlan
 from recsys.core.settings import Settings, pseudonym_key
@@ -128,6 +129,7 @@ class StageContext:
         """Record ``result`` as this week's result of its stage (``runs/week=.../<stage>.json``) and
         return it as recorded: JSON-safe (numpy scalars plain, NaN and infinities None)."""
         recorded = json_safe(result.to_xcom())
+        checkpoint(f"record:{result.stage}")
         # the attempt commits the partitions the stage wrote (recsys.io.storage.commit_partition)
         self.lake.write_stage_result(self.week, result.stage, {**recorded, ATTEMPT: current_attempt()})
         return type(result).from_record(recorded)

@@ -10,11 +10,14 @@ import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from recsys.core.chaos import checkpoint
 from recsys.core.intervals import week_bounds
 from recsys.evaluation.evaluate import item_genres, score_model, score_segments
 from recsys.io.spark import get_spark
@@ -27,7 +30,7 @@ from recsys.pipeline.context import StageContext
 from recsys.pipeline.results import ContentResult, EvaluateResult, PrepareResult, TrainResult
 from recsys.pipeline.reuse import find_training_run, training_config_digest
 from recsys.pipeline.served import content_model_of, reranked, week_content
-from recsys.promotion.registry import champion_version, load_served_model
+from recsys.promotion.registry import TAG_REEVALUATION_OF, TAG_STATUS, champion_version, load_served_model
 from recsys.training.als import train_als
 from recsys.training.blend import learn_blend
 from recsys.training.tuning import time_aware_split, tune
@@ -139,6 +142,7 @@ def train(ctx: StageContext) -> TrainResult:
         )
         if ctx.plan is not None and ctx.plan.reasons:
             mlflow.set_tag("trigger_reasons", "; ".join(ctx.plan.reasons)[:5000])
+        checkpoint("train:running")
         als_config, tuning = ctx.config.als, None
         if ctx.config.tuning.enabled:
             try:
@@ -290,7 +294,7 @@ def evaluate(ctx: StageContext) -> EvaluateResult:
         name: score_segments(model, train_df, holdout, k, len(items), cold_max, genres)
         for name, model in compared.items()
     }
-    with mlflow.start_run(run_id=trained.run_id):
+    with _evaluation_run(client, ctx, trained) as run:
         for prefix, values in (("", candidate), ("baseline_", baseline), ("champion_", champion or {})):
             mlflow.log_metrics({prefix + metric_key(k_): v for k_, v in values.items() if v == v})
         mlflow.log_metrics(
@@ -313,5 +317,35 @@ def evaluate(ctx: StageContext) -> EvaluateResult:
             champion=champion,
             champion_version=champ.version if champion is not None else None,
             models=models,
+            evaluation_run_id=run.info.run_id,
         )
     )
+
+
+@contextmanager
+def _evaluation_run(client: Any, ctx: StageContext, trained: TrainResult) -> Iterator[Any]:
+    """The MLflow run an evaluation logs into: the train run itself, unless that run was already
+    gated (a re-run of a week reusing its training run). The evidence a version was registered and
+    promoted on is never rewritten: a re-evaluation is a new run, tagged ``reevaluation_of``."""
+    import mlflow  # deferred: mlflow takes seconds to import; only stages that log load it
+
+    gated = TAG_STATUS in client.get_run(trained.run_id).data.tags
+    if not gated:
+        with mlflow.start_run(run_id=trained.run_id) as run:
+            yield run
+        return
+    with mlflow.start_run(run_name=f"reevaluate-{ctx.week.isoformat()}") as run:
+        mlflow.set_tags(
+            {
+                "week": ctx.week.isoformat(),
+                "pipeline": "weekly_retrain",
+                TAG_REEVALUATION_OF: trained.run_id,
+                **ctx.run_tags(),
+            }
+        )
+        log.info(
+            "evaluate: run %s was already gated; this evaluation is recorded as run %s",
+            trained.run_id,
+            run.info.run_id,
+        )
+        yield run

@@ -38,6 +38,7 @@ from recsys.pipeline.served import content_model_of, reranked, week_content
 from recsys.privacy import require_clean, scan_for_leaks
 from recsys.promotion.gates import evaluate_gate
 from recsys.promotion.registry import (
+    TAG_STATUS,
     TAG_WEEK,
     aliases_of,
     champion_version,
@@ -61,9 +62,10 @@ def gate(ctx: StageContext) -> GateResult:
         "size": prep.window_size or len(prep.window_weeks),
     }
     decision = evaluate_gate(ev.candidate, ev.champion, ev.baseline, ctx.config.gate, window=window)
-    run_id = ctx.result(TrainResult).run_id
+    # the evaluation's run: the train run, or a re-evaluation run when that one was gated before
+    run_id = ev.evaluation_run_id or ctx.result(TrainResult).run_id
     with mlflow.start_run(run_id=run_id):
-        mlflow.set_tag("validation_status", "passed" if decision.passed else "rejected")
+        mlflow.set_tag(TAG_STATUS, "passed" if decision.passed else "rejected")
         mlflow.log_dict(decision.to_dict(), "gate/decision.json")
         _log_model_report(ctx, ev, decision)
     for line in decision.reasons:

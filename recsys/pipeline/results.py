@@ -189,6 +189,9 @@ class EvaluateResult(StageResult):
     champion: dict[str, Any] | None
     champion_version: str | None
     models: dict[str, Any] | None = optional()
+    # the MLflow run holding this evaluation: the train run, or a new run when the train run is a
+    # reused one that was already gated (its evidence is immutable: recsys.pipeline.model_stages)
+    evaluation_run_id: str | None = optional()
 
 
 @dataclass(frozen=True, kw_only=True)

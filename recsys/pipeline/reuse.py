@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
+from typing import Any
 
+from recsys.core.errors import RecsysError
 from recsys.pipeline.config import PipelineConfig
 from recsys.pipeline.context import StageContext
 from recsys.pipeline.results import TrainResult
 from recsys.training.als import ALSConfig
+
+
+class TrainingInProgress(RecsysError):
+    """The week's training run on the same data and config is still running (in another process)."""
+
+    retryable = True
 
 
 def training_config_digest(config: PipelineConfig) -> str:
@@ -43,6 +52,20 @@ def find_training_run(ctx: StageContext, train_digest: str, config_digest: str) 
     experiment = mlflow.get_experiment_by_name(ctx.settings.mlflow_experiment)
     if experiment is None:
         return None
+    same = (
+        f"tags.week = '{ctx.week.isoformat()}' and tags.train_digest = '{train_digest}' "
+        f"and tags.config_digest = '{config_digest}'"
+    )
+    running = mlflow.MlflowClient().search_runs(
+        [experiment.experiment_id], filter_string=f"{same} and attributes.status = 'RUNNING'", max_results=1
+    )
+    if running:
+        # under the week's lease a run left RUNNING by a dead process is marked FAILED before any stage
+        # (recsys.pipeline.leases); one still RUNNING is being trained right now: never a duplicate
+        raise TrainingInProgress(
+            f"week {ctx.week.isoformat()} is being trained on the same data and config by MLflow run "
+            f"{running[0].info.run_id} (started {_started(running[0])}); wait for it to finish and re-run"
+        )
     runs = mlflow.MlflowClient().search_runs(
         [experiment.experiment_id],
         filter_string=(
@@ -77,6 +100,10 @@ def find_training_run(ctx: StageContext, train_digest: str, config_digest: str) 
         hybrid=_logged_weights(run.data.params),
         reused=True,
     )
+
+
+def _started(run: Any) -> str:
+    return datetime.fromtimestamp(run.info.start_time / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _logged_weights(params: dict[str, str]) -> dict[str, dict[str, float]] | None:

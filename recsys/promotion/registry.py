@@ -33,6 +33,10 @@ TAG_AB = "ab_test"
 TAG_STATUS = "validation_status"
 TAG_REASONS = "gate_reasons"
 TAG_WEEK = "week"
+#: on a run that re-evaluates an already gated training run (a re-run of its week): that run's id
+TAG_REEVALUATION_OF = "reevaluation_of"
+#: on a version whose week was re-evaluated after its registration: the latest re-evaluation (JSON)
+TAG_REEVALUATION = "reevaluation"
 
 
 @dataclass(frozen=True)
@@ -122,10 +126,25 @@ def register_candidate(
         version = mlflow.register_model(model_uri, name, tags=tags)
     number = str(version.version)
     status = "passed" if decision.passed else "rejected"
-    client.set_model_version_tag(name, number, TAG_STATUS, status)
-    client.set_model_version_tag(name, number, TAG_REASONS, json.dumps(decision.reasons))
-    for key, value in tags.items():
-        client.set_model_version_tag(name, number, key, value)
+    recorded = client.get_model_version(name, number).tags.get(TAG_STATUS)
+    if recorded is None:
+        client.set_model_version_tag(name, number, TAG_STATUS, status)
+        client.set_model_version_tag(name, number, TAG_REASONS, json.dumps(decision.reasons))
+        for key, value in tags.items():
+            client.set_model_version_tag(name, number, key, value)
+    else:
+        # the evidence this version was registered (and perhaps promoted) on is immutable: a later
+        # evaluation of the same run is noted beside it, and moves an alias only as the mode says
+        note = {"status": status, "reasons": decision.reasons, "trigger": tags.get("trigger", "")}
+        client.set_model_version_tag(name, number, TAG_REEVALUATION, json.dumps(note)[:5000])
+        if status != recorded:
+            log.warning(
+                "version %s of %s keeps its gate decision %r; the re-evaluation of its run says %r",
+                number,
+                name,
+                recorded,
+                status,
+            )
     previous = champion_version(client, name)
     previous_version = str(previous.version) if previous is not None else None
     if decision.passed and (promotion == "auto" or (promotion == "ab" and previous is None)):
