@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import socket
 import tempfile
 import uuid
@@ -112,6 +113,38 @@ def check_master(master: str, timeout: float = MASTER_CONNECT_TIMEOUT) -> None:
     )
 
 
+SCRATCH_PREFIX = "pid-"
+
+
+def scratch_root(settings: Settings) -> Path:
+    """Where each process's Spark scratch lives (``spark.local.dir``: shuffle files, hand-offs, checkpoints)."""
+    return settings.home / "spark-tmp"
+
+
+def clean_dead_scratch(settings: Settings) -> list[Path]:
+    """Remove the Spark scratch of processes of this machine that no longer run (a killed task's)."""
+    root = scratch_root(settings)
+    removed = []
+    if not root.is_dir():
+        return removed
+    for folder in root.glob(f"{SCRATCH_PREFIX}*"):
+        pid = folder.name.removeprefix(SCRATCH_PREFIX)
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def get_spark(settings: Settings, app_name: str = "recsys-retrain") -> SparkSession:
     """A SparkSession on ``settings.spark_master``, sized for one machine by default.
 
@@ -121,7 +154,9 @@ def get_spark(settings: Settings, app_name: str = "recsys-retrain") -> SparkSess
     from pyspark.sql import SparkSession  # deferred: pyspark is heavy, loaded only when a session is made
 
     check_master(settings.spark_master)
-    local_dir = settings.home / "spark-tmp"
+    # scratch of this process only: what a killed process leaves is found and removed by the next run
+    # (clean_dead_scratch), never mixed with a live one's
+    local_dir = scratch_root(settings) / f"{SCRATCH_PREFIX}{os.getpid()}"
     local_dir.mkdir(parents=True, exist_ok=True)
     cores = os.cpu_count() or 2
     memory = driver_memory(settings)

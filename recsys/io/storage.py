@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -258,6 +259,8 @@ def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
         return pd.read_parquet(path, columns=columns)
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid / ArrowIOError derive from these
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # pyarrow names an in-memory buffer, not the file: the message names the file instead
+        first = re.sub(r"^Could not open Parquet input source '<Buffer>': ", "", first)
         raise DataReadError(
             f"cannot read {path}: {first[:200]} (a corrupt or truncated Parquet file: re-run the stage that "
             "writes it for this week)"

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from recsys.core.intervals import week_key
 from recsys.io.lease import DEFAULT_GAP, DEFAULT_TTL, WeekLease, lease_store
+from recsys.io.spark import clean_dead_scratch
 from recsys.pipeline.context import AB_STAGES, StageContext
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def week_lease(ctx: StageContext, stage: str) -> Iterator[WeekLease]:
 
 def reconcile_week(ctx: StageContext, pipeline: str, why: str) -> None:
     """Mark what a dead run left in progress for the week as failed and remove its scratch."""
-    removed = clean_scratch(ctx.lake.root, ctx.week)
+    removed = clean_scratch(ctx.lake.root, ctx.week) + clean_dead_scratch(ctx.settings)
     failed = fail_orphan_runs(ctx, pipeline, why)
     if removed or failed:
         log.warning(

@@ -119,3 +119,56 @@ def test_score_segments_known_answer():
         model, train, holdout[holdout.user == "warm"], k=1, catalog_size=5, cold_user_max=2
     )
     assert np.isnan(empty["cold_users"]["ndcg@1"]) and empty["cold_users"]["users_evaluated"] == 0
+
+
+def test_a_partition_commits_all_its_files_or_none(tmp_path):
+    from recsys.core.errors import DataReadError
+    from recsys.io.storage import COMMIT_MARKER, attempt_scope
+
+    lake = Lake(tmp_path)
+    folder = lake.partition("prepared", WEEK)
+    with attempt_scope() as first:
+        with lake.commit("prepared", WEEK, stage="prepare") as tmp:
+            write_parquet(pd.DataFrame({"a": [1]}), tmp / "train.parquet")
+            write_parquet(pd.DataFrame({"a": [2]}), tmp / "holdout.parquet")
+            assert not folder.exists()  # nothing visible before the commit
+        lake.write_stage_result(WEEK, "prepare", {"attempt": first})
+    assert sorted(p.name for p in folder.iterdir()) == [COMMIT_MARKER, "holdout.parquet", "train.parquet"]
+    assert read_parquet(folder / "train.parquet")["a"].tolist() == [1]
+
+    # a second attempt fails half-way: the partition keeps the first attempt's files, no temporaries
+    with attempt_scope(), pytest.raises(RuntimeError):
+        with lake.commit("prepared", WEEK, stage="prepare") as tmp:
+            write_parquet(pd.DataFrame({"a": [9]}), tmp / "train.parquet")
+            raise RuntimeError("killed")
+    assert read_parquet(folder / "train.parquet")["a"].tolist() == [1]
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["week=2026-11-15"]
+
+    # a third attempt commits its partition but its stage never records: readers refuse it
+    with attempt_scope():
+        with lake.commit("prepared", WEEK, stage="prepare") as tmp:
+            write_parquet(pd.DataFrame({"a": [3]}), tmp / "train.parquet")
+    with pytest.raises(DataReadError) as refused:
+        read_parquet(folder / "train.parquet")
+    assert str(refused.value).startswith(f"partition {folder} is not committed: stage 'prepare'")
+    assert "re-run stage 'prepare' for the week of runs/week=2026-11-15/prepare.json" in str(refused.value)
+
+
+def test_a_partition_without_marker_was_written_before_commits_and_is_read(tmp_path):
+    path = Lake(tmp_path).data_file("anonymized", "events", WEEK)
+    write_parquet(pd.DataFrame({"a": [1]}), path)
+    assert read_parquet(path)["a"].tolist() == [1]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_a_corrupt_parquet_file_is_one_line_naming_it(tmp_path, damage):
+    from recsys.core.errors import DataReadError
+
+    path = write_parquet(pd.DataFrame({"a": range(1000)}), tmp_path / "week=2026-11-15" / "data.parquet")
+    raw = path.read_bytes()
+    path.write_bytes({"truncated": raw[: len(raw) // 2], "garbage": b"x" * 500, "empty": b""}[damage])
+    with pytest.raises(DataReadError) as refused:
+        read_parquet(path)
+    message = str(refused.value)
+    assert message.startswith(f"cannot read {path}: ") and "\n" not in message
+    assert "'<Buffer>'" not in message
