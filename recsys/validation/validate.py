@@ -249,14 +249,16 @@ def run_validation(
         outcomes = {kind: outcomes[kind] for kind in KINDS if kind in outcomes}
         failures = [f for o in outcomes.values() for f in o.failures]
         for kind, outcome in outcomes.items():
+            # the quarantine partition also holds ingest's malformed records: replaced file by file
             lake.data_file("quarantine", kind, week).parent.mkdir(parents=True, exist_ok=True)
             os.replace(outcome.quarantine_file, lake.data_file("quarantine", kind, week))
+            # the validated partitions are committed by the validate record, written last
             validated = lake.data_file("validated", kind, week)
             if not failures:
-                validated.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(outcome.valid_file, validated)
-            else:
-                validated.unlink(missing_ok=True)  # no stale partition from an earlier run of the week
+                with lake.commit("validated", week, kind, stage="validate") as folder:
+                    os.replace(outcome.valid_file, folder / "data.parquet")
+            else:  # no stale partition from an earlier run of the week
+                shutil.rmtree(validated.parent, ignore_errors=True)
             outcome.quarantine_file = lake.data_file("quarantine", kind, week)
             outcome.valid_file = validated
     finally:
