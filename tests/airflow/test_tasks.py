@@ -48,3 +48,31 @@ def test_other_errors_and_airflows_own_pass_through(env):
         _ = 1 / 0
     with pytest.raises(AirflowSkipException), fail_fast("ab_readout of run-1"):
         raise AirflowSkipException("no experiment")
+
+
+def test_a_week_an_airflow_run_keeps_between_its_tasks_is_refused_to_others_until_it_fails(env):
+    from datetime import date
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from recsys.airflow.tasks import lease_holder, release_week
+    from recsys.io.lease import FileLeaseStore, LeaseHeld, WeekLease, lease_name
+    from recsys.pipeline.context import StageContext
+    from recsys.pipeline.leases import WEEKLY
+    from recsys.pipeline.runner import run_stage
+
+    week = date(2026, 11, 8)
+    store = FileLeaseStore(Path(env["RECSYS_LAKE_DIR"]))
+    holder = lease_holder("weekly_retrain", "manual__2026-11-16")
+    WeekLease(store, WEEKLY, week, holder).acquire().pause()  # its train task ended, register is next
+    with pytest.raises(LeaseHeld) as refused:
+        with fail_fast("ingest of cli"):
+            run_stage("ingest", StageContext.create(week))
+    assert "Airflow run weekly_retrain/manual__2026-11-16, between two of its tasks" in str(refused.value)
+
+    # its next task fails for good: the failure callback gives the week back
+    dag_run = SimpleNamespace(
+        dag_id="weekly_retrain", run_id="manual__2026-11-16", run_type="manual", conf={"week": "2026-11-08"}
+    )
+    release_week({"dag_run": dag_run, "data_interval_end": None})
+    assert store.read(lease_name(WEEKLY, week)) is None
