@@ -2,9 +2,10 @@
 
 Synthetic history (weeks 2026-10-11 .. 2026-11-08); the newest week is trained first without Airflow
 (``recsys.pipeline.runner.run_all`` in a child process, same lake and MLflow store) and becomes the
-`champion` (version 1). Then real Airflow services (`airflow standalone` on loopback,
-started and stopped by this test) backfill the two weeks before it and re-run one of them. The
-test checks that a backfill
+`champion` (version 1). Then real Airflow services (`airflow standalone` on loopback, shared with
+the other modules that need them, tests/e2e/conftest.py; this module has its own lake, MLflow store
+and config on them) backfill the two weeks before it and re-run one of them. The test checks that a
+backfill
 
 * gives each week exactly one partition, one evaluation and one model version (tag ``week``), the
   versions in week order;
@@ -16,8 +17,9 @@ What this relies on in Airflow 3.3.2 (airflow/models/backfill.py, DagRun.get_que
 
 * backfill runs of a *paused* Dag stay queued: the scheduler starts no run of a paused Dag, so the
   Dag has to be unpaused. Unpausing a ``catchup=False`` Dag also makes the scheduler create a run for
-  the latest interval; ``[scheduler] use_job_schedule = False`` keeps it from doing that here
-  (backfill runs are created by the CLI, not by the scheduler, so they still run);
+  the latest interval; ``[scheduler] use_job_schedule = False`` (set on the shared standalone) keeps
+  it from doing that here (backfill runs are created by the CLI, not by the scheduler, so they
+  still run);
 * ``--from-date`` / ``--to-date`` select runs by their data interval *end* (``run_after``); a run's
   logical date is its interval start, which is the week it works on. Weeks A .. B are backfilled
   with ``--from-date A+7 --to-date B+7``;
@@ -40,12 +42,12 @@ import httpx
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-from tests.standalone import BIN, airflow_standalone, free_port, standalone_env
+from tests.standalone import BIN, SHARED_MODEL, SharedStandalone
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 DAG_ID = "weekly_retrain"
-MODEL = "backfill_als"
+MODEL = SHARED_MODEL  # in this module's own MLflow store
 NEWEST = date(2026, 11, 8)  # last synthetic week: the champion's
 HISTORY_WEEKS = 5  # 2026-10-11 .. 2026-11-08
 BACKFILLED = [date(2026, 10, 25), date(2026, 11, 1)]  # two weeks show the order and the reuse
@@ -67,6 +69,7 @@ class Stack:
     """The running Airflow services, the environment they and their tasks share, and diagnostics."""
 
     def __init__(self, root: Path, env: dict[str, str], api: httpx.Client, deadline: float):
+        # root: the shared standalone's folder (its log, Airflow's task logs)
         self.root, self.env, self.api, self.deadline = root, env, api, deadline
         self.orphans: set[int] = set()  # backfills left behind by a locked create, cancelled
 
@@ -260,70 +263,41 @@ SEED_CHAMPION = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """Synthetic history, a champion trained without Airflow on the newest week, Airflow started on it.
+def stack(shared_standalone: SharedStandalone):
+    """Synthetic history, a champion trained without Airflow on the newest week, on the shared Airflow.
 
-    The champion is trained in a child process (its own Spark JVM, gone when it ends) while Airflow
-    starts.
+    The champion is trained in a child process (its own Spark JVM, gone when it ends).
     """
     from recsys.data.synthetic import GeneratorConfig, generate
     from recsys.io.storage import Lake
 
     started = time.monotonic()
-    root = tmp_path_factory.mktemp("backfill")
-    port = free_port()
-    env = standalone_env(
-        root,
-        port,
-        # no scheduled run of the latest interval when the Dag is unpaused: backfill runs only
-        AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
-        RECSYS_LAKE_DIR=str(root / "lake"),
-        MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
-        RECSYS_MLFLOW_ARTIFACT_ROOT=str(root / "mlflow" / "artifacts"),
-        RECSYS_MODEL_NAME=MODEL,
-        RECSYS_SPARK_DRIVER_MEMORY="1g",
-        # what is tested is how backfills run and register, not the tuning grid (tests elsewhere)
-        RECSYS_CONFIG=str(root / "config.json"),
-    )
-    (root / "config.json").write_text('{"tuning": {"enabled": false}}')
-    (root / "mlflow").mkdir()
+    # what is tested is how backfills run and register, not the tuning grid (tests elsewhere)
+    folder, env = shared_standalone.tenant("backfill", {"tuning": {"enabled": False}})
     generate(
-        Lake(root / "lake"),
+        Lake(Path(env["RECSYS_LAKE_DIR"])),
         GeneratorConfig(n_users=500, n_items=250, weeks=HISTORY_WEEKS, seed=11),
         NEWEST,
     )
-    with airflow_standalone(env, root / "standalone.log") as api:
-        s = Stack(root, env, api, deadline=started + OVERALL_TIMEOUT)
-        # a script file, not `python -c`: pyspark.sql.connect takes a __main__ without __file__ for
-        # its doctest runner and exits 0 on import
-        script = root / "seed_champion.py"
-        script.write_text(SEED_CHAMPION)
-        seeded = subprocess.run(
-            [sys.executable, str(script), NEWEST.isoformat()],
-            env=env,
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        lines = seeded.stdout.strip().splitlines()
-        assert seeded.returncode == 0 and lines, f"seeding the champion failed:\n{seeded.stderr[-5000:]}"
-        print(f"\n[{time.monotonic() - started:5.0f}s] champion seeded: {lines[-1][:300]}")
-
-        def ready() -> bool:
-            try:
-                health = api.get("/monitor/health").json()
-                return (
-                    api.get(f"/dags/{DAG_ID}").status_code == 200
-                    and health["scheduler"]["status"] == "healthy"
-                )
-            except (httpx.HTTPError, ValueError, KeyError, TypeError):
-                return False
-
-        s.wait(ready, "the API server, a healthy scheduler and the parsed Dag")
-        print(f"[{time.monotonic() - started:5.0f}s] airflow is up on port {port}")
-        yield s
-    print(f"[{time.monotonic() - started:5.0f}s] airflow stopped")
+    s = Stack(shared_standalone.root, env, shared_standalone.api, deadline=started + OVERALL_TIMEOUT)
+    # a script file, not `python -c`: pyspark.sql.connect takes a __main__ without __file__ for
+    # its doctest runner and exits 0 on import
+    script = folder / "seed_champion.py"
+    script.write_text(SEED_CHAMPION)
+    seeded = subprocess.run(
+        [sys.executable, str(script), NEWEST.isoformat()],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = seeded.stdout.strip().splitlines()
+    assert seeded.returncode == 0 and lines, f"seeding the champion failed:\n{seeded.stderr[-5000:]}"
+    print(f"\n[{time.monotonic() - started:5.0f}s] champion seeded: {lines[-1][:300]}")
+    s.wait(shared_standalone.ready, "the API server, a healthy scheduler and the parsed Dag")
+    print(f"[{time.monotonic() - started:5.0f}s] airflow is up on port {shared_standalone.port}")
+    return s
 
 
 def test_backfill_past_weeks_never_moves_champion_and_reuses_runs(stack: Stack):

@@ -1,6 +1,7 @@
 """Promotion mode `manual`: the weekly DAG waits at its ApprovalOperator and follows the answer given
 through Airflow's REST API. Real Airflow services (`airflow standalone`: api-server, scheduler,
-dag-processor, triggerer on loopback), started by this test and stopped after it."""
+dag-processor, triggerer on loopback), shared with the other modules that need them
+(tests/e2e/conftest.py); this module has its own lake, MLflow store and config on them."""
 
 from __future__ import annotations
 
@@ -11,20 +12,16 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from tests.standalone import BIN, airflow_standalone, answers, free_port, standalone_env, wait_for
+from tests.standalone import BIN, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")
-def airflow_stack(tmp_path_factory):
-    root = tmp_path_factory.mktemp("review")
-    port = free_port()
+def airflow_stack(shared_standalone):
     # one week of 200 synthetic users evaluates about 80: below the gate's default minimum (100)
-    (root / "config.json").write_text(
-        '{"promotion": "manual", "gate": {"min_users_evaluated": 50}, "tuning": {"enabled": false}}'
-    )
-    env = standalone_env(root, port, RECSYS_CONFIG=str(root / "config.json"))
+    config = {"promotion": "manual", "gate": {"min_users_evaluated": 50}, "tuning": {"enabled": False}}
+    root, env = shared_standalone.tenant("review", config)
     today = datetime.now(tz=UTC).date().isoformat()
     subprocess.run(
         [
@@ -44,9 +41,8 @@ def airflow_stack(tmp_path_factory):
         capture_output=True,
         timeout=120,
     )
-    with airflow_standalone(env, root / "standalone.log") as api:
-        wait_for(lambda: answers(api, "/dags/weekly_retrain"), 240, "the API server and the parsed DAG")
-        yield api, env, root
+    shared_standalone.wait_ready()
+    yield shared_standalone.api, env, root
 
 
 def task_states(api: httpx.Client, run_id: str) -> dict[str, str | None]:
@@ -110,7 +106,7 @@ def test_manual_review_approve_then_reject(airflow_stack):
     assert first.status_code == 200, first.text
     assert api.patch("/dags/weekly_retrain", json={"is_paused": False}).status_code == 200
 
-    # unpausing may also schedule the latest interval: answer whichever run reaches review first
+    # answer whichever run reaches review first (the shared standalone schedules no run by itself)
     def next_waiting() -> str | None:
         runs = api.get("/dags/weekly_retrain/dagRuns").json()["dag_runs"]
         for run in runs:
@@ -129,9 +125,10 @@ def test_manual_review_approve_then_reject(airflow_stack):
     after = registry(env)
     assert after[0]["aliases"] == ["champion"], after
 
+    # no logical date (the first run has that one): the run works on the last complete week, the same
     second = api.post(
         "/dags/weekly_retrain/dagRuns",
-        json={"logical_date": f"{last_sunday}T00:00:00Z", "dag_run_id": "review-reject"},
+        json={"logical_date": None, "dag_run_id": "review-reject"},
     )
     assert second.status_code in (200, 409), second.text
     rejected = wait_for(next_waiting, 600, "a second run waiting for review")

@@ -1,5 +1,7 @@
-"""The Airflow UI additions on a real Airflow: `airflow standalone` with the project's plugins, after a
-real weekly_retrain run and a drift_monitor run (`airflow dags test`, small synthetic data).
+"""The Airflow UI additions on a real Airflow: `airflow standalone` with the project's plugins (shared
+with the other modules that need it, tests/e2e/conftest.py; this module has its own lake, MLflow store
+and config on it), after a real weekly_retrain run and a drift_monitor run (`airflow dags test` on
+its metadata DB, small synthetic data).
 
 * the REST API lists the plugin with its extra links, FastAPI app and view;
 * the task instances' extra links resolve, through the REST API, to the MLflow run / model version
@@ -8,7 +10,8 @@ real weekly_retrain run and a drift_monitor run (`airflow dags test`, small synt
   shows the links on the task instance (Details tab), and the model-history page shows the
   champion, the week's candidate and the drift check; screenshots of both are kept.
 
-Every process started here (Airflow services, Chromium) is stopped by the test.
+Every process started here (Chromium; the Airflow services after the last module that uses them) is
+stopped by the tests.
 """
 
 from __future__ import annotations
@@ -23,15 +26,15 @@ import httpx
 import pytest
 
 from tests.browser import Chromium
-from tests.conftest import PROJECT_ROOT, untuned_config
-from tests.standalone import BIN, airflow_standalone, answers, free_port, standalone_env, wait_for
+from tests.conftest import PROJECT_ROOT
+from tests.standalone import BIN, SHARED_MLFLOW_UI, SHARED_MODEL, SharedStandalone
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 UNTIL = "2026-11-23"  # a Monday: the week trained is 2026-11-15 .. 2026-11-22
 DRIFT_DAY = "2026-11-24"  # a drift check two days into the next week
-MODEL = "ui_als"
-MLFLOW_UI = "http://127.0.0.1:5000"
+MODEL = SHARED_MODEL  # in this module's own MLflow store
+MLFLOW_UI = SHARED_MLFLOW_UI
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -67,26 +70,22 @@ def dag_test(dag_id: str, day: str, env: dict[str, str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(shared_standalone: SharedStandalone):
     browser = ensure_chromium()
-    root = tmp_path_factory.mktemp("ui")
-    port = free_port()
-    env = standalone_env(
-        root,
-        port,
-        RECSYS_MODEL_NAME=MODEL,
-        RECSYS_MLFLOW_PUBLIC_URL=MLFLOW_UI,
-        RECSYS_CONFIG=untuned_config(root),
-    )
-    run([str(BIN / "airflow"), "db", "migrate"], env)
+    root, env = shared_standalone.tenant("ui", {"tuning": {"enabled": False}})
     generate = ["generate", "--until", UNTIL, "--weeks", "1", "--users", "300", "--items", "150"]
     run([str(BIN / "recsys"), *generate], env)
     day = run([str(BIN / "recsys"), "run-dates", "--until", UNTIL, "--weeks", "1"], env).split()[0]
+    shared_standalone.wait_ready()  # its metadata DB, where `airflow dags test` records the runs
     dag_test("weekly_retrain", day, env)
     dag_test("drift_monitor", DRIFT_DAY, env)
-    with airflow_standalone(env, root / "standalone.log") as api:
-        wait_for(lambda: answers(api, "/dags/weekly_retrain"), 300, "the API server and the parsed DAG")
-        yield {"api": api, "env": env, "root": root, "port": port, "browser": browser}
+    yield {
+        "api": shared_standalone.api,
+        "env": env,
+        "root": root,
+        "port": shared_standalone.port,
+        "browser": browser,
+    }
 
 
 def mlflow_client(env: dict[str, str]):
