@@ -34,7 +34,7 @@ from recsys.airflow.notify import (
 from recsys.core.errors import ConfigError, DataNotFoundError
 from recsys.core.settings import notify_spec
 from recsys.promotion.gates import GateThresholds, evaluate_gate
-from tests.conftest import PROJECT_ROOT, airflow_subprocess_env
+from tests.conftest import PROJECT_ROOT, airflow_subprocess_env, install_airflow_db
 
 RUN = "scheduled__2026-11-22T00:00:00+00:00"
 
@@ -426,7 +426,7 @@ def _finished(output: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def airflow_env(tmp_path_factory: pytest.TempPathFactory, migrated_airflow_db: Path) -> dict[str, str]:
     root = tmp_path_factory.mktemp("notify")
     strict = root / "strict_gate.json"
     # no model reaches the floor: rejected (and no tuning: the subject is the notification)
@@ -434,7 +434,7 @@ def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env = airflow_subprocess_env(
         root, RECSYS_MODEL_NAME="notify_als", RECSYS_NOTIFY="log", RECSYS_CONFIG=str(strict)
     )
-    _run([str(BIN / "airflow"), "db", "migrate"], env)
+    install_airflow_db(migrated_airflow_db, env)
     generate = [str(BIN / "recsys"), "generate", "--until", UNTIL, "--weeks", "1", "--users", "300"]
     _run([*generate, "--items", "150"], env)
     return env

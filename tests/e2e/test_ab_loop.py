@@ -39,7 +39,7 @@ from recsys.pipeline.config import PipelineConfig
 from recsys.pipeline.context import StageContext
 from recsys.pipeline.runner import run_all, run_stage
 from recsys.promotion.registry import TAG_STATUS, champion_version, serving_challenger
-from tests.conftest import PROJECT_ROOT, TEST_KEY, airflow_subprocess_env
+from tests.conftest import PROJECT_ROOT, TEST_KEY, airflow_subprocess_env, install_airflow_db
 
 pytestmark = [pytest.mark.slow]
 
@@ -199,7 +199,7 @@ def test_better_challenger_ships_through_the_readout_and_moves_champion(loop, ca
     assert not any(raw in Path(result.report).read_text() for raw in list(raw_ids)[:50])
 
 
-def test_a_copy_of_the_champion_is_inconclusive_and_moves_nothing(loop):
+def test_a_copy_of_the_champion_is_inconclusive_and_moves_nothing(loop, migrated_airflow_db):
     """A/A through the real stages and the ab_readout Dag: the challenger is a second registered
     version of the champion's own model."""
     settings, lake, env = loop["settings"], loop["lake"], loop["env"]
@@ -215,7 +215,7 @@ def test_a_copy_of_the_champion_is_inconclusive_and_moves_nothing(loop):
     config_file = loop["root"] / "aa.json"
     config_file.write_text(aa.model_dump_json())
     airflow_env = airflow_subprocess_env(loop["root"] / "af", **env, RECSYS_CONFIG=str(config_file))
-    subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=airflow_env, check=True, capture_output=True)
+    install_airflow_db(migrated_airflow_db, airflow_env)
     done = subprocess.run(
         [str(BIN / "airflow"), "dags", "test", "ab_readout", (READOUT_WEEK + timedelta(weeks=1)).isoformat()],
         env=airflow_env,

@@ -6,10 +6,11 @@ Airflow on the week in progress."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import airflow_subprocess_env
+from tests.conftest import airflow_subprocess_env, install_airflow_db
 from tests.e2e.test_e2e_airflow import BIN, dags_test, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -44,10 +45,10 @@ def retrain_runs(env: dict[str, str]) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def airflow_env(tmp_path_factory: pytest.TempPathFactory, migrated_airflow_db: Path) -> dict[str, str]:
     root = tmp_path_factory.mktemp("drift-airflow")
     env = airflow_subprocess_env(root, RECSYS_MODEL_NAME="drift_als")
-    run([str(BIN / "airflow"), "db", "migrate"], env)
+    install_airflow_db(migrated_airflow_db, env)
     land(env, STABLE_CHECKS[0])
     run([str(BIN / "recsys"), "pipeline", "--date", "2026-11-02"], env)  # champion on week 2026-10-25
     return env

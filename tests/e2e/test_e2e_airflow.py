@@ -1,6 +1,6 @@
 """End to end through Airflow itself: `airflow dags test weekly_retrain` on two synthetic weeks.
 
-Real Airflow (SQLite metadata DB made by `airflow db migrate`), real Spark (local[2]), real MLflow
+Real Airflow (SQLite metadata DB made by `airflow db migrate`, a copy of the session's), real Spark (local[2]), real MLflow
 (SQLite store + local artifacts), real Great Expectations. Asserts the registry state, the
 recommendation files and that every raw row is either valid or quarantined.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import PROJECT_ROOT, airflow_subprocess_env, untuned_config
+from tests.conftest import PROJECT_ROOT, airflow_subprocess_env, install_airflow_db, untuned_config
 
 BIN = Path(sys.executable).parent
 UNTIL = "2026-11-23"  # a Monday: the last complete week is 2026-11-15 .. 2026-11-22
@@ -40,10 +40,10 @@ def dags_test(env: dict[str, str], dag_id: str, day: str, *extra: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def e2e(tmp_path_factory: pytest.TempPathFactory):
+def e2e(tmp_path_factory: pytest.TempPathFactory, migrated_airflow_db: Path):
     root = tmp_path_factory.mktemp("e2e")
     env = airflow_subprocess_env(root, RECSYS_MODEL_NAME="e2e_als", RECSYS_CONFIG=untuned_config(root))
-    run([str(BIN / "airflow"), "db", "migrate"], env)
+    install_airflow_db(migrated_airflow_db, env)
     run(
         [
             str(BIN / "recsys"),
