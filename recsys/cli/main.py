@@ -317,6 +317,16 @@ _positive = _at_least(1)
 _non_negative = _at_least(0)
 
 
+def _add_wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="when another run works on the week, wait up to this long for it (default: fail at once)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recsys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -354,13 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stage", help="run one stage for a week, without Airflow")
     p.add_argument("stage", choices=STAGES + AB_STAGES)
     p.add_argument("--date", type=_day, required=True, help="any day; its last complete week is used")
-    p.add_argument(
-        "--wait",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="when another run works on the week, wait up to this long for it (default: fail at once)",
-    )
+    _add_wait(p)
     p.set_defaults(func=cmd_stage)
 
     p = sub.add_parser("ab-status", help="show the A/B readout recorded for a week")
@@ -370,13 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pipeline", help="run every stage for a week, without Airflow")
     p.add_argument("--date", type=_day, required=True, help="any day; its last complete week is used")
-    p.add_argument(
-        "--wait",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="when another run works on the week, wait up to this long for it (default: fail at once)",
-    )
+    _add_wait(p)
     p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("summary", help="summarize the run of a week")

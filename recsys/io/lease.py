@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from recsys.core.errors import RecsysError
 from recsys.core.intervals import week_key
+from recsys.core.processes import process_alive
 from recsys.io.lakesync import split_uri
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class LeaseRecord:
         """Why the lease may be taken (None: it is held)."""
         if now >= self.expires_at:
             return f"expired {now - self.expires_at:.0f}s ago"
-        if self.active and self.host == socket.gethostname() and not _alive(self.pid):
+        if self.active and self.host == socket.gethostname() and not process_alive(self.pid):
             return f"its process {self.pid} on {self.host} is gone"
         return None
 
@@ -96,16 +97,6 @@ class LeaseRecord:
             f"{self.holder}, {state}, since {since}; its lease runs out in "
             f"{max(0.0, self.expires_at - now):.0f}s unless renewed"
         )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class LeaseStore(Protocol):

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys.core.errors import ConfigError, ServiceUnavailable
+from recsys.core.processes import process_alive
 from recsys.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -129,20 +130,10 @@ def clean_dead_scratch(settings: Settings) -> list[Path]:
         return removed
     for folder in root.glob(f"{SCRATCH_PREFIX}*"):
         pid = folder.name.removeprefix(SCRATCH_PREFIX)
-        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def get_spark(settings: Settings, app_name: str = "recsys-retrain") -> SparkSession:
