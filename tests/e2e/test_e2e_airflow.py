@@ -211,6 +211,19 @@ def test_summary_reports_the_run(e2e):
 
 @pytest.mark.slow
 @pytest.mark.integration
+def test_each_run_held_its_week_and_gave_it_back(e2e):
+    """Every task took its week's lease as its Dag run; the last task gave it back."""
+    leases = e2e["lake"] / "_leases" / "weekly_retrain"
+    assert leases.is_dir()  # the runs took their weeks' leases
+    assert not [p.name for p in leases.iterdir() if p.name.startswith("week=")]
+    for week in ("2026-11-08", "2026-11-15"):
+        committed = json.loads((e2e["lake"] / "prepared" / f"week={week}" / "_commit.json").read_text())
+        record = json.loads((e2e["lake"] / "runs" / f"week={week}" / "prepare.json").read_text())
+        assert committed["attempt"] == record["attempt"] and committed["stage"] == "prepare"
+
+
+@pytest.mark.slow
+@pytest.mark.integration
 def test_rollback_dag_restores_version_one_and_is_idempotent(e2e):
     """Runs last: the manually triggered model_rollback DAG, through Airflow, twice."""
     for _ in range(2):
