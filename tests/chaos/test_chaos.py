@@ -177,24 +177,41 @@ def test_killed_between_the_files_of_recommend_the_partition_stays_whole(home: H
     assert record["model_version"] == "1" and record["status"] == "written"
 
 
-def test_killed_inside_anonymize_the_next_stage_refuses_then_a_rerun_heals(home: Home) -> None:
-    events = home.partition("anonymized", "events")
-    before = {kind: digest(home.partition("anonymized", kind)) for kind in ("events", "users", "items")}
-    prepared_before = digest(home.partition("prepared"))
-    # killed after the events partition is committed, before the users, the items and the record
-    killed = home.recsys("stage", "anonymize", "--date", DAY, kill_at=f"commit:anonymized/events/week={WEEK}")
+@pytest.mark.parametrize(
+    ("stage", "kill_at", "partitions", "refused", "reader"),
+    [
+        # after one of validate's partitions is committed, before the others and the record
+        ("validate", "commit:validated/events/week={week}", [("validated", "events")], ("validated", "events"), "anonymize"),
+        # after anonymize's events partition is committed, before the users, the items and the record
+        ("anonymize", "commit:anonymized/events/week={week}", [("anonymized", k) for k in ("events", "users", "items")], ("anonymized", "events"), "prepare"),
+        # after all of anonymize's partitions are committed, before its record (the commit point)
+        ("anonymize", "record:anonymize", [("anonymized", k) for k in ("events", "users", "items")], ("anonymized", "events"), "prepare"),
+        # after both of prepare's files are committed, before its record
+        ("prepare", "record:prepare", [("prepared",)], ("prepared",), "evaluate"),
+    ],
+    ids=["validate-between-partitions", "anonymize-between-partitions", "anonymize-before-record", "prepare-before-record"],
+)  # fmt: skip
+def test_killed_inside_a_multi_partition_stage_the_next_stage_refuses_then_a_rerun_heals(
+    home: Home,
+    stage: str,
+    kill_at: str,
+    partitions: list[tuple[str, ...]],
+    refused: tuple[str, ...],
+    reader: str,
+) -> None:
+    before = {p: digest(home.partition(*p)) for p in partitions}
+    killed = home.recsys("stage", stage, "--date", DAY, kill_at=kill_at.format(week=WEEK))
     assert killed.returncode == -signal.SIGKILL
 
-    refused = one_line_error(home.recsys("stage", "prepare", "--date", DAY))
-    assert f"partition {events} is not committed" in refused
-    assert "re-run stage 'anonymize'" in refused
-    assert digest(home.partition("prepared")) == prepared_before  # nothing was prepared from it
+    error = one_line_error(home.recsys("stage", reader, "--date", DAY))
+    assert f"partition {home.partition(*refused)} is not committed" in error
+    assert f"re-run stage '{stage}'" in error
 
-    assert home.recsys("stage", "anonymize", "--date", DAY).returncode == 0
-    assert {kind: digest(home.partition("anonymized", kind)) for kind in before} == before
-    healed = home.recsys("stage", "prepare", "--date", DAY)
+    rerun = home.recsys("stage", stage, "--date", DAY)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert {p: digest(home.partition(*p)) for p in partitions} == before  # the same files again
+    healed = home.recsys("stage", reader, "--date", DAY)
     assert healed.returncode == 0, healed.stderr[-3000:]
-    assert digest(home.partition("prepared")) == prepared_before
 
 
 def test_a_killed_training_run_is_marked_failed_and_the_rerun_trains_once(home: Home) -> None:
