@@ -10,8 +10,7 @@ import hashlib
 import json
 import logging
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from recsys.pipeline.context import StageContext
 from recsys.pipeline.results import ContentResult, EvaluateResult, PrepareResult, TrainResult
 from recsys.pipeline.reuse import find_training_run, training_config_digest
 from recsys.pipeline.served import content_model_of, reranked, week_content
-from recsys.promotion.registry import TAG_REEVALUATION_OF, TAG_STATUS, champion_version, load_served_model
+from recsys.promotion.registry import TAG_STATUS, champion_version, load_served_model
 from recsys.training.als import train_als
 from recsys.training.blend import learn_blend
 from recsys.training.tuning import time_aware_split, tune
@@ -294,58 +293,48 @@ def evaluate(ctx: StageContext) -> EvaluateResult:
         name: score_segments(model, train_df, holdout, k, len(items), cold_max, genres)
         for name, model in compared.items()
     }
-    with _evaluation_run(client, ctx, trained) as run:
-        for prefix, values in (("", candidate), ("baseline_", baseline), ("champion_", champion or {})):
-            mlflow.log_metrics({prefix + metric_key(k_): v for k_, v in values.items() if v == v})
-        mlflow.log_metrics(
-            {
-                f"{name}_{segment}_{metric_key(key)}": value
-                for name, segments in models.items()
-                for segment, values in segments.items()
-                for key, value in values.items()
-                if value == value
-            }
-        )
-        mlflow.log_dict(models, "evaluation/segments.json")
-    return ctx.record(
-        EvaluateResult(
-            week=ctx.week.isoformat(),
-            k=k,
-            served_model="hybrid" if isinstance(served, HybridModel) else "als",
-            candidate=candidate,
-            baseline=baseline,
-            champion=champion,
-            champion_version=champ.version if champion is not None else None,
-            models=models,
-            evaluation_run_id=run.info.run_id,
-        )
+    result = EvaluateResult(
+        week=ctx.week.isoformat(),
+        k=k,
+        served_model="hybrid" if isinstance(served, HybridModel) else "als",
+        candidate=candidate,
+        baseline=baseline,
+        champion=champion,
+        champion_version=champ.version if champion is not None else None,
+        models=models,
     )
+    if is_gated(client, trained.run_id):
+        # the evidence this run was gated (and perhaps registered and promoted) on is immutable: the
+        # gate stage records this evaluation as a new run if it says anything else (release_stages.gate)
+        log.info("evaluate: run %s was gated before: its evaluation is left as it is", trained.run_id)
+        return ctx.record(result)
+    with mlflow.start_run(run_id=trained.run_id):
+        log_evaluation(result)
+    return ctx.record(replace(result, evaluation_run_id=trained.run_id))
 
 
-@contextmanager
-def _evaluation_run(client: Any, ctx: StageContext, trained: TrainResult) -> Iterator[Any]:
-    """The MLflow run an evaluation logs into: the train run itself, unless that run was already
-    gated (a re-run of a week reusing its training run). The evidence a version was registered and
-    promoted on is never rewritten: a re-evaluation is a new run, tagged ``reevaluation_of``."""
+def is_gated(client: Any, run_id: str) -> bool:
+    """Whether the gate decided on this run already (its tag ``validation_status`` is set)."""
+    return TAG_STATUS in client.get_run(run_id).data.tags
+
+
+def log_evaluation(ev: EvaluateResult) -> None:
+    """An evaluation's metrics (candidate, baseline, champion, per model and segment) in the active run."""
     import mlflow  # deferred: mlflow takes seconds to import; only stages that log load it
 
-    gated = TAG_STATUS in client.get_run(trained.run_id).data.tags
-    if not gated:
-        with mlflow.start_run(run_id=trained.run_id) as run:
-            yield run
-        return
-    with mlflow.start_run(run_name=f"reevaluate-{ctx.week.isoformat()}") as run:
-        mlflow.set_tags(
-            {
-                "week": ctx.week.isoformat(),
-                "pipeline": "weekly_retrain",
-                TAG_REEVALUATION_OF: trained.run_id,
-                **ctx.run_tags(),
-            }
-        )
-        log.info(
-            "evaluate: run %s was already gated; this evaluation is recorded as run %s",
-            trained.run_id,
-            run.info.run_id,
-        )
-        yield run
+    def known(value: Any) -> bool:  # NaN in the stage, None once recorded as JSON: not logged
+        return isinstance(value, int | float) and value == value
+
+    for prefix, values in (("", ev.candidate), ("baseline_", ev.baseline), ("champion_", ev.champion or {})):
+        mlflow.log_metrics({prefix + metric_key(k_): v for k_, v in values.items() if known(v)})
+    models = ev.models or {}
+    mlflow.log_metrics(
+        {
+            f"{name}_{segment}_{metric_key(key)}": value
+            for name, segments in models.items()
+            for segment, values in segments.items()
+            for key, value in values.items()
+            if known(value)
+        }
+    )
+    mlflow.log_dict(models, "evaluation/segments.json")

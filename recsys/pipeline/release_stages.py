@@ -24,6 +24,7 @@ from recsys.io.tracking import configure, metric_key
 from recsys.models.rows import page_rows
 from recsys.pipeline.arms import exposures_frame, serving_arms
 from recsys.pipeline.context import StageContext
+from recsys.pipeline.model_stages import is_gated, log_evaluation
 from recsys.pipeline.results import (
     EvaluateResult,
     GateResult,
@@ -38,6 +39,7 @@ from recsys.pipeline.served import content_model_of, reranked, week_content
 from recsys.privacy import require_clean, scan_for_leaks
 from recsys.promotion.gates import evaluate_gate
 from recsys.promotion.registry import (
+    TAG_REEVALUATION_OF,
     TAG_STATUS,
     TAG_WEEK,
     aliases_of,
@@ -54,7 +56,7 @@ log = logging.getLogger(__name__)
 def gate(ctx: StageContext) -> GateResult:
     import mlflow  # deferred: mlflow takes seconds to import; only stages that log load it
 
-    configure(ctx.settings)
+    client = configure(ctx.settings)
     ev = ctx.result(EvaluateResult)
     prep = ctx.result(PrepareResult)
     window = {
@@ -62,15 +64,55 @@ def gate(ctx: StageContext) -> GateResult:
         "size": prep.window_size or len(prep.window_weeks),
     }
     decision = evaluate_gate(ev.candidate, ev.champion, ev.baseline, ctx.config.gate, window=window)
-    # the evaluation's run: the train run, or a re-evaluation run when that one was gated before
-    run_id = ev.evaluation_run_id or ctx.result(TrainResult).run_id
-    with mlflow.start_run(run_id=run_id):
-        mlflow.set_tag(TAG_STATUS, "passed" if decision.passed else "rejected")
-        mlflow.log_dict(decision.to_dict(), "gate/decision.json")
-        _log_model_report(ctx, ev, decision)
+    status = "passed" if decision.passed else "rejected"
+    trained = ctx.result(TrainResult)
+    if ev.evaluation_run_id is None and is_gated(client, trained.run_id):
+        # a re-run of a week whose training run was gated before: that evidence is immutable
+        recorded = client.get_run(trained.run_id).data
+        if recorded.tags[TAG_STATUS] == status and _same_metrics(recorded.metrics, ev.candidate):
+            log.info(
+                "gate: run %s was gated %s on the same metrics before: nothing new to record",
+                trained.run_id,
+                status,
+            )
+        else:
+            with mlflow.start_run(run_name=f"reevaluate-{ctx.week.isoformat()}") as run:
+                mlflow.set_tags(
+                    {
+                        "week": ctx.week.isoformat(),
+                        "pipeline": "weekly_retrain",
+                        TAG_REEVALUATION_OF: trained.run_id,
+                        TAG_STATUS: status,
+                        **ctx.run_tags(),
+                    }
+                )
+                log_evaluation(ev)
+                mlflow.log_dict(decision.to_dict(), "gate/decision.json")
+                _log_model_report(ctx, ev, decision)
+            log.info(
+                "gate: run %s was gated %s before; this evaluation (%s) is recorded as run %s",
+                trained.run_id,
+                recorded.tags[TAG_STATUS],
+                status,
+                run.info.run_id,
+            )
+    else:
+        with mlflow.start_run(run_id=ev.evaluation_run_id or trained.run_id):
+            mlflow.set_tag(TAG_STATUS, status)
+            mlflow.log_dict(decision.to_dict(), "gate/decision.json")
+            _log_model_report(ctx, ev, decision)
     for line in decision.reasons:
         log.info("gate: %s", line)
     return ctx.record(GateResult(week=ctx.week.isoformat(), **decision.to_dict()))
+
+
+def _same_metrics(logged: dict[str, float], candidate: dict[str, Any]) -> bool:
+    """Whether the run's logged metrics are the candidate's (the same evaluation again)."""
+    for name, value in candidate.items():
+        if isinstance(value, float) and value == value:
+            if abs(logged.get(metric_key(name), float("nan")) - value) > 1e-9:
+                return False
+    return True
 
 
 def _log_model_report(ctx: StageContext, ev: EvaluateResult, decision: Any) -> None:

@@ -28,14 +28,8 @@ def interval_end(week: date) -> datetime:
 
 
 def training_runs(settings: Settings, week: date) -> pd.DataFrame:
-    """The week's training runs (a re-run's evaluation of a reused one is a run of its own, untrained)."""
     experiment = mlflow.get_experiment_by_name(settings.mlflow_experiment)
-    runs = mlflow.search_runs([experiment.experiment_id], filter_string=f"tags.week = '{week.isoformat()}'")
-    if "tags.reevaluation_of" not in runs:
-        return runs
-    reevaluations = runs["tags.reevaluation_of"].notna()
-    assert runs.loc[reevaluations, "tags.reevaluation_of"].isin(runs.loc[~reevaluations, "run_id"]).all()
-    return runs[~reevaluations]
+    return mlflow.search_runs([experiment.experiment_id], filter_string=f"tags.week = '{week.isoformat()}'")
 
 
 def test_reruns_and_backfills_reuse_their_interval(env, monkeypatch, tmp_path):
