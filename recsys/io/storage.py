@@ -49,13 +49,15 @@ from recsys.core.intervals import week_key
 COMMIT_MARKER = "_commit.json"
 #: the key of a stage's result record (and of a partition's marker) naming the attempt that wrote it
 ATTEMPT = "attempt"
-_PROCESS_ATTEMPT = uuid.uuid4().hex
 _attempt: ContextVar[str | None] = ContextVar("recsys_attempt", default=None)
 
 
-def current_attempt() -> str:
-    """The attempt this code runs in: set per stage by :func:`attempt_scope` (else one per process)."""
-    return _attempt.get() or _PROCESS_ATTEMPT
+def current_attempt() -> str | None:
+    """The attempt this code runs in, set per stage by :func:`attempt_scope` (what
+    :func:`recsys.pipeline.runner.run_stage` does); None outside one: a library call (``validate_week``
+    on its own, a stage function called directly) commits its partitions without a marker, which
+    readers take as they are."""
+    return _attempt.get()
 
 
 @contextmanager
@@ -63,7 +65,7 @@ def attempt_scope(attempt: str | None = None) -> Iterator[str]:
     """Run a block as one attempt: what it commits and records carries the same new id."""
     token = _attempt.set(attempt or uuid.uuid4().hex)
     try:
-        yield current_attempt()
+        yield _attempt.get() or ""
     finally:
         _attempt.reset(token)
 
@@ -205,6 +207,9 @@ def commit_partition(root: Path, folder: Path, stage: str, record: str) -> Itera
     tmp.mkdir()
     try:
         yield tmp
+        if current_attempt() is None:  # not in a stage's attempt: whole, but vouched for by no record
+            replace_dir(tmp, folder)
+            return
         marker = {
             "stage": stage,
             ATTEMPT: current_attempt(),

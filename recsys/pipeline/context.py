@@ -131,5 +131,8 @@ class StageContext:
         recorded = json_safe(result.to_xcom())
         checkpoint(f"record:{result.stage}")
         # the attempt commits the partitions the stage wrote (recsys.io.storage.commit_partition)
-        self.lake.write_stage_result(self.week, result.stage, {**recorded, ATTEMPT: current_attempt()})
+        attempt = current_attempt()
+        self.lake.write_stage_result(
+            self.week, result.stage, recorded if attempt is None else {**recorded, ATTEMPT: attempt}
+        )
         return type(result).from_record(recorded)

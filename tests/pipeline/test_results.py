@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from recsys.core.settings import Settings
-from recsys.io.storage import current_attempt
+from recsys.io.storage import attempt_scope
 from recsys.pipeline.context import AB_STAGES, STAGES, StageContext
 from recsys.pipeline.results import (
     RESULT_TYPES,
@@ -163,7 +163,21 @@ def test_the_gate_result_gives_its_decision():
 def test_record_writes_what_it_returns_json_safe(tmp_path):
     settings = Settings.from_env({"RECSYS_HOME": str(tmp_path)})
     ctx = StageContext.create(date(2026, 11, 8), settings)
-    result = ctx.record(
+    with attempt_scope() as attempt:  # what run_stage does around a stage
+        result = record_train(ctx)
+    assert result.fit_seconds is None and type(result.rank) is int and type(result.als["alpha"]) is float
+    assert result.to_xcom() == ctx.lake.read_stage_result(ctx.week, "train")
+    # the file also names the attempt that wrote it (it commits the stage's partitions); XCom does not
+    on_disk = json.loads(ctx.lake.stage_result_file(ctx.week, "train").read_text())
+    assert on_disk.pop("attempt") == attempt and on_disk == result.to_xcom()
+    assert ctx.result(TrainResult) == result and ctx.recorded(PrepareResult) is None
+    # outside a stage's attempt (a stage function called on its own) the record names none
+    record_train(ctx)
+    assert "attempt" not in json.loads(ctx.lake.stage_result_file(ctx.week, "train").read_text())
+
+
+def record_train(ctx: StageContext) -> TrainResult:
+    return ctx.record(
         TrainResult(
             week=WEEK,
             run_id="t",
@@ -179,9 +193,3 @@ def test_record_writes_what_it_returns_json_safe(tmp_path):
             reused=False,
         )
     )
-    assert result.fit_seconds is None and type(result.rank) is int and type(result.als["alpha"]) is float
-    assert result.to_xcom() == ctx.lake.read_stage_result(ctx.week, "train")
-    # the file also names the attempt that wrote it (it commits the stage's partitions); XCom does not
-    on_disk = json.loads(ctx.lake.stage_result_file(ctx.week, "train").read_text())
-    assert on_disk.pop("attempt") == current_attempt() and on_disk == result.to_xcom()
-    assert ctx.result(TrainResult) == result and ctx.recorded(PrepareResult) is None
