@@ -54,3 +54,19 @@ def test_spark_scratch_of_dead_processes_is_removed(tmp_path):
 def test_the_ab_stages_have_their_own_lease():
     assert lease_pipeline("feedback") == lease_pipeline("ab_readout") == "ab_readout"
     assert lease_pipeline("train") == lease_pipeline("promote") == "weekly_retrain"
+
+
+def test_reconciling_with_mlflow_down_still_cleans_the_lake_and_says_why(tmp_path, caplog):
+    from recsys.pipeline.context import StageContext
+    from recsys.pipeline.leases import reconcile_week
+    from tests.standalone import free_port
+
+    settings = Settings.from_env(
+        {"RECSYS_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
+    )
+    scratch = settings.lake_dir / "prepared" / ".week=2026-11-08.tmp-00000000"
+    scratch.mkdir(parents=True)
+    reconcile_week(StageContext.create(WEEK, settings), "weekly_retrain", "free")
+    assert not scratch.exists()
+    assert "could not check MLflow for runs left RUNNING" in caplog.text
+    assert "is not reachable" in caplog.text
