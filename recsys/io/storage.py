@@ -242,9 +242,7 @@ def check_committed(folder: Path) -> None:
     record_file = root / marker.get("record", "")
     try:
         recorded = json.loads(record_file.read_text(encoding="utf-8")).get(ATTEMPT)
-    except FileNotFoundError:
-        recorded = None
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # missing or unreadable: the stage did not finish its record
         recorded = None
     if recorded != attempt:
         raise DataReadError(

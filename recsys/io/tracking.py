@@ -47,6 +47,12 @@ def preflight(settings: Settings) -> None:
         check_no_registered_weeks(store, Lake(settings.lake_dir))
 
 
+def bound_http_client() -> None:
+    """Bound MLflow's own HTTP retries (:data:`HTTP_CLIENT_BOUNDS`) unless the environment sets them."""
+    for name, value in HTTP_CLIENT_BOUNDS.items():
+        os.environ.setdefault(name, value)
+
+
 def check_server(uri: str, timeout: float = HEALTH_TIMEOUT) -> None:
     """One GET of ``<uri>/health``; any answer but a gateway's "down" (502-504) counts as up."""
     url = f"{uri.rstrip('/')}/health"
@@ -91,8 +97,7 @@ def configure(settings: Settings, experiment: str | None = None) -> MlflowClient
         store.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for name, value in HTTP_CLIENT_BOUNDS.items():
-        os.environ.setdefault(name, value)
+    bound_http_client()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     name = experiment or settings.mlflow_experiment

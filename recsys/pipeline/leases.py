@@ -28,9 +28,10 @@ from datetime import date
 from pathlib import Path
 
 from recsys.core.intervals import week_key
+from recsys.io.faults import sqlite_store
 from recsys.io.lease import DEFAULT_GAP, DEFAULT_TTL, WeekLease, lease_store
 from recsys.io.spark import clean_dead_scratch
-from recsys.io.tracking import HTTP_CLIENT_BOUNDS, check_server
+from recsys.io.tracking import bound_http_client, preflight
 from recsys.pipeline.context import AB_STAGES, StageContext
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def week_lease(ctx: StageContext, stage: str) -> Iterator[WeekLease]:
         lease_store(ctx.settings.lake_dir, ctx.settings.lake_uri),
         pipeline,
         ctx.week,
-        ctx.holder or _process_holder,
+        holder_of(ctx),
         ttl=_seconds("RECSYS_LEASE_TTL_SECONDS", DEFAULT_TTL),
         gap=_seconds("RECSYS_LEASE_GAP_SECONDS", DEFAULT_GAP),
     ).acquire(wait=ctx.lease_wait)
@@ -141,16 +142,13 @@ def clean_scratch(root: Path, week: date) -> list[Path]:
 
 def fail_orphan_runs(ctx: StageContext, pipeline: str, why: str) -> list[str]:
     """Mark the week's MLflow runs still RUNNING (and their nested runs) FAILED; their ids."""
-    uri = ctx.settings.mlflow_tracking_uri
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    if (store := sqlite_store(ctx.settings)) is not None and not store.exists():
         return []  # no tracking store yet: nothing can be left running in it
-    if uri.startswith(("http://", "https://")):
-        check_server(uri)  # a server that does not answer: one line within seconds, not minutes of retries
-        for name, value in HTTP_CLIENT_BOUNDS.items():
-            os.environ.setdefault(name, value)
+    preflight(ctx.settings)  # a server that does not answer: one line within seconds, not minutes of retries
+    bound_http_client()
     from mlflow import MlflowClient  # deferred: mlflow takes seconds to import; only a reconcile loads it
 
-    client = MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=ctx.settings.mlflow_tracking_uri)
     ids = []
     for suffix in EXPERIMENT_SUFFIXES[pipeline]:
         experiment = client.get_experiment_by_name(ctx.settings.mlflow_experiment + suffix)
@@ -167,15 +165,13 @@ def fail_orphan_runs(ctx: StageContext, pipeline: str, why: str) -> list[str]:
             ids, filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'"
         )
         orphans += [c.info.run_id for c in children]
-    note = (
-        f"left RUNNING by a run that did not finish ({why}); marked FAILED by {ctx.holder or _process_holder}"
-    )
+    note = f"left RUNNING by a run that did not finish ({why}); marked FAILED by {holder_of(ctx)}"
     for run_id in orphans:
         client.set_tag(run_id, FAILURE_TAG, note[:5000])
         client.set_terminated(run_id, status="FAILED")
     return orphans
 
 
-def process_holder() -> str:
-    """How this process names itself as a lease holder when no Airflow run does."""
-    return _process_holder
+def holder_of(ctx: StageContext) -> str:
+    """Who works on the week: the Airflow run that names itself, else this process."""
+    return ctx.holder or _process_holder

@@ -56,7 +56,8 @@ def find_training_run(ctx: StageContext, train_digest: str, config_digest: str) 
         f"tags.week = '{ctx.week.isoformat()}' and tags.train_digest = '{train_digest}' "
         f"and tags.config_digest = '{config_digest}'"
     )
-    running = mlflow.MlflowClient().search_runs(
+    client = mlflow.MlflowClient()
+    running = client.search_runs(
         [experiment.experiment_id], filter_string=f"{same} and attributes.status = 'RUNNING'", max_results=1
     )
     if running:
@@ -66,12 +67,9 @@ def find_training_run(ctx: StageContext, train_digest: str, config_digest: str) 
             f"week {ctx.week.isoformat()} is being trained on the same data and config by MLflow run "
             f"{running[0].info.run_id} (started {_started(running[0])}); wait for it to finish and re-run"
         )
-    runs = mlflow.MlflowClient().search_runs(
+    runs = client.search_runs(
         [experiment.experiment_id],
-        filter_string=(
-            f"tags.week = '{ctx.week.isoformat()}' and tags.train_digest = '{train_digest}' "
-            f"and tags.config_digest = '{config_digest}' and attributes.status = 'FINISHED'"
-        ),
+        filter_string=f"{same} and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time ASC"],
         max_results=1,
     )

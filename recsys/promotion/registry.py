@@ -132,19 +132,19 @@ def register_candidate(
         client.set_model_version_tag(name, number, TAG_REASONS, json.dumps(decision.reasons))
         for key, value in tags.items():
             client.set_model_version_tag(name, number, key, value)
-    else:
+    elif status != recorded:
         # the evidence this version was registered (and perhaps promoted) on is immutable: a later
-        # evaluation of the same run is noted beside it, and moves an alias only as the mode says
+        # evaluation of the same run that disagrees is noted beside it (one that agrees adds nothing),
+        # and moves an alias only as the mode says
         note = {"status": status, "reasons": decision.reasons, "trigger": tags.get("trigger", "")}
         client.set_model_version_tag(name, number, TAG_REEVALUATION, json.dumps(note)[:5000])
-        if status != recorded:
-            log.warning(
-                "version %s of %s keeps its gate decision %r; the re-evaluation of its run says %r",
-                number,
-                name,
-                recorded,
-                status,
-            )
+        log.warning(
+            "version %s of %s keeps its gate decision %r; the re-evaluation of its run says %r",
+            number,
+            name,
+            recorded,
+            status,
+        )
     previous = champion_version(client, name)
     previous_version = str(previous.version) if previous is not None else None
     if decision.passed and (promotion == "auto" or (promotion == "ab" and previous is None)):
