@@ -23,11 +23,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
 
 from recsys.core.errors import ConfigError, ServiceUnavailable
 from recsys.core.processes import process_alive
@@ -217,3 +218,28 @@ def pandas_to_spark(spark: SparkSession, frame: pd.DataFrame) -> Iterator[DataFr
         yield spark.read.parquet(str(path))
     finally:
         path.unlink(missing_ok=True)
+
+
+class EngineConfig(BaseModel):
+    """Where a stage's data work runs: pandas on the task's machine, or Spark jobs over the lake's
+    Parquet partitions (see :func:`choose_engine`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Literal["auto", "pandas", "spark"] = Field(
+        "auto",
+        description="auto: Spark when the week's data has at least spark_min_rows rows or the Spark master "
+        "is not local, else pandas; pandas or spark: always that engine",
+    )
+    spark_min_rows: int = Field(
+        2_000_000, ge=0, description="rows (interactions) from which auto moves a stage's data work to Spark"
+    )
+
+
+def choose_engine(config: EngineConfig, rows: int, master: str) -> Literal["pandas", "spark"]:
+    """The engine a stage uses for ``rows`` input rows on the Spark ``master`` (see :class:`EngineConfig`)."""
+    if config.engine != "auto":
+        return config.engine
+    if not master.startswith("local") or rows >= config.spark_min_rows:
+        return "spark"
+    return "pandas"

@@ -18,6 +18,7 @@ from recsys.core.errors import ConfigError
 from recsys.data.prepare import PrepareConfig
 from recsys.evaluation.drift import DriftConfig
 from recsys.experiments.ab_config import ExperimentConfig
+from recsys.io.spark import EngineConfig
 from recsys.models.content import ContentConfig
 from recsys.models.hybrid import HybridConfig
 from recsys.models.rerank import RerankConfig
@@ -48,6 +49,7 @@ class PipelineConfig(BaseModel):
     rerank: RerankConfig = Field(default_factory=RerankConfig)
     gate: GateThresholds = Field(default_factory=GateThresholds)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     top_k: int = Field(10, ge=1, le=1000, description="length of each user's recommendation list")
     promotion: str = Field(
         "auto",
