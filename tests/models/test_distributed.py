@@ -1,0 +1,176 @@
+"""The Spark path of batch top-k (recsys.models.distributed) gives the single-machine lists exactly."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.models.distributed import (
+    collect_recommendations,
+    exclusion_frame,
+    factor_block,
+    in_served_order,
+    write_recommendations,
+)
+from recsys.models.factors import FactorModel, seen_matrix
+from recsys.models.hybrid import HybridConfig, HybridModel
+from recsys.models.rerank import RerankConfig, Reranked
+from tests.models.worlds import world
+
+
+def hand_model() -> FactorModel:
+    """3 users, 6 items, hand-set rank-2 factors: "a" likes items 10-12 (then 13-15), "b" the other way round; "a" saw 10."""
+    users = np.array(["a", "b", "c"])
+    items = np.array([10, 11, 12, 13, 14, 15], dtype=np.int64)
+    user_factors = np.array([[1.0, 0.1], [0.1, 1.0], [0.5, 0.5]], np.float32)
+    item_factors = np.array([[3, 0], [2, 0], [1, 0], [0, 3], [0, 2], [0, 1]], np.float32)
+    train = pd.DataFrame({"user": ["a", "b", "c"], "item_id": [10, 13, 15]})
+    return FactorModel(
+        users,
+        items,
+        user_factors,
+        item_factors,
+        seen_matrix(train, users, items),
+        np.array([13, 10, 11, 12, 14, 15]),
+    )
+
+
+def random_model(n_users: int = 900, n_items: int = 700, rank: int = 6, seed: int = 3) -> FactorModel:
+    """A FactorModel big enough for several Arrow batches and two-stage top_k (700 items > 4*k*16)."""
+    rng = np.random.default_rng(seed)
+    users = np.array([f"u{i:04d}" for i in range(n_users)])
+    items = np.arange(1000, 1000 + n_items, dtype=np.int64)
+    train = pd.DataFrame(
+        {"user": rng.choice(users, 6 * n_users), "item_id": rng.choice(items, 6 * n_users)}
+    ).drop_duplicates()
+    return FactorModel(
+        users,
+        items,
+        rng.normal(size=(n_users, rank)).astype(np.float32),
+        rng.normal(size=(n_items, rank)).astype(np.float32),
+        seen_matrix(train, users, items),
+        rng.permutation(items),
+    )
+
+
+@contextmanager
+def arrow_batches(spark, rows: int):  # noqa: ANN001
+    """Spark's Arrow batches (the blocks of users mapInPandas receives) of ``rows`` rows."""
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    before = spark.conf.get(key)
+    spark.conf.set(key, str(rows))
+    try:
+        yield
+    finally:
+        spark.conf.set(key, before)
+
+
+def test_factor_block_gives_each_user_what_the_whole_model_gives():
+    model = hand_model()
+    batch = pd.DataFrame(
+        {
+            "user": ["c", "zz", "a"],
+            "factors": [model.user_factors[2], None, model.user_factors[0]],
+            "seen": [np.array([5]), None, np.array([0])],
+            "exclude": [None, np.array([13]), np.array([11])],
+        }
+    )
+    got = factor_block(batch, model.items, model.item_factors, model.popular, k=3)
+    want = model.recommend(["c", "zz", "a"], k=3, exclude={"zz": [13], "a": [11]})
+    pd.testing.assert_frame_equal(got, want)
+    assert got[got.user == "a"]["item_id"].tolist() == [12, 13, 14]  # 10 seen, 11 excluded
+    assert got[got.user == "zz"]["item_id"].tolist() == [10, 11, 12]  # popular, 13 excluded
+
+
+def test_als_lists_on_spark_are_the_single_machine_lists(spark):
+    model = hand_model()
+    users = ["b", "nobody", "a", "c"]
+    exclude = {"a": [11], "nobody": [13], "c": [999]}
+    got = collect_recommendations(spark, model, users, k=4, exclude=exclude)
+    want = model.recommend(users, k=4, exclude=exclude)
+    pd.testing.assert_frame_equal(got, want)
+    a = got[got.user == "a"]
+    assert a["item_id"].tolist() == [12, 13, 14, 15]  # seen 10 and excluded 11 never come back
+    assert got[got.user == "nobody"]["score"].isna().all()  # unknown: popular fallback
+
+
+def test_als_lists_agree_over_many_blocks_and_the_two_stage_top_k(spark):
+    model = random_model()
+    rng = np.random.default_rng(5)
+    users = [*rng.permutation(model.users).tolist(), "stranger-1", "stranger-2"]
+    exclude = {u: rng.choice(model.items, 20).tolist() for u in users[:300]}
+    with arrow_batches(spark, 97):
+        got = collect_recommendations(spark, model, users, k=10, exclude=exclude)
+    want = model.recommend(users, k=10, exclude=exclude)
+    pd.testing.assert_frame_equal(got, want)
+    seen = {(u, int(i)) for u, i in zip(*model.seen.nonzero(), strict=True)}
+    positions = {u: p for p, u in enumerate(model.users.tolist())}
+    item_pos = {int(i): p for p, i in enumerate(model.items.tolist())}
+    known = got[got.user.isin(positions)]
+    assert not any(
+        (positions[u], item_pos[int(i)]) in seen for u, i in zip(known.user, known.item_id, strict=True)
+    )
+
+
+def test_exclusions_can_come_from_a_spark_frame_of_training_pairs(spark):
+    model = random_model(n_users=200, n_items=120)
+    train = pd.DataFrame({"user": ["u0001", "u0001", "u0002", "new"], "item_id": [1000, 1001, 1005, 1002]})
+    users = ["u0001", "u0002", "new", "u0003"]
+    got = collect_recommendations(
+        spark, model, users, k=5, exclude=exclusion_frame(spark.createDataFrame(train))
+    )
+    want = model.recommend(users, k=5, exclude={"u0001": [1000, 1001], "u0002": [1005], "new": [1002]})
+    pd.testing.assert_frame_equal(got, want)
+
+
+def hybrid() -> HybridModel:
+    als, content, history, _ = world()
+    # "n" has history but ALS does not know them: the content + popularity segment
+    history = pd.concat([history, pd.DataFrame({"user": ["n"], "item_id": [203], "strength": [1.0]})])
+    return HybridModel(als, content, history, HybridConfig(cold_user_max=3))
+
+
+def test_hybrid_lists_on_spark_are_the_single_machine_lists(spark):
+    model = hybrid()
+    users = ["k3", "c", "nobody", "h1", "n", *[f"h{i}" for i in range(2, 10)]]
+    exclude = {"h1": [999, 100], "nobody": [201], "n": [204]}
+    got = collect_recommendations(spark, model, users, k=5, exclude=exclude)
+    want = model.recommend(users, k=5, exclude=exclude)
+    pd.testing.assert_frame_equal(got, want)
+    assert set(got["source"]) == {"als+content", "content", "popular"}
+    watched = model.history.groupby("user")["item_id"].apply(set)
+    assert not any(i in watched[u] for u, i in zip(got.user, got.item_id, strict=True) if u in watched)
+
+
+def test_reranked_lists_on_spark_are_the_single_machine_lists(spark):
+    model = hybrid()
+    _, _, _, catalogue = world()
+    genres = {int(i): {g} for i, g in zip(catalogue.item_id, catalogue.genres, strict=True)}
+    served = Reranked(
+        model,
+        genres,
+        model.history,
+        RerankConfig(method="mmr", mmr_lambda=0.5, exploration_share=0.2, candidates=8),
+    )
+    users = ["h0", "k1", "c", "nobody"]
+    got = collect_recommendations(spark, served, users, k=5, exclude={"k1": [200]})
+    want = served.recommend(users, k=5, exclude={"k1": [200]})
+    pd.testing.assert_frame_equal(got, want)
+    assert got["explore"].any()
+
+
+def test_lists_written_by_the_executors_read_back_as_the_single_machine_lists(spark, tmp_path):
+    model = random_model(n_users=300, n_items=90)
+    users = [*model.users.tolist(), "stranger"]
+    frame = spark.createDataFrame(pd.DataFrame({"user": users}))
+    write_recommendations(spark, model, frame, str(tmp_path / "recs"), k=7)
+    got = in_served_order(pd.read_parquet(tmp_path / "recs"), users, model)
+    pd.testing.assert_frame_equal(got, model.recommend(users, k=7))
+
+
+def test_k_below_one_is_refused(spark):
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        collect_recommendations(spark, hand_model(), ["a"], k=0)
