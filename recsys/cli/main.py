@@ -38,7 +38,6 @@ from recsys.core.errors import DataNotFoundError, RecsysError, ValidationFailed
 from recsys.core.intervals import partition_week, week_start_of
 from recsys.core.settings import Settings, pseudonym_key
 from recsys.io.faults import explain
-from recsys.io.lakesync import synced_lake
 from recsys.io.storage import Lake
 from recsys.io.tracking import configure
 from recsys.pipeline.config import PipelineConfig
@@ -47,24 +46,6 @@ from recsys.pipeline.results import AbReadoutResult, IngestResult
 from recsys.pipeline.summary import format_brief, format_summary, summary, write_summary
 
 EXIT_USAGE = 2
-# commands that read or write the lake: with RECSYS_LAKE_URI they run on a working copy synced with S3
-LAKE_COMMANDS = frozenset(
-    {
-        "generate",
-        "load-movielens",
-        "land-csv",
-        "stage",
-        "pipeline",
-        "summary",
-        "validate",
-        "promote",
-        "scan",
-        "rekey",
-        "erase",
-        "simulate-feedback",
-        "ab-status",
-    }
-)
 
 
 def _day(text: str) -> date:
@@ -116,7 +97,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         end_week = week_start_of(args.through)  # the week in progress, landed up to --through
     else:
         end_week = _week_of_day(args.until or _today())
-    result = generate(Lake(settings.lake_dir), config, end_week, progress=_progress, through=args.through)
+    result = generate(
+        Lake.from_settings(settings), config, end_week, progress=_progress, through=args.through
+    )
     info = result.to_dict()
     print(
         f"generated {len(info['weeks'])} weeks of synthetic logs ({config.n_users} users, "
@@ -131,7 +114,11 @@ def cmd_load_movielens(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     weeks = land_movielens(
-        Lake(settings.lake_dir), Path(args.path), args.dataset, progress=_progress, last_weeks=args.last_weeks
+        Lake.from_settings(settings),
+        Path(args.path),
+        args.dataset,
+        progress=_progress,
+        last_weeks=args.last_weeks,
     )
     print(
         f"landed {len(weeks)} weekly partitions ({weeks[0]} .. {weeks[-1]}) into {settings.lake_dir / 'raw'}"
@@ -155,7 +142,7 @@ def cmd_ab_status(args: argparse.Namespace) -> int:
     from recsys.pipeline.experiment import format_readout
 
     week = _week_of_day(args.date)
-    record = Lake(Settings.from_env().lake_dir).read_stage_result(week, AbReadoutResult.stage)
+    record = Lake.from_settings(Settings.from_env()).read_stage_result(week, AbReadoutResult.stage)
     if record is None:
         raise DataNotFoundError(
             f"no A/B readout of week {week.isoformat()}: run `recsys stage ab_readout --date {args.date}` "
@@ -243,7 +230,7 @@ def cmd_run_dates(args: argparse.Namespace) -> int:
     interval end). The last week is the last complete one before --until; without --until, the lake's
     newest week of raw events (today's last complete week on an empty lake). ``--weeks all``: every week
     of raw events in the lake up to there (from --from on)."""
-    lake = Lake(Settings.from_env().lake_dir)
+    lake = Lake.from_settings(Settings.from_env())
     history = lake.raw_weeks("events")
     if args.until is not None:
         last = _week_of_day(args.until)
@@ -289,7 +276,7 @@ def cmd_simulate_feedback(args: argparse.Namespace, week: date) -> int:
     from recsys.experiments.simulation import FeedbackConfig
 
     config = FeedbackConfig() if args.seed is None else FeedbackConfig(seed=args.seed)
-    result = simulate_week(Lake(Settings.from_env().lake_dir), week, pseudonym_key(), config)
+    result = simulate_week(Lake.from_settings(Settings.from_env()), week, pseudonym_key(), config)
     print(
         f"simulated feedback of week {result['week']}: {result['rows']} events ({result['clicks']} clicks, "
         f"{result['plays']} plays) from {result['users']} users on {result['exposures']} exposures "
@@ -448,9 +435,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:  # MLflow logs a store error's whole traceback, then raises it: one line is enough
         logging.getLogger("mlflow.store.db.utils").addFilter(_no_caught_tracebacks)
     try:
-        if args.command in LAKE_COMMANDS:
-            with synced_lake(Settings.from_env()):  # with RECSYS_LAKE_URI: pull before, push after
-                return int(args.func(args))
         return int(args.func(args))
     except RecsysError as exc:
         return _error(str(exc))

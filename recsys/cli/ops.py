@@ -41,7 +41,7 @@ def cmd_land_csv(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     weeks = land_csv_history(
-        Lake(settings.lake_dir),
+        Lake.from_settings(settings),
         Path(args.events),
         Path(args.items),
         Path(args.users) if args.users else None,
@@ -119,7 +119,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.new_key_env} must hold the new key (at least 16 characters)")
     settings = Settings.from_env()
     record = rekey_store(
-        Lake(settings.lake_dir),
+        Lake.from_settings(settings),
         pseudonym_key(),
         new.encode("utf-8"),
         allow_unmapped=args.allow_unmapped,

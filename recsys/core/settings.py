@@ -10,8 +10,8 @@ variable                        default                                    meani
 RECSYS_HOME                     ``./var`` (current directory)              root of all local state
 RECSYS_LAKE_DIR                 ``$RECSYS_HOME/lake``                      data lake (raw .. recommendations)
 RECSYS_LAKE_URI                 (none: the lake is the local folder)       ``s3://bucket/prefix``: the lake
-                                                                           in S3, RECSYS_LAKE_DIR its working
-                                                                           copy (``recsys.io.lakesync``)
+                                                                           in S3, read and written in place
+                                                                           (``recsys.io.lakefs``)
 MLFLOW_TRACKING_URI             ``sqlite:///$RECSYS_HOME/mlflow/mlflow.db`` MLflow tracking + registry store
 RECSYS_MLFLOW_ARTIFACT_ROOT     ``$RECSYS_HOME/mlflow/artifacts``          artifact root of new experiments
                                 (none with an http(s) tracking server:     (local path or s3://...)

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 from recsys.core.errors import RecsysError
 from recsys.core.intervals import week_key
 from recsys.core.processes import process_alive
-from recsys.io.lakesync import split_uri
+from recsys.io.lakefs import split_uri
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,11 @@ Layout under ``Settings.lake_dir`` (``week=YYYY-MM-DD`` is the Sunday that start
     reports/week=.../...                  validation report, accounting
     runs/week=.../<stage>.json            each stage's result, for summaries and re-runs
 
-Every write goes to a temporary name in the same directory and is then renamed into place, so a
-reader never sees half a file and a retry of the same week replaces, never appends.
+The root is a local folder or an object store prefix (``RECSYS_LAKE_URI=s3://bucket/prefix``,
+:mod:`recsys.io.lakefs`), read and written in place. On a local folder every write goes to a
+temporary name in the same directory and is then renamed into place; in an object store one object is
+one ``PutObject``, which readers see whole or not at all. Either way a reader never sees half a file
+and a retry of the same week replaces, never appends.
 
 A stage whose output for a week is more than one file commits them together
 (:func:`commit_partition`): the files are written into a hidden sibling directory with a
@@ -23,6 +26,13 @@ replaces the partition in one rename. The stage's result record (``runs/week=...
 written last, names the same attempt: :func:`read_parquet` refuses a partition whose marker names an
 attempt the stage never finished (a run killed after writing some of its partitions), with one line
 that says which stage to re-run. A partition without a marker was written before partition commits.
+
+An object store has no rename: there the files are written under the hidden temporary prefix, copied
+into the partition (server-side copies) and the marker is written last, listing each file's size.
+Readers *require* the marker in the committed layers (:data:`COMMITTED_LAYERS`) and refuse a
+partition whose files do not match it (a file missing, of another size, or newer than the marker: a
+commit killed while copying), so a killed writer leaves nothing a reader would take, and a re-run of
+the stage heals the partition.
 """
 
 from __future__ import annotations
@@ -45,10 +55,14 @@ import pandas as pd
 from recsys.core.chaos import checkpoint
 from recsys.core.errors import DataNotFoundError, DataReadError
 from recsys.core.intervals import week_key
+from recsys.io.lakefs import LakeLocation, ObjectPath, lake_location
 
 COMMIT_MARKER = "_commit.json"
 #: the key of a stage's result record (and of a partition's marker) naming the attempt that wrote it
 ATTEMPT = "attempt"
+#: layers whose partitions are committed as a whole (:meth:`Lake.commit`): in an object store a
+#: reader refuses one of their partitions that has no marker
+COMMITTED_LAYERS = frozenset({"validated", "anonymized", "prepared", "recommendations"})
 _attempt: ContextVar[str | None] = ContextVar("recsys_attempt", default=None)
 
 
@@ -71,8 +85,17 @@ def attempt_scope(attempt: str | None = None) -> Iterator[str]:
 
 
 class Lake:
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    def __init__(self, root: LakeLocation | str) -> None:
+        self.root: LakeLocation = root if isinstance(root, ObjectPath) else lake_location(root)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Lake:
+        """The lake of :class:`~recsys.core.settings.Settings`: ``lake_uri`` when set, else ``lake_dir``."""
+        return cls(settings.lake_uri or settings.lake_dir)
+
+    @property
+    def in_object_store(self) -> bool:
+        return isinstance(self.root, ObjectPath)
 
     def partition(self, layer: str, week: date, kind: str | None = None) -> Path:
         parts = [layer] + ([kind] if kind else []) + [week_key(week)]
@@ -96,7 +119,7 @@ class Lake:
         return sorted(self._weeks(base))
 
     @staticmethod
-    def _weeks(base: Path) -> Iterator[date]:
+    def _weeks(base: LakeLocation) -> Iterator[date]:
         if not base.is_dir():
             return
         for child in base.iterdir():
@@ -143,12 +166,18 @@ def _temp_sibling(path: Path) -> Path:
 
 
 def write_parquet(df: pd.DataFrame, path: Path, schema: Any = None) -> Path:
-    """Write ``df`` to ``path`` atomically (temp file + rename); ``schema``: a ``pyarrow.Schema`` to
-    write instead of the one pyarrow infers (e.g. typed columns of an empty frame)."""
+    """Write ``df`` to ``path`` atomically (temp file + rename; one upload in an object store);
+    ``schema``: a ``pyarrow.Schema`` to write instead of the one pyarrow infers (e.g. typed columns of
+    an empty frame)."""
+    extra = {"schema": schema} if schema is not None else {}
+    if isinstance(path, ObjectPath):
+        df.to_parquet(path.key, index=False, filesystem=path.fs, **extra)
+        checkpoint(f"write:{path.name}")
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_sibling(path)
     try:
-        df.to_parquet(tmp, index=False, **({"schema": schema} if schema is not None else {}))
+        df.to_parquet(tmp, index=False, **extra)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -157,6 +186,9 @@ def write_parquet(df: pd.DataFrame, path: Path, schema: Any = None) -> Path:
 
 
 def write_text(text: str, path: Path) -> Path:
+    if isinstance(path, ObjectPath):
+        path.write_text(text)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_sibling(path)
     try:
@@ -184,8 +216,32 @@ def write_json(path: Path, obj: Any) -> Path:
     return write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)
 
 
+def remove_tree(path: LakeLocation) -> None:
+    """Remove a folder (or prefix) and everything under it; nothing if it is not there."""
+    if isinstance(path, ObjectPath):
+        path.rmtree()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _copy_objects(src: ObjectPath, dest: ObjectPath) -> list[str]:
+    """Server-side copies of every object under ``src`` to the same names under ``dest``; objects of
+    ``dest`` that ``src`` does not have are deleted. Returns the names copied."""
+    names = [f.relative_to(src).as_posix() for f in src.walk_files()]
+    for name in names:
+        src.fs.copy_file((src / name).key, (dest / name).key)
+    for old in list(dest.walk_files()):
+        if old.relative_to(dest).as_posix() not in names:
+            old.unlink(missing_ok=True)
+    return names
+
+
 def replace_dir(src: Path, dest: Path) -> None:
     """Move a fully written directory ``src`` into place at ``dest``, replacing what was there."""
+    if isinstance(src, ObjectPath) and isinstance(dest, ObjectPath):
+        _copy_objects(src, dest)
+        src.rmtree()
+        return
     dest.parent.mkdir(parents=True, exist_ok=True)
     old = None
     if dest.exists():
@@ -202,6 +258,10 @@ def commit_partition(root: Path, folder: Path, stage: str, record: str) -> Itera
     (stage, attempt, files) and move it into place in one rename. On an error (or a kill) the
     partition keeps what it held and the sibling is removed (or left hidden, for the next run of the
     week to clean)."""
+    if isinstance(folder, ObjectPath):
+        with _commit_objects(root, folder, stage, record) as tmp:
+            yield tmp
+        return
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
@@ -225,17 +285,78 @@ def commit_partition(root: Path, folder: Path, stage: str, record: str) -> Itera
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextmanager
+def _commit_objects(root: ObjectPath, folder: ObjectPath, stage: str, record: str) -> Iterator[ObjectPath]:
+    """:func:`commit_partition` in an object store: write under a hidden temporary prefix, copy into
+    the partition, write the marker (the commit) last, remove the temporary prefix."""
+    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        names = _copy_objects(tmp, folder)
+        marker = {
+            "stage": stage,
+            ATTEMPT: current_attempt(),
+            "partition": folder.relative_to(root).as_posix(),
+            "record": record,
+            "files": sorted(names),
+            "sizes": {name: (folder / name).stat().st_size for name in names},
+            "committed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        checkpoint(f"copy:{marker['partition']}")
+        write_json(folder / COMMIT_MARKER, marker)
+        checkpoint(f"commit:{marker['partition']}")
+    finally:
+        tmp.rmtree()
+
+
+def _is_committed_layer(folder: LakeLocation) -> bool:
+    return any(part in COMMITTED_LAYERS for part in folder.parts[-3:-1])
+
+
+def _check_objects(folder: ObjectPath, marker: dict[str, Any]) -> None:
+    """Refuse an object-store partition whose files are not the ones its marker committed."""
+    marker_time = (folder / COMMIT_MARKER).stat().st_mtime
+    sizes: dict[str, int] = marker.get("sizes", {})
+    listed = set(sizes)
+    for obj in folder.walk_files():
+        name = obj.relative_to(folder).as_posix()
+        if name == COMMIT_MARKER:
+            continue
+        stat = obj.stat()
+        if name not in listed or stat.st_size != sizes[name] or stat.st_mtime > marker_time:
+            raise DataReadError(
+                f"partition {folder} is not committed: {name} is not the file its {COMMIT_MARKER} committed "
+                f"(a commit of stage '{marker.get('stage')}' was stopped while copying); re-run stage "
+                f"'{marker.get('stage')}' for the week of {marker.get('record', '?')}"
+            )
+        listed.discard(name)
+    if listed:
+        raise DataReadError(
+            f"partition {folder} is not committed: {', '.join(sorted(listed))} missing; re-run stage "
+            f"'{marker.get('stage')}' for the week of {marker.get('record', '?')}"
+        )
+
+
 def check_committed(folder: Path) -> None:
     """Refuse a partition that a stage wrote in an attempt it never finished (see the module doc)."""
     try:
         marker = json.loads((folder / COMMIT_MARKER).read_text(encoding="utf-8"))
     except FileNotFoundError:
+        if isinstance(folder, ObjectPath) and _is_committed_layer(folder):
+            raise DataReadError(
+                f"partition {folder} is not committed (no {COMMIT_MARKER}: a run was stopped while writing "
+                "it); re-run the stage that writes it for this week"
+            ) from None
         return  # written before partition commits, or not a committed layer
     except (OSError, ValueError) as exc:
         raise DataReadError(
             f"partition {folder}: unreadable {COMMIT_MARKER} ({exc}); re-run the week"
         ) from None
+    if isinstance(folder, ObjectPath):
+        _check_objects(folder, marker)
     stage, attempt, rel = marker.get("stage"), marker.get(ATTEMPT), marker.get("partition", "")
+    if attempt is None:  # committed outside a stage's attempt: whole, vouched for by no record
+        return
     root = folder
     for _ in rel.split("/"):
         root = root.parent
@@ -259,6 +380,8 @@ def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
         raise DataNotFoundError(f"missing input: {path} (has the stage that writes it run for this week?)")
     check_committed(path.parent)
     try:
+        if isinstance(path, ObjectPath):
+            return pd.read_parquet(path.key, columns=columns, filesystem=path.fs)
         return pd.read_parquet(path, columns=columns)
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid / ArrowIOError derive from these
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -44,7 +44,7 @@ def preflight(settings: Settings) -> None:
     if uri.startswith(("http://", "https://")):
         check_server(uri)
     elif (store := sqlite_store(settings)) is not None and not store.exists():
-        check_no_registered_weeks(store, Lake(settings.lake_dir))
+        check_no_registered_weeks(store, Lake.from_settings(settings))
 
 
 def bound_http_client() -> None:

@@ -84,7 +84,7 @@ class StageContext:
             week=week,
             settings=settings,
             config=config,
-            lake=Lake(settings.lake_dir),
+            lake=Lake.from_settings(settings),
             key=key,
             plan=plan,
             holder=holder,

@@ -38,7 +38,6 @@ from recsys.core.settings import Settings
 from recsys.data.prepare import relevant_holdout, to_pairs
 from recsys.evaluation.drift import DriftConfig, DriftReport, detect_drift, interactions
 from recsys.evaluation.evaluate import score_model
-from recsys.io.lakesync import synced_lake
 from recsys.io.storage import Lake, json_safe, read_parquet
 from recsys.io.tracking import configure, metric_key
 from recsys.pipeline.config import PipelineConfig
@@ -136,14 +135,13 @@ def refresh(
     week = week_start_of(now)
     start, _ = week_bounds(week)
     settings = settings or Settings.from_env()
-    with synced_lake(settings):
-        return _refresh(now, week, start, settings, config, key)
+    return _refresh(now, week, start, settings, config, key)
 
 
 def _refresh(
     now: datetime, week: date, start: datetime, settings: Settings, config: Any, key: bytes | None
 ) -> dict[str, Any]:
-    lake = Lake(settings.lake_dir)
+    lake = Lake.from_settings(settings)
     if now <= start or not lake.raw_files("events", week):
         return {
             "status": "skipped",
@@ -246,13 +244,12 @@ def check(
     now = _utc(now)
     settings = settings or Settings.from_env()
     config = config or PipelineConfig.load(settings.config_file)
-    with synced_lake(settings):
-        return _check(now, settings, config, retrain_running)
+    return _check(now, settings, config, retrain_running)
 
 
 def _check(now: datetime, settings: Settings, config: Any, retrain_running: bool) -> CheckResult:
     drift: DriftConfig = config.drift
-    lake = Lake(settings.lake_dir)
+    lake = Lake.from_settings(settings)
     client = configure(settings)
     result = CheckResult(checked_at=now, decision="skipped", message="")
 

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from recsys.io.lakesync import synced_lake
 from recsys.io.storage import attempt_scope
 from recsys.pipeline import experiment
 from recsys.pipeline.context import STAGES, StageContext
@@ -44,9 +43,9 @@ STAGE_FUNCTIONS: dict[str, Callable[..., StageResult]] = {
 def run_stage(stage: str, ctx: StageContext, **kwargs: Any) -> StageResult:
     if stage not in STAGE_FUNCTIONS:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGE_FUNCTIONS)}")
-    # one run per week at a time (the lease), then, with RECSYS_LAKE_URI, pull from S3 before and push
-    # after; the stage's partitions and record carry one new attempt id (recsys.io.storage)
-    with week_lease(ctx, stage), synced_lake(ctx.settings), attempt_scope():
+    # one run per week at a time (the lease); the stage's partitions and record carry one new attempt
+    # id (recsys.io.storage)
+    with week_lease(ctx, stage), attempt_scope():
         started = time.perf_counter()
         result = STAGE_FUNCTIONS[stage](ctx, **kwargs)
         seconds = round(time.perf_counter() - started, 3)

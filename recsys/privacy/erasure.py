@@ -78,7 +78,6 @@ import pyarrow.parquet as pq
 
 from recsys.core.errors import ConfigError, DataReadError
 from recsys.core.settings import Settings
-from recsys.io.lakesync import synced_lake
 from recsys.io.storage import Lake, write_text
 from recsys.privacy.anonymize import pseudonymize
 from recsys.privacy.keyring import check_pseudonym_key, key_fingerprint
@@ -174,8 +173,7 @@ def erase_user(
     ``erasures/log.jsonl``; ``record.found`` is False (and a warning logged) when the user had no
     row anywhere.
     """
-    with synced_lake(settings):
-        return _erase_user(settings, user_id, key, requested_by, reason)
+    return _erase_user(settings, user_id, key, requested_by, reason)
 
 
 def _erase_user(
@@ -186,7 +184,7 @@ def _erase_user(
         raise ConfigError("user_id is empty: give the raw id of the user to erase")
     pseudonym = pseudonymize([uid], key)[0]
     assert pseudonym is not None
-    lake = Lake(settings.lake_dir)
+    lake = Lake.from_settings(settings)
     # under another key the user's pseudonymized rows would not be found, and silently stay
     check_pseudonym_key(lake.root, key)
     with _locked(lake.root / LOCK_FILE):

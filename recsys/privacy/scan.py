@@ -675,7 +675,7 @@ def scan_for_leaks(
     default is :class:`PrepareConfig`'s. ``mlflow=False`` skips MLflow (lake and logs only).
     Returns a :class:`LeakReport`; :func:`require_clean` turns findings into an error.
     """
-    lake = Lake(settings.lake_dir)
+    lake = Lake.from_settings(settings)
     if window_weeks is None:
         window_weeks = PrepareConfig().window_weeks
     identifiers = collect_identifiers(lake, week, window_weeks)
