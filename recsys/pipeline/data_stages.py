@@ -15,11 +15,15 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from recsys.core.errors import DataNotFoundError, RecsysError, ValidationFailed
 from recsys.core.runplan import RunPlan
 from recsys.data.ingest import ingest_week, lake_history
 from recsys.data.prepare import plan_window, read_window, require_window
 from recsys.data.prepare import prepare as prepare_pairs
+from recsys.data.spark_lake import nanos_as_long, write_single_parquet
+from recsys.io.spark import choose_engine, get_spark
 from recsys.io.storage import read_parquet, write_parquet, write_text
 from recsys.io.tracking import configure
 from recsys.pipeline.context import WINDOW_STAGES, StageContext
@@ -32,8 +36,14 @@ from recsys.pipeline.results import (
     WindowResult,
 )
 from recsys.privacy import erased_pseudonyms
-from recsys.privacy.anonymize import anonymize_events, anonymize_users, enforce_k_anonymity
+from recsys.privacy.anonymize import (
+    KAnonymityReport,
+    anonymize_events,
+    anonymize_users,
+    enforce_k_anonymity,
+)
 from recsys.privacy.keyring import check_pseudonym_key
+from recsys.privacy.spark_anonymize import anonymize_week_spark
 from recsys.reporting.data_profile import profile_from_lake
 from recsys.validation.validate import validate_week
 
@@ -174,35 +184,80 @@ def log_validation_run(ctx: StageContext, passed: bool, error: str | None = None
 
 
 def anonymize(ctx: StageContext) -> AnonymizeResult:
+    """Pseudonymize the week's users, drop and coarsen personal columns, enforce k-anonymity of the
+    released user attributes: in pandas, or as Spark jobs over the partitions for a big week
+    (``engine``, :func:`recsys.io.spark.choose_engine`); both write the same files."""
     key = ctx.pseudonym_key()
     lake, week = ctx.lake, ctx.week
     check_pseudonym_key(lake.root, key)  # the key the lake was built with, or a one-line refusal
-    events = anonymize_events(read_parquet(lake.data_file("validated", "events", week)), key)
-    users = anonymize_users(read_parquet(lake.data_file("validated", "users", week)), key)
     # users who asked to be forgotten stay forgotten, even if an upstream system sends them again
     erased = erased_pseudonyms(lake, key)
+    rows = _parquet_rows(lake.data_file("validated", "events", week))
+    if choose_engine(ctx.config.engine, rows, ctx.settings.spark_master) == "spark":
+        log.info("anonymize of week %s on Spark (%d events)", week, rows)
+        counts, columns, kanon, dropped_erased = _anonymize_spark(ctx, key, erased)
+    else:
+        counts, columns, kanon, dropped_erased = _anonymize_pandas(ctx, key, erased)
+    items = read_parquet(lake.data_file("validated", "items", week))
+    items = items[[c for c in items.columns if not c.startswith("_")]]
+    with lake.commit("anonymized", week, "items", stage="anonymize") as folder:
+        write_parquet(items, folder / "data.parquet")
+    log.info("k-anonymity (k=%d) of released user attributes: %s", kanon.k, kanon.to_dict())
+    return ctx.record(
+        AnonymizeResult(
+            week=week.isoformat(),
+            events=counts["events"],
+            users=counts["users"],
+            items=len(items),
+            k_anonymity=kanon.to_dict(),
+            events_of_erased_users_dropped=dropped_erased,
+            columns=columns,
+        )
+    )
+
+
+def _parquet_rows(path: Path) -> int:
+    """Rows of a Parquet file from its footer (no data read); 0 when it is missing (the read says so)."""
+    return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
+
+
+def _anonymize_pandas(
+    ctx: StageContext, key: bytes, erased: frozenset[str]
+) -> tuple[dict[str, int], dict[str, list[str]], KAnonymityReport, int]:
+    lake, week = ctx.lake, ctx.week
+    events = anonymize_events(read_parquet(lake.data_file("validated", "events", week)), key)
+    users = anonymize_users(read_parquet(lake.data_file("validated", "users", week)), key)
     dropped_erased = int(events["user"].isin(erased).sum()) if erased else 0
     if erased:
         events = events[~events["user"].isin(erased)].reset_index(drop=True)
         users = users[~users["user"].isin(erased)].reset_index(drop=True)
     users, kanon = enforce_k_anonymity(users, ctx.config.anonymize.k)
-    items = read_parquet(lake.data_file("validated", "items", week))
-    items = items[[c for c in items.columns if not c.startswith("_")]]
-    for kind, frame in (("events", events), ("users", users), ("items", items)):
+    for kind, frame in (("events", events), ("users", users)):
         with lake.commit("anonymized", week, kind, stage="anonymize") as folder:
             write_parquet(frame, folder / "data.parquet")
-    log.info("k-anonymity (k=%d) of released user attributes: %s", kanon.k, kanon.to_dict())
-    return ctx.record(
-        AnonymizeResult(
-            week=week.isoformat(),
-            events=len(events),
-            users=len(users),
-            items=len(items),
-            k_anonymity=kanon.to_dict(),
-            events_of_erased_users_dropped=dropped_erased,
-            columns={"events": list(events.columns), "users": list(users.columns)},
-        )
-    )
+    counts = {"events": len(events), "users": len(users)}
+    return counts, {"events": list(events.columns), "users": list(users.columns)}, kanon, dropped_erased
+
+
+def _anonymize_spark(
+    ctx: StageContext, key: bytes, erased: frozenset[str]
+) -> tuple[dict[str, int], dict[str, list[str]], KAnonymityReport, int]:
+    lake, week = ctx.lake, ctx.week
+    spark = get_spark(ctx.settings)
+    with nanos_as_long(spark):
+        week_data = anonymize_week_spark(spark, lake, week, key, erased, ctx.config.anonymize.k)
+        try:
+            counts = {}
+            for kind, frame, schema in (
+                ("events", week_data.events, week_data.events_schema),
+                ("users", week_data.users, week_data.users_schema),
+            ):
+                with lake.commit("anonymized", week, kind, stage="anonymize") as folder:
+                    counts[kind] = write_single_parquet(frame, folder / "data.parquet", schema)
+        finally:
+            week_data.release()
+    columns = {"events": week_data.events_schema.names, "users": week_data.users_schema.names}
+    return counts, columns, week_data.k_anonymity, week_data.events_of_erased_users
 
 
 def prepare(ctx: StageContext) -> PrepareResult:
