@@ -10,6 +10,8 @@ import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,10 @@ import pandas as pd
 
 from recsys.core.chaos import checkpoint
 from recsys.core.intervals import week_bounds
+from recsys.data.spark_lake import nanos_as_long, read_file
+from recsys.evaluation.distributed import holdout_frames, score_model_spark, score_segments_spark
 from recsys.evaluation.evaluate import item_genres, score_model, score_segments
-from recsys.io.spark import get_spark
+from recsys.io.spark import choose_engine, get_spark
 from recsys.io.storage import read_parquet, replace_dir
 from recsys.io.tracking import CONTENT_SUFFIX, configure, metric_key
 from recsys.models.content import ContentModel, ContentRecommender
@@ -257,21 +261,63 @@ def _hybrid(ctx: StageContext, als: Any, als_config: Any, train_df: pd.DataFrame
 def evaluate(ctx: StageContext) -> EvaluateResult:
     """Score the served candidate, the champion and a popularity baseline on the same holdout; and,
     per segment (all, cold users, warm users, new items), ALS alone, content alone, the hybrid and
-    popularity: the comparison behind the hybrid's blend."""
-    import mlflow  # deferred: mlflow takes seconds to import; only stages that log load it
-
+    popularity: the comparison behind the hybrid's blend. On a large week or a cluster the holdout
+    is scored by Spark jobs (:func:`_holdout_scorers`)."""
     client = configure(ctx.settings)
     trained = ctx.result(TrainResult)
     folder = ctx.lake.partition("prepared", ctx.week)
     train_df = read_parquet(folder / "train.parquet")
-    holdout = read_parquet(folder / "holdout.parquet")
     items = read_parquet(ctx.lake.data_file("anonymized", "items", ctx.week))
     genres = item_genres(items)
+    with _holdout_scorers(ctx, folder, train_df, len(items), genres) as (score, score_by_segment):
+        return _evaluate(ctx, client, trained, train_df, genres, score, score_by_segment)
+
+
+Scorer = Callable[[Any], Any]
+
+
+@contextmanager
+def _holdout_scorers(
+    ctx: StageContext, folder: Path, train_df: pd.DataFrame, catalog_size: int, genres: dict[int, set[str]]
+) -> Iterator[tuple[Scorer, Scorer]]:
+    """``score_model`` and ``score_segments`` of a model on the week's holdout: with pandas on this
+    machine, or (the engine says spark: a large week or a cluster) as Spark jobs over the prepared
+    partition (:mod:`recsys.evaluation.distributed`: one row per holdout user on the executors, only
+    aggregates back). Both give the same metrics."""
+    k, cold_max = ctx.config.top_k, ctx.config.hybrid.cold_user_max
+    engine = choose_engine(ctx.config.engine, len(train_df), ctx.settings.spark_master)
+    if engine == "pandas":
+        holdout = read_parquet(folder / "holdout.parquet")
+        yield (
+            lambda model: score_model(model, train_df, holdout, k, catalog_size, genres),
+            lambda model: score_segments(model, train_df, holdout, k, catalog_size, cold_max, genres),
+        )
+        return
+    spark = get_spark(ctx.settings)
+    log.info("evaluate: on Spark (%d training pairs, master %s)", len(train_df), ctx.settings.spark_master)
+    with nanos_as_long(spark):  # the prepared pairs' last_ts is in nanoseconds, which Spark refuses
+        train = read_file(spark, folder / "train.parquet")
+        holdout_frame = read_file(spark, folder / "holdout.parquet")
+        with holdout_frames(train, holdout_frame) as frames:
+            yield (
+                lambda model: score_model_spark(model, frames, k, catalog_size, genres),
+                lambda model: score_segments_spark(model, frames, k, catalog_size, cold_max, genres),
+            )
+
+
+def _evaluate(
+    ctx: StageContext,
+    client: Any,
+    trained: TrainResult,
+    train_df: pd.DataFrame,
+    genres: dict[int, set[str]],
+    score: Scorer,
+    score_by_segment: Scorer,
+) -> EvaluateResult:
+    """The evaluate stage once its holdout scorers are chosen (:func:`_holdout_scorers`)."""
+    import mlflow  # deferred: mlflow takes seconds to import; only stages that log load it
+
     k = ctx.config.top_k
-
-    def score(model: Any) -> dict[str, float]:
-        return score_model(model, train_df, holdout, k, len(items), genres)
-
     served = load_served_model(trained.model_uri)
     candidate = score(reranked(ctx, served, train_df, genres))
     popularity = popularity_model(train_df)
@@ -288,11 +334,7 @@ def evaluate(ctx: StageContext) -> EvaluateResult:
     }
     if isinstance(served, HybridModel):
         compared["hybrid"] = served
-    cold_max = ctx.config.hybrid.cold_user_max
-    models = {
-        name: score_segments(model, train_df, holdout, k, len(items), cold_max, genres)
-        for name, model in compared.items()
-    }
+    models = {name: score_by_segment(model) for name, model in compared.items()}
     result = EvaluateResult(
         week=ctx.week.isoformat(),
         k=k,
