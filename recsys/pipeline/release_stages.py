@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,10 @@ from recsys.core.formatting import number_or_na
 from recsys.core.intervals import serving_week, week_bounds
 from recsys.evaluation.evaluate import item_genres, train_items
 from recsys.experiments.feedback_log import exposures_file
-from recsys.io.storage import read_parquet, write_parquet
+from recsys.io.spark import choose_engine, get_spark
+from recsys.io.storage import check_committed, read_parquet, write_parquet
 from recsys.io.tracking import configure, metric_key
+from recsys.models.distributed import collect_recommendations, exclusion_frame
 from recsys.models.rows import page_rows
 from recsys.pipeline.arms import exposures_frame, serving_arms
 from recsys.pipeline.context import StageContext
@@ -258,12 +261,11 @@ def recommend(ctx: StageContext) -> RecommendResult:
     arms = serving_arms(ctx, client, users, model, str(champ.version), train_df)
     out = ctx.lake.partition("recommendations", ctx.week)
     start, end = week_bounds(ctx.week)
-    exclude = train_items(train_df)
+    top_picks = _top_picks(ctx, train_df)
     cached_content = functools.cache(lambda: week_content(ctx))  # ALS arms share it: read once
     rec_parts, row_parts = [], []
     for arm in arms:
-        served = reranked(ctx, arm.model, train_df, genres)
-        lists = served.recommend(arm.users, k=ctx.config.top_k, exclude=exclude)
+        lists = top_picks(reranked(ctx, arm.model, train_df, genres), arm.users)
         rows_config = ctx.config.rows
         shown_by = model if arm.popularity else arm.model  # the holdout's rows use the champion's
         content = content_model_of(shown_by, cached_content)
@@ -320,6 +322,25 @@ def recommend(ctx: StageContext) -> RecommendResult:
             experiment=experiment,
         )
     )
+
+
+def _top_picks(ctx: StageContext, train: pd.DataFrame) -> Callable[[Any, list[str]], pd.DataFrame]:
+    """``lists(served, users)``: the served model's top-k of ``users`` with their training items
+    excluded, in pandas, or on Spark above the configured size or on a cluster
+    (:func:`recsys.io.spark.choose_engine`): blocks of users through ``mapInPandas``, the same lists
+    (:mod:`recsys.models.distributed`), the exclusions grouped from the train partition by Spark."""
+    k = ctx.config.top_k
+    if choose_engine(ctx.config.engine, len(train), ctx.settings.spark_master) == "pandas":
+        exclude = train_items(train)
+        return lambda served, users: served.recommend(users, k=k, exclude=exclude)
+    spark = get_spark(ctx.settings)
+    folder = ctx.lake.partition("prepared", ctx.week)
+    check_committed(folder)
+    # the two columns only: Spark refuses the file's nanosecond timestamps, which a schema leaves unread
+    pairs = spark.read.schema("user string, item_id long").parquet(str(folder / "train.parquet"))
+    exclude = exclusion_frame(pairs)
+    log.info("recommend: top-%d on Spark (%d training pairs)", k, len(train))
+    return lambda served, users: collect_recommendations(spark, served, users, k=k, exclude=exclude)
 
 
 def privacy_scan(ctx: StageContext, airflow_log_dirs: list[Path] | None = None) -> PrivacyScanResult:
