@@ -14,15 +14,17 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 
 from recsys.core.errors import DataNotFoundError, RecsysError, ValidationFailed
 from recsys.core.runplan import RunPlan
 from recsys.data.ingest import ingest_week, lake_history
-from recsys.data.prepare import plan_window, read_window, require_window
+from recsys.data.prepare import Window, plan_window, read_window, require_window
 from recsys.data.prepare import prepare as prepare_pairs
 from recsys.data.spark_lake import nanos_as_long, write_single_parquet
+from recsys.data.spark_prepare import prepare_spark
 from recsys.io.spark import choose_engine, get_spark
 from recsys.io.storage import read_parquet, write_parquet, write_text
 from recsys.io.tracking import configure
@@ -269,21 +271,40 @@ def prepare(ctx: StageContext) -> PrepareResult:
         log.warning("week %s trains on less than its window: %s", ctx.week, window.describe())
     else:
         log.info("week %s: %s", ctx.week, window.describe())
-    events, weeks = read_window(ctx.lake, window)
-    prepared = prepare_pairs(events, config)
-    with ctx.lake.commit("prepared", ctx.week, stage="prepare") as folder:
-        write_parquet(prepared.train, folder / "train.parquet")
-        write_parquet(prepared.holdout, folder / "holdout.parquet")
+    rows = sum(_parquet_rows(ctx.lake.data_file("anonymized", "events", w)) for w in window.ready)
+    if choose_engine(ctx.config.engine, rows, ctx.settings.spark_master) == "spark":
+        log.info("prepare of week %s on Spark (%d events in the window)", ctx.week, rows)
+        stats, weeks = _prepare_spark(ctx, window)
+    else:
+        events, weeks = read_window(ctx.lake, window)
+        prepared = prepare_pairs(events, config)
+        with ctx.lake.commit("prepared", ctx.week, stage="prepare") as folder:
+            write_parquet(prepared.train, folder / "train.parquet")
+            write_parquet(prepared.holdout, folder / "holdout.parquet")
+        stats = prepared.stats
     return ctx.record(
         PrepareResult(
             week=ctx.week.isoformat(),
-            **prepared.stats,
+            **stats,
             window_weeks=[w.isoformat() for w in weeks],
             window_size=config.window_weeks,
             window=window.describe(),
             profile=str(_write_profile(ctx)),
         )
     )
+
+
+def _prepare_spark(ctx: StageContext, window: Window) -> tuple[dict[str, Any], list[date]]:
+    """The window prepared by Spark jobs over its partitions: the same files and stats as pandas."""
+    spark = get_spark(ctx.settings)
+    with nanos_as_long(spark), ctx.lake.commit("prepared", ctx.week, stage="prepare") as folder:
+        prepared, weeks = prepare_spark(spark, ctx.lake, window, ctx.config.prepare, scratch=folder)
+        try:
+            write_single_parquet(prepared.train, folder / "train.parquet", prepared.train_schema)
+            write_single_parquet(prepared.holdout, folder / "holdout.parquet", prepared.holdout_schema)
+        finally:
+            prepared.release()
+    return prepared.stats, weeks
 
 
 def _write_profile(ctx: StageContext) -> Path:
