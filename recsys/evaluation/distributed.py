@@ -103,8 +103,9 @@ class HoldoutFrames:
 def holdout_frames(train: DataFrame, holdout: DataFrame) -> Iterator[HoldoutFrames]:
     """The per-user holdout rows and the items' training popularity, persisted for as long as the
     ``with`` block runs (each model scored inside it reuses them) and released after."""
+    # deferred: pyspark is heavy, loaded only for a Spark evaluation
     from pyspark import StorageLevel
-    from pyspark.sql import functions as F  # deferred: pyspark is heavy, loaded only for a Spark evaluation
+    from pyspark.sql import functions as F
 
     use_this_python(holdout.sparkSession)  # the workers of mapInPandas need this pandas and recsys
     slots = max(2, holdout.sparkSession.sparkContext.defaultParallelism)
