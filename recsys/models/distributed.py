@@ -1,27 +1,33 @@
-"""Batch top-k on Spark: blocks of users through ``mapInPandas``, each scored by the model's own kernel.
+"""Batch top-k on Spark: blocks of users through ``mapInPandas``, each ranked by the model's own kernel.
 
 The single-machine path is ``model.recommend(users, k, exclude)``; the Spark path runs that very
-method on every block of users an executor receives, so the lists are the same by construction:
+method on the executors, once per block of users, so the lists are the same by construction:
 
+* **the same blocks.** ``recommend`` scores the users it knows in blocks (one matrix product each) of
+  :func:`block_size` users, in the order asked. BLAS may round a user's float32 scores differently
+  when the user sits elsewhere in a block of another size (about 1 score in 1,000 by one unit in
+  the last place at the ml-1m shape, enough to swap two nearly tied items at the cut). So the
+  driver numbers the users as ``recommend`` would (:func:`user_blocks`), Spark brings each block's
+  users together in their order (``repartition`` by block, ``sortWithinPartitions``), and the
+  executor hands ``recommend`` exactly that block: the same product, bit for bit.
 * **ALS** (:class:`~recsys.models.factors.FactorModel`, also the popularity baseline): the user side
   travels in the Spark DataFrame, one row per user (``factors``: the user's factor row, null for a
-  user the model does not know; ``seen``: positions of the user's training items in the model's
-  item order; ``exclude``: item ids the user must not get). The item side (item ids, item factors,
-  the popularity order) is broadcast once. Each block becomes a :class:`FactorModel` of the block's
-  users over the broadcast items, and its :meth:`~recsys.models.factors.FactorModel.recommend`
-  (blocked matrix products + the two-stage ``top_k``) ranks them. A user's scores depend only on
-  the user's own row and the items, so a block gives each user what the whole model gives.
+  user the model does not know; ``seen``: positions of the user's training items in the model's item
+  order; ``exclude``: item ids the user must not get). The item side (item ids, item factors, the
+  popularity order) is broadcast once. Each block becomes a :class:`FactorModel` of the block's users
+  over the broadcast items (:func:`factor_block`) and its ``recommend`` ranks them.
 * **hybrid** (:class:`~recsys.models.hybrid.HybridModel`): its popularity term is computed from the
-  whole history, and the model keeps its per-user inputs (profiles, counts, seen items) inside, so
-  the model is broadcast as it is and each block calls its ``recommend``; the DataFrame carries the
-  users and their exclusions. (Moving the hybrid's user side into the DataFrame needs the hybrid to
-  take its item side ready made: see ``HybridModel``.)
-* **re-ranked** (:class:`~recsys.models.rerank.Reranked`): each block asks its model for the
+  whole history and it keeps its per-user inputs (profiles, counts, seen items) inside, so the model
+  is broadcast as it is and each block calls its ``recommend``; the DataFrame carries the users and
+  their exclusions. (Moving the hybrid's user side into the DataFrame needs the hybrid to accept its
+  item side ready made.)
+* **re-ranked** (:class:`~recsys.models.rerank.Reranked`): each block asks the model for the
   candidates and re-ranks them with :func:`~recsys.models.rerank.rerank`, as ``Reranked.recommend``
   does; the genres are broadcast.
 
-Nothing here collects the lists: :func:`spark_recommendations` yields a lazy DataFrame and
-:func:`write_recommendations` writes it as Parquet from the executors.
+An executor holds one block of users (and the broadcast) at a time. Nothing here collects the lists
+unless asked: :func:`spark_recommendations` yields a lazy DataFrame, :func:`write_recommendations`
+writes it as Parquet from the executors, :func:`collect_recommendations` brings it to the driver.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from recsys.io.spark import handoff_dir, is_local
+from recsys.models import factors, hybrid
 from recsys.models.factors import FactorModel
 from recsys.models.hybrid import HybridModel
 from recsys.models.rerank import Reranked, rerank
@@ -49,89 +56,142 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 FACTOR_SCHEMA = "user string, rank long, item_id long, score double"
-"""Spark schema of a FactorModel's lists (the :data:`RECOMMENDATION_COLUMNS`)."""
+"""Spark schema of a FactorModel's lists (the ``RECOMMENDATION_COLUMNS``)."""
 
-_DTYPES = {"rank": "int64", "item_id": "int64", "score": "float64"}
+_DTYPES = {"rank": "int64", "item_id": "int64", "score": "float64", "explore": "bool"}
 
 
-def schema_of(model: Any) -> str:
-    """The Spark schema (DDL) of ``model``'s lists: a FactorModel's columns, the hybrid's ``source``
+def schema_of(served: Any) -> str:
+    """The Spark schema (DDL) of ``served``'s lists: a FactorModel's columns, the hybrid's ``source``
     after them, the re-ranker's ``explore`` last."""
-    if isinstance(model, Reranked):
-        return f"{schema_of(model.model)}, explore boolean"
-    if isinstance(model, HybridModel):
+    if isinstance(served, Reranked):
+        return f"{schema_of(served.model)}, explore boolean"
+    if isinstance(served, HybridModel):
         return f"{FACTOR_SCHEMA}, source string"
-    if isinstance(model, FactorModel):
+    if isinstance(served, FactorModel):
         return FACTOR_SCHEMA
     raise TypeError(
-        f"no Spark path for a {type(model).__name__}: expected FactorModel, HybridModel or Reranked"
+        f"no Spark path for a {type(served).__name__}: expected a FactorModel, a HybridModel or a Reranked"
     )
 
 
-def columns_of(model: Any) -> list[str]:
-    """The column names of ``model``'s lists, in order (see :func:`schema_of`)."""
-    return [field.split()[0] for field in schema_of(model).split(", ")]
+def columns_of(served: Any) -> list[str]:
+    """The column names of ``served``'s lists, in order (see :func:`schema_of`)."""
+    return [field.split()[0] for field in schema_of(served).split(", ")]
 
 
-# ---- the per-block kernels (run on the executors; plain functions, testable without Spark) ---------
+def scoring_model(served: Any) -> FactorModel | HybridModel:
+    """The model that scores ``served``'s lists (a re-ranker's model)."""
+    model = served.model if isinstance(served, Reranked) else served
+    schema_of(model)  # refuses what has no Spark path
+    return model
 
 
-def exclusions(batch: pd.DataFrame) -> dict[str, Iterable[int]]:
+def block_size(model: FactorModel | HybridModel) -> int:
+    """Users per scoring block of ``model.recommend``: a FactorModel's about 8 MiB of float32 scores
+    (between 64 and ``factors.BLOCK_USERS``), the hybrid's ``hybrid.BLOCK_USERS``."""
+    if isinstance(model, HybridModel):
+        return hybrid.BLOCK_USERS
+    return int(max(64, min(factors.BLOCK_USERS, (8 << 20) // (4 * max(len(model.items), 1)))))
+
+
+def knows(model: FactorModel | HybridModel, users: Sequence[str]) -> np.ndarray:
+    """Whether ``model`` scores each of ``users`` (else its popularity fallback answers)."""
+    if isinstance(model, HybridModel):
+        return model.user_rows(np.asarray(users, dtype=object)) >= 0
+    return pd.Index(model.users.astype(str)).get_indexer(pd.Index(users, dtype=object)) >= 0
+
+
+def user_blocks(served: Any, users: Sequence[str]) -> pd.DataFrame:
+    """(user, block, position) of ``users`` as ``served.recommend(users)`` blocks them: the users the
+    model knows, in the order asked, ``block_size`` to a block; the others after them, in blocks of
+    the same size (each gets the fallback, whatever its block)."""
+    model = scoring_model(served)
+    names = pd.Series(list(users), dtype=object).astype(str)
+    known = knows(model, names.tolist())
+    size = block_size(model)
+    ordinal = np.where(known, np.cumsum(known) - 1, np.cumsum(~known) - 1)
+    known_blocks = -(-int(known.sum()) // size)
+    block = np.where(known, ordinal // size, known_blocks + ordinal // size)
+    return pd.DataFrame(
+        {"user": names.to_numpy(), "block": block.astype(np.int64), "position": np.arange(len(names))}
+    )
+
+
+# ---- on the executors (plain functions, testable without Spark) -----------------------------------
+
+
+def exclusions(block: pd.DataFrame) -> dict[str, Iterable[int]]:
     """The block's ``exclude`` column as ``recommend`` takes it (users without one left out)."""
-    if "exclude" not in batch.columns:
+    if "exclude" not in block.columns:
         return {}
     return {
         str(user): [int(i) for i in items]
-        for user, items in zip(batch["user"].tolist(), batch["exclude"].tolist(), strict=True)
+        for user, items in zip(block["user"].tolist(), block["exclude"].tolist(), strict=True)
         if items is not None and len(items)
     }
 
 
 def factor_block(
-    batch: pd.DataFrame,
+    block: pd.DataFrame,
     items: np.ndarray,
     item_factors: np.ndarray,
     popular: np.ndarray,
     k: int,
     exclude_seen: bool = True,
 ) -> pd.DataFrame:
-    """The lists of one block of users (``batch``: user, factors, seen[, exclude]) by
-    :meth:`FactorModel.recommend` over the broadcast item side: a FactorModel of the block's known
-    users (``factors`` not null) answers for every user of the block, the others getting its
-    popularity fallback."""
-    known = batch["factors"].notna().to_numpy()
+    """The lists of one block of users (``block``: user, factors, seen[, exclude], in the order
+    asked) by :meth:`FactorModel.recommend` over the broadcast item side: a FactorModel of the
+    block's known users (``factors`` not null) answers for every user of the block, the others
+    getting its popularity fallback."""
+    known = block["factors"].notna().to_numpy()
     rank = item_factors.shape[1]
-    factors = batch["factors"][known].tolist()
-    seen_lists = [np.asarray(s if s is not None else (), dtype=np.int64) for s in batch["seen"][known]]
-    lengths = np.fromiter((len(s) for s in seen_lists), dtype=np.int64, count=len(seen_lists))
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    rows = block["factors"][known].tolist()
+    seen_lists = [np.asarray(s if s is not None else (), dtype=np.int64) for s in block["seen"][known]]
+    indptr = np.concatenate([[0], np.cumsum([len(s) for s in seen_lists], dtype=np.int64)])
     indices = np.concatenate(seen_lists) if seen_lists else np.zeros(0, dtype=np.int64)
-    block = FactorModel(
-        users=batch["user"][known].to_numpy(dtype=str),
+    model = FactorModel(
+        users=block["user"][known].to_numpy(dtype=str),
         items=items,
         user_factors=(
-            np.stack([np.asarray(f, dtype=np.float32) for f in factors])
-            if factors
+            np.stack([np.asarray(f, dtype=np.float32) for f in rows])
+            if rows
             else np.zeros((0, rank), dtype=np.float32)
         ),
         item_factors=item_factors,
         seen=sparse.csr_matrix(
-            (np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(int(known.sum()), len(items))
+            (np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(len(rows), len(items))
         ),
         popular=popular,
     )
-    exclude = exclusions(batch)
-    return block.recommend(
-        batch["user"].astype(str).tolist(), k=k, exclude=exclude or None, exclude_seen=exclude_seen
+    exclude = exclusions(block)
+    return model.recommend(
+        block["user"].astype(str).tolist(), k=k, exclude=exclude or None, exclude_seen=exclude_seen
     )
 
 
-def _typed(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """``frame`` with the Spark schema's column order and dtypes (an empty frame too)."""
+def whole_blocks(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """The users of a partition sorted by (block, position), however Spark cut them into Arrow
+    batches, as one frame per block, in the order asked. Holds one block (and one batch) at a time."""
+    pending: pd.DataFrame | None = None
+    for batch in batches:
+        if batch.empty:
+            continue
+        pending = batch if pending is None else pd.concat([pending, batch], ignore_index=True)
+        last = pending["block"].iloc[-1]
+        done = pending["block"].to_numpy() != last
+        if done.any():
+            for _, block in pending[done].groupby("block", sort=False):
+                yield block.sort_values("position", kind="stable").reset_index(drop=True)
+            pending = pending[~done].reset_index(drop=True)
+    if pending is not None and not pending.empty:
+        yield pending.sort_values("position", kind="stable").reset_index(drop=True)
+
+
+def typed(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``frame`` with the given columns in order and the Spark schema's dtypes (an empty frame too)."""
     out = frame.reindex(columns=list(columns))
     types = {c: t for c, t in _DTYPES.items() if c in out.columns}
-    if "explore" in out.columns:
-        types["explore"] = "bool"
     if out.empty:
         return pd.DataFrame({c: pd.Series(dtype=types.get(c, object)) for c in columns})
     return out.astype(types)
@@ -140,8 +200,8 @@ def _typed(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 def _block_function(
     side: Any, kind: str, k: int, exclude_seen: bool, columns: list[str]
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """The ``mapInPandas`` function: ``side`` is the broadcast (item side, or the whole hybrid) and
-    the re-ranking when there is one."""
+    """The ``mapInPandas`` function over one partition; ``side`` is the broadcast (the item side, or
+    the whole hybrid, and the re-ranking when there is one)."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         value = side.value
@@ -149,25 +209,25 @@ def _block_function(
         depth = max(k, reranking["config"].candidates) if reranking else k
         # one BLAS thread per Python worker: Spark already runs one task per core
         with threadpool_limits(limits=1, user_api="blas"):
-            for batch in batches:
+            for block in whole_blocks(batches):
                 if kind == "factors":
-                    lists = factor_block(batch, *base, k=depth, exclude_seen=exclude_seen)
+                    lists = factor_block(block, *base, k=depth, exclude_seen=exclude_seen)
                 else:
-                    exclude = exclusions(batch)
+                    exclude = exclusions(block)
                     lists = base.recommend(
-                        batch["user"].astype(str).tolist(),
+                        block["user"].astype(str).tolist(),
                         k=depth,
                         exclude=exclude or None,
                         exclude_seen=exclude_seen,
                     )
                 if reranking:
                     lists = rerank(lists, reranking["genres"], reranking["history"], k, reranking["config"])
-                yield _typed(lists, columns)
+                yield typed(lists, columns)
 
     return run
 
 
-# ---- the Spark side (driver) -----------------------------------------------------------------------
+# ---- on the driver ----------------------------------------------------------------------------
 
 
 def exclusion_frame(train: DataFrame) -> DataFrame:
@@ -186,25 +246,36 @@ def use_this_python(spark: SparkSession) -> None:
         context.pythonExec = sys.executable
 
 
-@contextmanager
-def _factor_table(spark: SparkSession, model: FactorModel) -> Iterator[DataFrame]:
-    """The model's user side (user, factors, seen) as a Spark DataFrame, for the ``with`` block.
-
-    Built as Arrow arrays over the model's own buffers (no per-user Python objects); on a local
-    master handed over as a Parquet file in Spark's local dir, elsewhere through Arrow."""
-    seen = model.seen.tocsr()
-    rank = model.rank
-    table = pa.table(
-        {
-            "user": pa.array(model.users.astype(str)),
-            "factors": pa.FixedSizeListArray.from_arrays(
-                pa.array(np.ascontiguousarray(model.user_factors, dtype=np.float32).ravel()), rank
-            ),
-            "seen": pa.ListArray.from_arrays(
-                pa.array(seen.indptr.astype(np.int32)), pa.array(seen.indices.astype(np.int32))
-            ),
-        }
+def user_table(served: Any, users: Sequence[str]) -> pa.Table:
+    """The Spark input of :func:`spark_recommendations`: (user, block, position), and for a FactorModel
+    each user's ``factors`` (null when unknown) and ``seen`` item positions, as Arrow arrays over the
+    model's buffers (no Python object per user)."""
+    blocks = user_blocks(served, users)
+    table = pa.Table.from_pandas(blocks, preserve_index=False)
+    model = scoring_model(served)
+    if not isinstance(model, FactorModel):
+        return table
+    rows = pd.Index(model.users.astype(str)).get_indexer(blocks["user"])
+    known = rows >= 0
+    picked = np.where(known, rows, 0)
+    flat = np.ascontiguousarray(model.user_factors[picked], dtype=np.float32).ravel()
+    seen = model.seen.tocsr()[picked]
+    lengths = np.where(known, np.diff(seen.indptr), 0)
+    keep = np.repeat(known, np.diff(seen.indptr))
+    unknown = pa.array(~known)
+    factor_lists = pa.FixedSizeListArray.from_arrays(pa.array(flat), model.rank, mask=unknown)
+    seen_lists = pa.ListArray.from_arrays(
+        pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)),
+        pa.array(seen.indices[keep].astype(np.int32)),
+        mask=unknown,
     )
+    return table.append_column("factors", factor_lists).append_column("seen", seen_lists)
+
+
+@contextmanager
+def _to_spark(spark: SparkSession, table: pa.Table) -> Iterator[DataFrame]:
+    """``table`` as a Spark DataFrame for the ``with`` block: on a local master through an
+    uncompressed Parquet file in Spark's local dir (scanned natively), elsewhere through Arrow."""
     if not is_local(spark):
         yield spark.createDataFrame(table.to_pandas())
         return
@@ -218,16 +289,13 @@ def _factor_table(spark: SparkSession, model: FactorModel) -> Iterator[DataFrame
         path.unlink(missing_ok=True)
 
 
-def _broadcast_side(spark: SparkSession, served: Any) -> tuple[Any, str, Any]:
-    """(broadcast, kind, scoring model) of ``served``: the item side of a FactorModel, or the whole
-    hybrid; a re-ranker's genres with it."""
-    model = served.model if isinstance(served, Reranked) else served
+def _broadcast(spark: SparkSession, served: Any) -> tuple[Any, str]:
+    """(broadcast, kind): the item side of a FactorModel, or the whole hybrid; a re-ranker's genres."""
+    model = scoring_model(served)
     if isinstance(model, FactorModel):
         kind, base = "factors", (model.items, model.item_factors, model.popular)
-    elif isinstance(model, HybridModel):
-        kind, base = "hybrid", model
     else:
-        raise TypeError(f"no Spark path for a {type(model).__name__}: expected FactorModel or HybridModel")
+        kind, base = "hybrid", model
     value: dict[str, Any] = {"base": base}
     if isinstance(served, Reranked):
         value["rerank"] = {
@@ -235,46 +303,54 @@ def _broadcast_side(spark: SparkSession, served: Any) -> tuple[Any, str, Any]:
             "history": served.history_genres,
             "config": served.config,
         }
-    return spark.sparkContext.broadcast(value), kind, model
+    return spark.sparkContext.broadcast(value), kind
 
 
 @contextmanager
 def spark_recommendations(
     spark: SparkSession,
     served: Any,
-    users: DataFrame,
+    users: Sequence[str],
     k: int = 10,
+    exclude: DataFrame | None = None,
     exclude_seen: bool = True,
 ) -> Iterator[DataFrame]:
-    """The top-``k`` lists of ``users`` (a Spark DataFrame with ``user`` and optionally ``exclude``,
-    an array of item ids) as ``served.recommend(users, k, exclude)`` gives them, computed on the
-    executors in blocks of users (one Arrow batch each): a lazy Spark DataFrame with the columns of
-    :func:`schema_of`, valid inside the ``with`` block (use or write it there).
+    """The top-``k`` lists of ``users`` as ``served.recommend(users, k, exclude)`` gives them, computed
+    on the executors block by block: a lazy Spark DataFrame with the columns of :func:`schema_of`,
+    valid inside the ``with`` block (write or collect it there).
 
-    ``served`` is a FactorModel, a HybridModel or a Reranked of either."""
+    ``served`` is a FactorModel, a HybridModel or a Reranked of either; ``exclude`` a Spark frame
+    (user, exclude: array of item ids), e.g. :func:`exclusion_frame` of the training pairs."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     use_this_python(spark)
-    schema, columns = schema_of(served), columns_of(served)
-    side, kind, model = _broadcast_side(spark, served)
-    wanted = users.select("user", *(["exclude"] if "exclude" in users.columns else []))
+    columns = columns_of(served)
+    table = user_table(served, users)
+    n_blocks = len(set(table.column("block").to_pylist())) if table.num_rows else 1
+    partitions = max(1, min(n_blocks, 2 * spark.sparkContext.defaultParallelism))
+    side, kind = _broadcast(spark, served)
     try:
-        if kind == "factors":
-            with _factor_table(spark, model) as table:
-                joined = wanted.join(table, on="user", how="left")
-                yield joined.mapInPandas(_block_function(side, kind, k, exclude_seen, columns), schema)
-        else:
-            yield wanted.mapInPandas(_block_function(side, kind, k, exclude_seen, columns), schema)
+        with _to_spark(spark, table) as wanted:
+            if exclude is not None:
+                wanted = wanted.join(exclude.select("user", "exclude"), on="user", how="left")
+            blocks = wanted.repartition(partitions, "block").sortWithinPartitions("block", "position")
+            yield blocks.mapInPandas(_block_function(side, kind, k, exclude_seen, columns), schema_of(served))
     finally:
         side.unpersist()
 
 
 def write_recommendations(
-    spark: SparkSession, served: Any, users: DataFrame, path: str, k: int = 10, exclude_seen: bool = True
+    spark: SparkSession,
+    served: Any,
+    users: Sequence[str],
+    path: str,
+    k: int = 10,
+    exclude: DataFrame | None = None,
+    exclude_seen: bool = True,
 ) -> None:
-    """:func:`spark_recommendations` written as Parquet to ``path`` (a directory) by the executors;
+    """:func:`spark_recommendations` written as Parquet into the directory ``path`` by the executors;
     nothing is collected to the driver."""
-    with spark_recommendations(spark, served, users, k, exclude_seen) as lists:
+    with spark_recommendations(spark, served, users, k, exclude, exclude_seen) as lists:
         lists.write.mode("overwrite").parquet(path)
 
 
@@ -286,34 +362,29 @@ def collect_recommendations(
     exclude: DataFrame | Mapping[str, Iterable[int]] | None = None,
     exclude_seen: bool = True,
 ) -> pd.DataFrame:
-    """The lists of ``users`` computed on Spark and brought to the driver, in the order
-    ``served.recommend(users, k, exclude)`` gives them: a drop-in for it where the caller needs the
-    lists in pandas. ``exclude``: a Spark frame (user, exclude) or a mapping."""
-    requested = pd.DataFrame({"user": pd.Series(list(users), dtype=object).astype(str)})
-    frame = spark.createDataFrame(requested, "user string")
+    """The lists of ``users`` computed on Spark and brought to the driver, the frame
+    ``served.recommend(users, k, exclude)`` gives: a drop-in for it where the caller needs the lists
+    in pandas. ``exclude``: a Spark frame (user, exclude) or a mapping."""
     if isinstance(exclude, Mapping):
         pairs = pd.DataFrame(
             {"user": [str(u) for u in exclude], "exclude": [[int(i) for i in v] for v in exclude.values()]}
         )
         exclude = spark.createDataFrame(pairs, "user string, exclude array<long>") if len(pairs) else None
-    if exclude is not None:
-        frame = frame.join(exclude.select("user", "exclude"), on="user", how="left")
-    with spark_recommendations(spark, served, frame, k, exclude_seen) as lists:
+    with spark_recommendations(spark, served, users, k, exclude, exclude_seen) as lists:
         out = lists.toPandas()
-    return in_served_order(_typed(out, columns_of(served)), list(users), served)
+    return in_served_order(typed(out, columns_of(served)), users, served)
 
 
 def in_served_order(lists: pd.DataFrame, users: Sequence[str], served: Any) -> pd.DataFrame:
     """``lists`` ordered as the single-machine ``recommend`` orders them: a re-ranker's by user; a
-    model's known users first in the order asked, then the fallback (NaN-scored) users, each user's
-    rows by rank."""
+    model's known users first in the order asked, then the others, each user's rows by rank."""
     if isinstance(served, Reranked):
         return lists.sort_values(["user", "rank"], kind="stable").reset_index(drop=True)
-    position = pd.Index(pd.Series(list(users), dtype=object).astype(str)).get_indexer(
-        lists["user"].astype(str)
+    blocks = user_blocks(served, users)
+    key = pd.Series(
+        blocks["block"].to_numpy() * (len(blocks) + 1) + blocks["position"].to_numpy(), index=blocks["user"]
     )
-    keys = pd.DataFrame(
-        {"fallback": lists["score"].isna().to_numpy(), "position": position, "rank": lists["rank"].to_numpy()}
-    )
-    order = keys.sort_values(["fallback", "position", "rank"], kind="stable").index
-    return lists.iloc[order].reset_index(drop=True)[columns_of(served)]
+    order = pd.DataFrame(
+        {"key": key.reindex(lists["user"].astype(str)).to_numpy(), "rank": lists["rank"].to_numpy()}
+    ).sort_values(["key", "rank"], kind="stable")
+    return lists.iloc[order.index].reset_index(drop=True)[columns_of(served)]
