@@ -72,20 +72,33 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from recsys.core.errors import RecsysError
 from recsys.core.intervals import week_key, weeks_back
 from recsys.core.settings import Settings
 from recsys.data.prepare import PrepareConfig
+from recsys.io.spark import EngineConfig, choose_engine, get_spark
 from recsys.io.storage import Lake
 from recsys.io.tracking import CONTENT_SUFFIX, configure
+from recsys.privacy.spark_scan import (
+    CellKernels,
+    ParquetColumn,
+    Summary,
+    collect_raw_values,
+    identifier_frames,
+    match_parquet_columns,
+)
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -207,10 +220,9 @@ def _is_unremarkable_ip(value: str) -> bool:
     return ip.is_loopback or ip.is_unspecified
 
 
-def collect_identifiers(lake: Lake, week: date, window_weeks: int = 12) -> Identifiers:
-    """Identifiers of the raw events of the window ending with ``week`` and of every users snapshot
-    up to ``week``."""
-    values: dict[str, list[str]] = {kind: [] for kind in KINDS}
+def raw_identifier_sources(lake: Lake, week: date, window_weeks: int = 12) -> list[Path]:
+    """The raw files whose identifiers are looked for: the events of the window ending with ``week``
+    and every users snapshot up to ``week``."""
     event_weeks = set(weeks_back(week, window_weeks))
     sources: list[Path] = []
     for kind in ("events", "users"):
@@ -218,28 +230,51 @@ def collect_identifiers(lake: Lake, week: date, window_weeks: int = 12) -> Ident
             if w > week or (kind == "events" and w not in event_weeks):
                 continue
             sources.extend(lake.raw_files(kind, w))
-    for path in sources:
-        frame = _read_raw_identifiers(path)
-        for column, kind in RAW_COLUMN_KINDS.items():
-            if column in frame.columns:
-                values[kind].extend(frame[column].tolist())
-    return Identifiers.from_values(values)
+    return sources
 
 
-def _read_raw_identifiers(path: Path) -> pd.DataFrame:
-    wanted = set(RAW_COLUMN_KINDS)
-    try:
-        return pd.read_csv(
-            path,
-            dtype=str,
-            keep_default_na=False,
-            usecols=lambda c: c.strip() in wanted,
-            on_bad_lines="skip",
-            encoding="utf-8",
-            encoding_errors="replace",
-        ).rename(columns=str.strip)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
+def collect_identifiers(lake: Lake, week: date, window_weeks: int = 12) -> Identifiers:
+    """Identifiers of the raw events of the window ending with ``week`` and of every users snapshot
+    up to ``week`` (on this machine; :mod:`recsys.privacy.spark_scan` does the same as Spark jobs).
+
+    Only the distinct values of each identifier column are kept while the files are streamed, so
+    memory grows with the number of distinct identifiers, not with the number of events."""
+    values: dict[str, set[str]] = {kind: set() for kind in KINDS}
+    for path in raw_identifier_sources(lake, week, window_weeks):
+        for kind, found in _raw_identifier_values(path).items():
+            values[kind].update(found)
+    return Identifiers.from_values({kind: sorted(found) for kind, found in values.items()})
+
+
+def identifier_columns(header: Sequence[str]) -> dict[str, str]:
+    """The identifier columns of a raw file's header (names as written, blanks around them allowed)
+    -> their finding kind."""
+    return {name: RAW_COLUMN_KINDS[name.strip()] for name in header if name.strip() in RAW_COLUMN_KINDS}
+
+
+def _raw_identifier_values(path: Path) -> dict[str, set[str]]:
+    """Distinct values of a raw file's identifier columns, by kind.
+
+    The well-formed records only (as many fields as the header, quoted line breaks allowed; the
+    ingest stage stages exactly these), bytes that are not UTF-8 replaced: what Spark's CSV reader
+    gives in DROPMALFORMED mode, so both engines collect the same identifiers."""
+    columns = identifier_columns(_raw_header(path))
+    if not columns:
+        return {}
+    convert = pacsv.ConvertOptions(
+        include_columns=list(columns),
+        column_types=dict.fromkeys(columns, pa.binary()),
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    found: dict[str, set[str]] = {}
+    parse = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda row: "skip")
+    reader = pacsv.open_csv(path, parse_options=parse, convert_options=convert)
+    for batch in reader:
+        for name, kind in columns.items():
+            distinct = pc.unique(batch.column(name)).to_pylist()
+            found.setdefault(kind, set()).update(v.decode("utf-8", errors="replace") for v in distinct if v)
+    return found
 
 
 # ---- matching ----------------------------------------------------------------------------------
@@ -293,6 +328,43 @@ def _is_public_ip(value: str) -> bool:
         return ipaddress.ip_address(value).is_global
     except ValueError:
         return False
+
+
+# ---- cell kernels (the same Python on both engines) --------------------------------------------
+
+
+def normalize_cells(values: pd.Series) -> pd.Series:
+    """Distinct cell values -> the form compared with the identifiers (trimmed, lower-cased)."""
+    return values.astype(str).str.strip().str.lower()
+
+
+def separated(lowered: pd.Series) -> pd.Series:
+    """Which normalized cell values hold a separator, and are therefore also searched as text."""
+    return lowered.str.contains(_HAS_SEPARATOR, regex=True)
+
+
+def text_candidates(text: str, widths: Sequence[int]) -> Iterator[tuple[str, str]]:
+    """What :meth:`Matcher.find` looks up in ``text``, without the identifier set (for a join).
+
+    ``("span", s)`` for every run of ``w`` consecutive words (``w`` in ``widths``, ascending) with
+    the text's own separators: a hit when ``s`` is an identifier's text form; ``("email", s)`` /
+    ``("ip", s)`` for what the generic nets catch (public IPv4 only): a hit when ``s`` is *not*
+    an input identifier."""
+    lowered = text.lower()
+    runs = list(_WORD.finditer(lowered))
+    for i, run in enumerate(runs):
+        for width in widths:
+            if i + width > len(runs):
+                break
+            yield "span", lowered[run.start() : runs[i + width - 1].end()]
+    for m in EMAIL_RE.finditer(lowered):
+        yield "email", m.group(0)
+    for m in IPV4_RE.finditer(lowered):
+        if _is_public_ip(m.group(0)):
+            yield "ip", m.group(0)
+
+
+CELL_KERNELS = CellKernels(normalize=normalize_cells, separated=separated, candidates=text_candidates)
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -385,6 +457,21 @@ class _Collector:
                 )
             )
 
+    def add_summaries(self, location: str, summaries: Sequence[Summary]) -> None:
+        """What :func:`~recsys.privacy.spark_scan.match_parquet_columns` found at ``location``,
+        reported as :meth:`add` reports the same hits."""
+        for item in sorted(summaries, key=lambda x: (x.kind, x.matched)):
+            self.report.findings.append(
+                Finding(
+                    location=location,
+                    kind=item.kind,
+                    sample=mask(item.top_value, item.kind),
+                    count=item.count,
+                    distinct=item.distinct,
+                    matched=item.matched,
+                )
+            )
+
     def text(self, location: str, text: str, nets: bool = True) -> None:
         self.add(location, self.matcher.find(text, nets=nets))
 
@@ -445,8 +532,30 @@ def _string_values(array: Any) -> Any:
     return None
 
 
+def bears_strings(arrow_type: pa.DataType, user_column: bool = False) -> bool:
+    """Whether :func:`_string_values` finds strings in a column of this type (or, in a user column,
+    integer / decimal ids): the columns worth reading."""
+    t = arrow_type
+    if pa.types.is_dictionary(t):
+        return bears_strings(t.value_type)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return bears_strings(t.value_type)
+    if pa.types.is_struct(t):
+        return any(bears_strings(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return True
+    return user_column and (pa.types.is_integer(t) or pa.types.is_decimal(t))
+
+
+def parquet_string_columns(path: Path) -> list[pa.Field]:
+    """The fields of a Parquet file that hold strings (its footer only: no data is read)."""
+    schema = pq.ParquetFile(path).schema_arrow
+    return [f for f in schema if bears_strings(f.type, f.name.lower() in USER_COLUMNS)]
+
+
 def _scan_parquet(path: Path, location: str, out: _Collector) -> None:
-    table = pq.ParquetFile(path).read()
+    wanted = parquet_string_columns(path)
+    table = pq.ParquetFile(path).read(columns=[f.name for f in wanted])
     for name in table.column_names:
         column = table.column(name)
         user_column = name.lower() in USER_COLUMNS
@@ -513,17 +622,128 @@ def _walk(folder: Path) -> Iterator[Path]:
         yield from sorted(p for p in folder.rglob("*") if p.is_file())
 
 
-def _scan_lake(lake: Lake, week: date, out: _Collector) -> None:
+def _lake_files(lake: Lake, week: date) -> list[Path]:
     key = week_key(week)
+    files: list[Path] = []
     for layer in SCANNED_LAYERS:
         base = lake.root / layer
         if not base.is_dir():
             continue
-        partitions = sorted(p for p in base.rglob(key) if p.is_dir())
-        for partition in partitions:
-            for path in _walk(partition):
-                out.report.checked["lake_files"] += 1
-                scan_file(path, f"lake:{path.relative_to(lake.root).as_posix()}", out)
+        for partition in sorted(p for p in base.rglob(key) if p.is_dir()):
+            files.extend(_walk(partition))
+    return files
+
+
+def _lake_location(lake: Lake, path: Path) -> str:
+    return f"lake:{path.relative_to(lake.root).as_posix()}"
+
+
+def _scan_lake(lake: Lake, week: date, out: _Collector) -> None:
+    for path in _lake_files(lake, week):
+        out.report.checked["lake_files"] += 1
+        scan_file(path, _lake_location(lake, path), out)
+
+
+def _scan_lake_spark(spark: SparkSession, lake: Lake, week: date, out: _Collector) -> None:
+    """:func:`_scan_lake` with the Parquet files' cells matched by Spark jobs; the same findings, in
+    the same order (other files are small and scanned here)."""
+    files = _lake_files(lake, week)
+    columns: dict[Path, list[ParquetColumn]] = {}
+    footers: dict[Path, Exception] = {}
+    for path in files:
+        if not path.name.lower().endswith(".parquet"):
+            continue
+        location = _lake_location(lake, path)
+        try:
+            fields = parquet_string_columns(path)
+        except Exception as exc:  # noqa: BLE001 - an unreadable file is reported, never skipped silently
+            footers[path] = exc
+            continue
+        columns[path] = [
+            ParquetColumn(f"{location}[{f.name}]", path, f.name, f.type, f.name.lower() in USER_COLUMNS)
+            for f in fields
+        ]
+    summaries, failed = _match_on_spark(spark, columns, out.matcher.ids)
+    for path in files:
+        out.report.checked["lake_files"] += 1
+        location = _lake_location(lake, path)
+        if path not in columns and path not in footers:
+            scan_file(path, location, out)
+            continue
+        out.report.files_scanned += 1
+        if path in footers or path in failed:
+            out.unreadable(location, footers.get(path) or failed[path])
+            continue
+        for column in columns[path]:
+            out.report.checked["parquet_columns"] += 1
+            out.add_summaries(column.location, summaries.get(column.location, []))
+
+
+def _match_on_spark(
+    spark: SparkSession, columns: dict[Path, list[ParquetColumn]], ids: Identifiers
+) -> tuple[dict[str, list[Summary]], dict[Path, Exception]]:
+    """All files' columns in one Spark job; if it fails, file by file to name the unreadable ones."""
+    identifiers, texts = identifier_frames(ids.cells, ids.user_ids, ids.text)
+    widths = sorted({len(_words(text)) for text in ids.text})
+
+    def run(cols: list[ParquetColumn]) -> dict[str, list[Summary]]:
+        return match_parquet_columns(spark, cols, identifiers, texts, widths, CELL_KERNELS)
+
+    every = [c for cols in columns.values() for c in cols]
+    try:
+        return run(every), {}
+    except Exception as exc:  # noqa: BLE001 - narrowed down below
+        if len(columns) <= 1:
+            return {}, dict.fromkeys(columns, exc)
+        log.warning(
+            "leak scan: a Spark job over %d Parquet files failed; retrying file by file", len(columns)
+        )
+    summaries: dict[str, list[Summary]] = {}
+    failed: dict[Path, Exception] = {}
+    for path, cols in columns.items():
+        try:
+            summaries.update(run(cols))
+        except Exception as exc:  # noqa: BLE001 - reported as unreadable
+            failed[path] = exc
+    return summaries, failed
+
+
+def collect_identifiers_spark(
+    spark: SparkSession, lake: Lake, week: date, window_weeks: int = 12
+) -> Identifiers:
+    """:func:`collect_identifiers` as a Spark job: the raw files are read by Spark, and only their
+    distinct identifier values come to this machine."""
+    files = []
+    for path in raw_identifier_sources(lake, week, window_weeks):
+        header = _raw_header(path)
+        if header:
+            files.append((path, header))
+    values = collect_raw_values(spark, files, identifier_columns)
+    return Identifiers.from_values({kind: sorted(found) for kind, found in values.items()})
+
+
+def _raw_header(path: Path) -> list[str]:
+    parse = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda row: "skip")
+    try:
+        return pacsv.open_csv(path, parse_options=parse).schema.names
+    except pa.ArrowInvalid as exc:
+        if "Empty CSV file" in str(exc):
+            return []
+        raise
+
+
+def window_rows(lake: Lake, week: date, window_weeks: int) -> int:
+    """Interactions of the window ending with ``week`` (from the anonymized events' Parquet footers):
+    the size the engine is chosen by."""
+    rows = 0
+    for w in weeks_back(week, window_weeks):
+        path = lake.data_file("anonymized", "events", w)
+        if path.is_file():
+            try:
+                rows += pq.ParquetFile(path).metadata.num_rows
+            except Exception:  # noqa: BLE001, S112 - an unreadable file is the scan's to report, not the sizing's
+                continue
+    return rows
 
 
 def _scan_downloaded(folder: Path, prefix: str, out: _Collector) -> None:
@@ -667,25 +887,41 @@ def scan_for_leaks(
     *,
     window_weeks: int | None = None,
     mlflow: bool = True,
+    engine: EngineConfig | None = None,
 ) -> LeakReport:
     """Scan everything the run of ``week`` published for personal data of its input.
 
     ``window_weeks``: raw event weeks whose identifiers are collected: the prepare stage's training
     window, which callers holding the pipeline config pass (``config.prepare.window_weeks``); the
     default is :class:`PrepareConfig`'s. ``mlflow=False`` skips MLflow (lake and logs only).
+    ``engine``: where the heavy parts run (collecting the raw identifiers, matching the lake's
+    Parquet cells), chosen by :func:`~recsys.io.spark.choose_engine` from the window's interactions
+    and the Spark master; callers holding the pipeline config pass ``config.engine`` (default: auto).
+    Both engines give the same report.
     Returns a :class:`LeakReport`; :func:`require_clean` turns findings into an error.
     """
     lake = Lake.from_settings(settings)
     if window_weeks is None:
         window_weeks = PrepareConfig().window_weeks
-    identifiers = collect_identifiers(lake, week, window_weeks)
+    chosen = choose_engine(
+        engine or EngineConfig(), window_rows(lake, week, window_weeks), settings.spark_master
+    )
+    spark = get_spark(settings) if chosen == "spark" else None
+    log.info("leak scan for week %s on %s", week, chosen)
+    if spark is not None:
+        identifiers = collect_identifiers_spark(spark, lake, week, window_weeks)
+    else:
+        identifiers = collect_identifiers(lake, week, window_weeks)
     report = LeakReport(
         week=week.isoformat(), identifiers=dict(identifiers.counts), not_in_text=identifiers.not_in_text
     )
     if identifiers.total == 0:
         log.warning("leak scan for week %s: no raw input found under %s", week, lake.root / "raw")
     out = _Collector(report, Matcher(identifiers))
-    _scan_lake(lake, week, out)
+    if spark is not None:
+        _scan_lake_spark(spark, lake, week, out)
+    else:
+        _scan_lake(lake, week, out)
     if mlflow:
         _scan_mlflow(settings, week, out)
     _scan_logs([Path(p) for p in airflow_log_dirs], out)
