@@ -47,6 +47,7 @@ from recsys.privacy.anonymize import (
 from recsys.privacy.keyring import check_pseudonym_key
 from recsys.privacy.spark_anonymize import anonymize_week_spark
 from recsys.reporting.data_profile import profile_from_lake
+from recsys.reporting.spark_profile import profile_from_lake_spark
 from recsys.validation.validate import validate_week
 
 log = logging.getLogger(__name__)
@@ -309,6 +310,14 @@ def _prepare_spark(ctx: StageContext, window: Window) -> tuple[dict[str, Any], l
 
 def _write_profile(ctx: StageContext) -> Path:
     """The week's data profile (genres, times, activity, popularity, new vs returning) as HTML in
-    ``reports/week=.../week_profile.html``; the train stage logs it to its MLflow run."""
-    _, page = profile_from_lake(ctx.lake, ctx.week, history_weeks=ctx.config.prepare.window_weeks)
+    ``reports/week=.../week_profile.html``; the train stage logs it to its MLflow run. Its figures are
+    Spark aggregations when the engine says so for the week's events."""
+    history = ctx.config.prepare.window_weeks
+    rows = _parquet_rows(ctx.lake.data_file("anonymized", "events", ctx.week))
+    if choose_engine(ctx.config.engine, rows, ctx.settings.spark_master) == "spark":
+        spark = get_spark(ctx.settings)
+        with nanos_as_long(spark):
+            _, page = profile_from_lake_spark(spark, ctx.lake, ctx.week, history_weeks=history)
+    else:
+        _, page = profile_from_lake(ctx.lake, ctx.week, history_weeks=history)
     return write_text(page, ctx.lake.partition("reports", ctx.week) / "week_profile.html")
