@@ -37,6 +37,7 @@ from recsys.data.spark_lake import BATCH_ROWS, ORDER, pandas_schema, read_file, 
 from recsys.io.storage import Lake
 
 if TYPE_CHECKING:
+    # deferred: pyspark is heavy, loaded only for Spark stages
     from pyspark.sql import Column, DataFrame, SparkSession
 
 KEY_COLUMNS = ["user", "item_id", "ts", "event_type"]
@@ -124,6 +125,7 @@ def to_pairs_spark(events: DataFrame) -> DataFrame:
 
 def split_by_time_spark(pairs: DataFrame, config: PrepareConfig) -> DataFrame:
     """:func:`~recsys.data.prepare.split_by_time` on Spark: ``pairs`` with ``_holdout`` (bool)."""
+    # deferred: pyspark is heavy, loaded only for Spark stages
     from pyspark.sql import Window as W
     from pyspark.sql import functions as F  # deferred: pyspark is heavy
 
@@ -158,6 +160,7 @@ def prepare_spark(
     """:func:`~recsys.data.prepare.prepare` on Spark over the window's partitions (read inside
     :func:`recsys.data.spark_lake.nanos_as_long`); ``scratch``: a folder the executors and the
     driver both reach, for the digest's row hashes."""
+    # deferred: pyspark is heavy, loaded only for Spark stages
     from pyspark import StorageLevel
     from pyspark.sql import Window as W
     from pyspark.sql import functions as F  # deferred: pyspark is heavy

@@ -46,6 +46,7 @@ from recsys.privacy.anonymize import (
 )
 
 if TYPE_CHECKING:
+    # deferred: pyspark is heavy, loaded only for Spark stages
     from pyspark.sql import Column, DataFrame, SparkSession
 
 USER_ID = "user_id"
@@ -158,6 +159,7 @@ def enforce_k_anonymity_spark(
 ) -> tuple[DataFrame, KAnonymityReport]:
     """:func:`~recsys.privacy.anonymize.enforce_k_anonymity` with Spark: the same steps, the same
     released rows and report; group sizes are window counts, only counts reach the driver."""
+    # deferred: pyspark is heavy, loaded only for Spark stages
     from pyspark import StorageLevel
     from pyspark.sql import Window
     from pyspark.sql import functions as F  # deferred: pyspark is heavy
@@ -252,6 +254,7 @@ def anonymize_week_spark(
 ) -> AnonymizedWeek:
     """The week's validated events and users, anonymized on Spark (see the module doc). Read inside
     :func:`recsys.data.spark_lake.nanos_as_long`."""
+    # deferred: pyspark is heavy, loaded only for Spark stages
     from pyspark import StorageLevel
     from pyspark.sql import functions as F  # deferred: pyspark is heavy
 

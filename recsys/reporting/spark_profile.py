@@ -47,6 +47,7 @@ from recsys.reporting.week_profile import (
 )
 
 if TYPE_CHECKING:
+    # deferred: pyspark is heavy, loaded only for Spark stages
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,7 @@ def profile_week_spark(
     """The figures of ``week`` from ``events`` (anonymized, ``ts`` as nanoseconds: read inside
     :func:`recsys.data.spark_lake.nanos_as_long`), the catalogue ``items`` and ``earlier`` weeks'
     events (``user``, ``item_id``, ``ts``; None: new versus returning is unknown)."""
+    # deferred: pyspark is heavy, loaded only for Spark stages
     from pyspark import StorageLevel
     from pyspark.sql import functions as F  # deferred: pyspark is heavy, loaded only for Spark stages
 
