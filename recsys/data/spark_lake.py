@@ -30,7 +30,6 @@ import pyarrow.parquet as pq
 from recsys.io.storage import check_committed
 
 if TYPE_CHECKING:
-    # deferred: pyspark is heavy, loaded only for Spark stages
     from pyspark.sql import DataFrame, SparkSession
 
 #: the column :func:`read_file` adds: a row's position in the stage's input

@@ -37,7 +37,6 @@ from recsys.data.spark_lake import BATCH_ROWS, ORDER, pandas_schema, read_file, 
 from recsys.io.storage import Lake
 
 if TYPE_CHECKING:
-    # deferred: pyspark is heavy, loaded only for Spark stages
     from pyspark.sql import Column, DataFrame, SparkSession
 
 KEY_COLUMNS = ["user", "item_id", "ts", "event_type"]

@@ -46,7 +46,6 @@ from recsys.privacy.anonymize import (
 )
 
 if TYPE_CHECKING:
-    # deferred: pyspark is heavy, loaded only for Spark stages
     from pyspark.sql import Column, DataFrame, SparkSession
 
 USER_ID = "user_id"

@@ -47,7 +47,6 @@ from recsys.reporting.week_profile import (
 )
 
 if TYPE_CHECKING:
-    # deferred: pyspark is heavy, loaded only for Spark stages
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
