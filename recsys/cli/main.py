@@ -103,7 +103,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     info = result.to_dict()
     print(
         f"generated {len(info['weeks'])} weeks of synthetic logs ({config.n_users} users, "
-        f"{config.n_items} items) into {settings.lake_dir / 'raw'}; weeks: "
+        f"{config.n_items} items) into {Lake.from_settings(settings).root / 'raw'}; weeks: "
         f"{info['weeks'][0]} .. {info['weeks'][-1]}"
     )
     return 0
@@ -121,7 +121,7 @@ def cmd_load_movielens(args: argparse.Namespace) -> int:
         last_weeks=args.last_weeks,
     )
     print(
-        f"landed {len(weeks)} weekly partitions ({weeks[0]} .. {weeks[-1]}) into {settings.lake_dir / 'raw'}"
+        f"landed {len(weeks)} weekly partitions ({weeks[0]} .. {weeks[-1]}) into {Lake.from_settings(settings).root / 'raw'}"
     )
     return 0
 

@@ -48,7 +48,7 @@ def cmd_land_csv(args: argparse.Namespace) -> int:
         progress=lambda m: print(m, file=sys.stderr, flush=True),
     )
     print(
-        f"landed {len(weeks)} weekly partitions ({weeks[0]} .. {weeks[-1]}) into {settings.lake_dir / 'raw'}"
+        f"landed {len(weeks)} weekly partitions ({weeks[0]} .. {weeks[-1]}) into {Lake.from_settings(settings).root / 'raw'}"
     )
     return 0
 

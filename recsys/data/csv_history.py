@@ -33,15 +33,16 @@ cannot be read as CSV text is :class:`DataReadError`.
 
 The files are read with the ingest stage's reader (:class:`recsys.data.csv_stream.CsvStream`: the same
 records, line numbers and read errors as ingest), streamed ``chunk_rows`` records at a time into
-per-week files in a hidden staging folder of the lake (``raw/.land-csv-*``); only when every input
-has been read are they moved into place, one ``os.replace`` per file.
+per-week files in a hidden staging folder of the lake (``raw/.land-csv-*``; on this machine for a lake
+in an object store); only when every input
+has been read are they moved into place, one rename (one upload in an object store) per file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, timedelta
@@ -54,7 +55,7 @@ from recsys.core.errors import ConfigError, DataNotFoundError, DataReadError
 from recsys.core.schemas import KINDS, OPTIONAL_COLUMNS, RAW_COLUMNS, RAW_USER_COLUMNS
 from recsys.data.csv_stream import CsvStream, Record
 from recsys.data.raw import RAW_FILE_NAMES, csv_rows, raw_file, write_csv
-from recsys.io.storage import Lake, is_data_file
+from recsys.io.storage import Lake, is_data_file, move_file
 
 CHUNK_ROWS = 100_000  # event records parsed and written at a time
 SNAPSHOT_KINDS = ("items", "users")
@@ -379,9 +380,7 @@ def _copy_snapshot(path: Path, kind: str, dest: Path) -> int:
 
 def _replace_partition_file(lake: Lake, kind: str, week: date, staged: Path) -> Path:
     """Move ``staged`` into place as ``kind``'s file of ``week``; remove the partition's other data files."""
-    dest = raw_file(lake, kind, week)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staged, dest)
+    dest = move_file(staged, raw_file(lake, kind, week))
     for other in lake.raw_files(kind, week):
         if other != dest:
             other.unlink()
@@ -423,8 +422,11 @@ def land_csv_history(
 
     raw_root = lake.root / "raw"
     new_raw_root = not raw_root.exists()
-    staging = raw_root / f".land-csv-{uuid.uuid4().hex[:12]}"  # hidden: no reader or sync sees it
-    staging.mkdir(parents=True)
+    if isinstance(raw_root, Path):
+        staging = raw_root / f".land-csv-{uuid.uuid4().hex[:12]}"  # hidden: no reader sees it
+        staging.mkdir(parents=True)
+    else:  # an object store: the files are put together on this machine, then uploaded one by one
+        staging = Path(tempfile.mkdtemp(prefix="recsys-land-csv-"))
     try:
         staged: dict[str, Path] = {}
         counts: dict[str, int] = {}

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -45,7 +43,7 @@ from recsys.core.errors import ConfigError, DataNotFoundError
 from recsys.core.intervals import week_start_of
 from recsys.core.schemas import KINDS, QUARANTINE_REASON, RAW_COLUMNS, SOURCE_FILE, SOURCE_LINE
 from recsys.data.csv_stream import CsvStream, read_header
-from recsys.io.storage import Lake
+from recsys.io.storage import Lake, local_scratch, move_file
 
 log = logging.getLogger(__name__)
 
@@ -313,10 +311,6 @@ def lake_history(lake: Lake, kind: str = "events") -> str:
     )
 
 
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-
-
 def ingest_week(lake: Lake, week: date) -> dict[str, Any]:
     """Stage the raw events, items and users of ``week``; returns a JSON-able summary.
 
@@ -331,20 +325,21 @@ def ingest_week(lake: Lake, week: date) -> dict[str, Any]:
         if snapshot_week != week:
             log.info("%s: no snapshot for week %s, using week %s", kind, week, snapshot_week)
     staged: dict[str, StagedKind] = {}
-    targets: dict[Path, Path] = {}
-    try:
+    # everything goes to temporary files first (beside the lake's files on a local lake, on this
+    # machine for an object store): nothing is replaced unless all kinds read
+    with local_scratch(lake, f"ingest-{week.isoformat()}") as scratch:
+        targets: dict[Path, Path] = {}
         for kind, (snapshot_week, paths) in found.items():
-            # everything goes to temporary files first: nothing is replaced unless all kinds read
             staged_file = lake.data_file("staged", kind, week)
             malformed_file = ingest_quarantine_file(lake, kind, week)
-            tmp_staged, tmp_malformed = _temp_path(staged_file), _temp_path(malformed_file)
+            tmp_staged, tmp_malformed = (
+                scratch / f"{kind}.staged.parquet",
+                scratch / f"{kind}.malformed.parquet",
+            )
             targets[tmp_staged], targets[tmp_malformed] = staged_file, malformed_file
             staged[kind] = stage_files(kind, paths, tmp_staged, tmp_malformed, snapshot_week=snapshot_week)
         for tmp, final in targets.items():
-            os.replace(tmp, final)
-    finally:
-        for tmp in targets:
-            tmp.unlink(missing_ok=True)
+            move_file(tmp, final)
 
     result: dict[str, Any] = {"week": week.isoformat(), "kinds": {}}
     for kind, item in staged.items():

@@ -32,8 +32,6 @@ Both write atomically and replace what an earlier run of the same week wrote.
 from __future__ import annotations
 
 import logging
-import shutil
-import uuid
 from collections import Counter
 from collections.abc import Iterable
 from datetime import date
@@ -61,7 +59,7 @@ from recsys.data.synthetic import world_of_lake
 from recsys.experiments import ab_config
 from recsys.experiments.ab_config import ARM_NAMES
 from recsys.experiments.simulation import FeedbackConfig, simulate_feedback
-from recsys.io.storage import Lake, read_parquet, write_parquet
+from recsys.io.storage import Lake, local_scratch, read_parquet, write_parquet
 from recsys.privacy import erased_pseudonyms
 from recsys.privacy.anonymize import anonymize_feedback
 from recsys.validation.casting import quarantine_schema, to_float, to_int, to_text, to_ts
@@ -198,13 +196,10 @@ def ingest_feedback(lake: Lake, week: date, key: bytes) -> dict[str, Any]:
             f"no raw feedback for week {week.isoformat()}: looked in {folder} for *.csv / *.csv.gz "
             "(land the app's feedback log there, or run `recsys simulate-feedback` on a synthetic lake)"
         )
-    work = lake.root / f".feedback-{week.isoformat()}-{uuid.uuid4().hex[:8]}"
-    try:
+    with local_scratch(lake, f"feedback-{week.isoformat()}") as work:
         staged_kind = stage_files(FEEDBACK_KIND, paths, work / "staged.parquet", work / "malformed.parquet")
         staged = pd.read_parquet(staged_kind.staged_file).reset_index(drop=True)
         malformed = pd.read_parquet(staged_kind.malformed_file)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     summary = staged_kind.summary()
 
     missing = [c for c in RAW_FEEDBACK_COLUMNS if c not in staged.columns]
@@ -362,7 +357,7 @@ def active_users(feedback: pd.DataFrame) -> pd.DataFrame:
 
 
 def _read_weeks(paths: list[Path], columns: tuple[str, ...]) -> pd.DataFrame:
-    frames = [pd.read_parquet(p) for p in paths if p.is_file()]
+    frames = [read_parquet(p) for p in paths if p.is_file()]
     if not frames:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
     filled = [f for f in frames if len(f)]

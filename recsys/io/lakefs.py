@@ -188,6 +188,13 @@ class ObjectPath:
             if fnmatch.fnmatchcase(child.name, pattern):
                 yield child
 
+    def rglob(self, pattern: str) -> Iterator[ObjectPath]:
+        """Objects and prefixes at any depth under this one whose name matches ``pattern``."""
+        selector = pafs.FileSelector(self.key, allow_not_found=True, recursive=True)
+        for info in sorted(self.fs.get_file_info(selector), key=lambda i: i.path):
+            if fnmatch.fnmatchcase(info.base_name, pattern):
+                yield ObjectPath(self.fs, info.path)
+
     def walk_files(self) -> Iterator[ObjectPath]:
         """Every object under this prefix."""
         selector = pafs.FileSelector(self.key, allow_not_found=True, recursive=True)
@@ -230,6 +237,9 @@ class ObjectPath:
 
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Prefixes exist as soon as an object is under them: nothing to do."""
+
+    def rmdir(self) -> None:
+        """An empty prefix is no object: nothing to remove (a prefix with objects under it stays)."""
 
     def unlink(self, missing_ok: bool = False) -> None:
         try:

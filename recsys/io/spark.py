@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from recsys.core.errors import ConfigError, ServiceUnavailable
 from recsys.core.processes import process_alive
 from recsys.core.settings import Settings
+from recsys.io.lakefs import LakeLocation, ObjectPath
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 MASTER_CONNECT_TIMEOUT = 5.0
 #: interactions per ALS block (and per input partition) below which splitting further only adds tasks
 PAIRS_PER_BLOCK = 250_000
+#: Hadoop's S3 filesystem: Spark reads an s3:// lake through it as s3a://
+S3A_CLASS = "org.apache.hadoop.fs.s3a.S3AFileSystem"
+#: the hadoop-aws release that matches the Hadoop client pyspark ships (jars/hadoop-client-api-3.5.0.jar)
+HADOOP_AWS_VERSION = "3.5.0"
 #: iterations from which ALS checkpoints its factors (long lineage overflows the stack, and a lost
 #: executor would recompute every iteration); shorter fits skip the checkpoint writes
 CHECKPOINT_FROM_ITERATIONS = 20
@@ -164,6 +169,12 @@ def get_spark(settings: Settings, app_name: str = "recsys-retrain") -> SparkSess
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.extraJavaOptions", f"-Djava.io.tmpdir={local_dir}")
     )
+    if settings.lake_uri:  # Spark reads the lake in place through S3A, configured as boto3 is
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            builder = builder.config("spark.hadoop.fs.s3a.endpoint", endpoint).config(
+                "spark.hadoop.fs.s3a.path.style.access", "true"
+            )
     if settings.spark_master.startswith("local"):
         # one machine: as many partitions as cores (a cluster keeps Spark's own, from its executors)
         builder = builder.config("spark.sql.shuffle.partitions", str(max(2, cores))).config(
@@ -181,6 +192,24 @@ def get_spark(settings: Settings, app_name: str = "recsys-retrain") -> SparkSess
         spark.sparkContext.defaultParallelism,
     )
     return spark
+
+
+def spark_path(spark: SparkSession, path: LakeLocation) -> str:
+    """The address Spark reads a lake path by: the local path, or ``s3a://`` for an object store,
+    once this Spark is known to have the S3A connector (a one-line error naming what to add if not)."""
+    if not isinstance(path, ObjectPath):
+        return str(path)
+    jvm = spark.sparkContext._jvm
+    try:
+        loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+        jvm.java.lang.Class.forName(S3A_CLASS, False, loader)
+    except Exception:  # noqa: BLE001 - py4j raises its own error type for a missing class
+        raise ConfigError(
+            f"the lake is in S3 ({path}) but this Spark has no S3A connector ({S3A_CLASS}): add "
+            f"org.apache.hadoop:hadoop-aws:{HADOOP_AWS_VERSION} and its AWS SDK bundle to Spark's jars (the team "
+            "image does, see the Dockerfile), or set the stage's engine to pandas"
+        ) from None
+    return f"s3a://{path.key}"
 
 
 def is_local(spark: SparkSession) -> bool:

@@ -29,7 +29,7 @@ that says which stage to re-run. A partition without a marker was written before
 
 An object store has no rename: there the files are written under the hidden temporary prefix, copied
 into the partition (server-side copies) and the marker is written last, listing each file's size.
-Readers *require* the marker in the committed layers (:data:`COMMITTED_LAYERS`) and refuse a
+Readers *require* the marker in the committed partitions (:data:`COMMITTED_PARTITIONS`) and refuse a
 partition whose files do not match it (a file missing, of another size, or newer than the marker: a
 commit killed while copying), so a killed writer leaves nothing a reader would take, and a re-run of
 the stage heals the partition.
@@ -42,6 +42,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,9 +61,19 @@ from recsys.io.lakefs import LakeLocation, ObjectPath, lake_location
 COMMIT_MARKER = "_commit.json"
 #: the key of a stage's result record (and of a partition's marker) naming the attempt that wrote it
 ATTEMPT = "attempt"
-#: layers whose partitions are committed as a whole (:meth:`Lake.commit`): in an object store a
-#: reader refuses one of their partitions that has no marker
-COMMITTED_LAYERS = frozenset({"validated", "anonymized", "prepared", "recommendations"})
+#: partitions committed as a whole (:meth:`Lake.commit`), as (layer, kind) with ``None`` for a layer
+#: without kinds and ``*`` for every kind: in an object store a reader refuses one without a marker
+COMMITTED_PARTITIONS = frozenset(
+    {
+        ("validated", "*"),
+        ("anonymized", "events"),
+        ("anonymized", "items"),
+        ("anonymized", "users"),
+        ("anonymized", "exposures"),
+        ("prepared", None),
+        ("recommendations", None),
+    }
+)
 _attempt: ContextVar[str | None] = ContextVar("recsys_attempt", default=None)
 
 
@@ -216,6 +227,89 @@ def write_json(path: Path, obj: Any) -> Path:
     return write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)
 
 
+def move_file(src: Path, dest: LakeLocation) -> LakeLocation:
+    """Move a fully written local file into the lake at ``dest``, replacing what was there: a rename
+    on a local lake (``src`` in the same filesystem), one upload into an object store."""
+    if isinstance(dest, ObjectPath):
+        import pyarrow.fs as pafs  # deferred: only an object store needs it
+
+        try:
+            pafs.copy_files(
+                str(src), dest.key, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=dest.fs
+            )
+        finally:
+            Path(src).unlink(missing_ok=True)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(src, dest)
+    return dest
+
+
+@contextmanager
+def local_scratch(lake: Lake, name: str) -> Iterator[Path]:
+    """A local working folder for files on their way into ``lake``: a hidden folder in a local lake (so
+    :func:`move_file` is a rename), a temporary folder of this machine for an object store. Removed
+    when the block ends."""
+    if isinstance(lake.root, ObjectPath):
+        folder = Path(tempfile.mkdtemp(prefix=f"recsys-{name}-"))
+    else:
+        folder = lake.root / f".{name}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir(parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def fetch_file(src: LakeLocation, dest: Path) -> Path:
+    """A local copy of one lake file at ``dest`` (``src`` itself on a local lake), for a tool that
+    reads local files only (Great Expectations' validation engines)."""
+    if not isinstance(src, ObjectPath):
+        return src
+    import pyarrow.fs as pafs  # deferred: only an object store needs it
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(
+        src.key, str(dest), source_filesystem=src.fs, destination_filesystem=pafs.LocalFileSystem()
+    )
+    return dest
+
+
+def fetch_dir(src: LakeLocation, dest: Path) -> Path:
+    """A local copy of one lake folder at ``dest`` (``src`` itself on a local lake), for a reader of
+    local files only (numpy and scipy model files)."""
+    if not isinstance(src, ObjectPath):
+        return src
+    import pyarrow.fs as pafs  # deferred: only an object store needs it
+
+    dest.mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(
+        src.key, str(dest), source_filesystem=src.fs, destination_filesystem=pafs.LocalFileSystem()
+    )
+    return dest
+
+
+def parquet_rows(path: LakeLocation) -> int:
+    """Rows of a Parquet file of the lake from its footer (no data read); 0 when it is missing."""
+    import pyarrow.parquet as pq  # deferred: pandas' reader loads it anyway
+
+    if not path.exists():
+        return 0
+    if isinstance(path, ObjectPath):
+        with path.open("rb") as handle:
+            return pq.ParquetFile(handle).metadata.num_rows
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def parquet_columns(path: LakeLocation) -> list[str]:
+    """The column names of a Parquet file of the lake (from its footer, without reading the data)."""
+    import pyarrow.parquet as pq  # deferred: pandas' reader loads it anyway
+
+    if isinstance(path, ObjectPath):
+        return list(pq.read_schema(path.key, filesystem=path.fs).names)
+    return list(pq.read_schema(path).names)
+
+
 def remove_tree(path: LakeLocation) -> None:
     """Remove a folder (or prefix) and everything under it; nothing if it is not there."""
     if isinstance(path, ObjectPath):
@@ -237,10 +331,25 @@ def _copy_objects(src: ObjectPath, dest: ObjectPath) -> list[str]:
 
 
 def replace_dir(src: Path, dest: Path) -> None:
-    """Move a fully written directory ``src`` into place at ``dest``, replacing what was there."""
-    if isinstance(src, ObjectPath) and isinstance(dest, ObjectPath):
-        _copy_objects(src, dest)
-        src.rmtree()
+    """Move a fully written directory ``src`` into place at ``dest``, replacing what was there (in an
+    object store: uploaded to a hidden prefix first, then copied into place)."""
+    if isinstance(dest, ObjectPath):
+        import pyarrow.fs as pafs  # deferred: only an object store needs it
+
+        staging = src
+        if not isinstance(src, ObjectPath):
+            staging = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
+            pafs.copy_files(
+                str(src),
+                staging.key,
+                source_filesystem=pafs.LocalFileSystem(),
+                destination_filesystem=dest.fs,
+            )
+            shutil.rmtree(src, ignore_errors=True)
+        try:
+            _copy_objects(staging, dest)
+        finally:
+            staging.rmtree()
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
     old = None
@@ -310,7 +419,12 @@ def _commit_objects(root: ObjectPath, folder: ObjectPath, stage: str, record: st
 
 
 def _is_committed_layer(folder: LakeLocation) -> bool:
-    return any(part in COMMITTED_LAYERS for part in folder.parts[-3:-1])
+    parts = folder.parts
+    if len(parts) >= 2 and (parts[-2], None) in COMMITTED_PARTITIONS:
+        return True
+    if len(parts) >= 3:
+        return (parts[-3], "*") in COMMITTED_PARTITIONS or (parts[-3], parts[-2]) in COMMITTED_PARTITIONS
+    return False
 
 
 def _check_objects(folder: ObjectPath, marker: dict[str, Any]) -> None:
@@ -335,6 +449,20 @@ def _check_objects(folder: ObjectPath, marker: dict[str, Any]) -> None:
             f"partition {folder} is not committed: {', '.join(sorted(listed))} missing; re-run stage "
             f"'{marker.get('stage')}' for the week of {marker.get('record', '?')}"
         )
+
+
+def recommit_file(path: LakeLocation) -> None:
+    """After an in-place rewrite of one file of a committed partition (an erasure, a re-key): in an
+    object store its marker is written again with the file's new size, so readers go on taking it."""
+    if not isinstance(path, ObjectPath):
+        return
+    marker_file = path.parent / COMMIT_MARKER
+    try:
+        marker = json.loads(marker_file.read_text())
+    except FileNotFoundError:
+        return
+    marker.setdefault("sizes", {})[path.name] = path.stat().st_size
+    write_json(marker_file, marker)
 
 
 def check_committed(folder: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,7 +14,8 @@ from typing import TYPE_CHECKING
 from recsys.core.errors import ConfigError, ServiceUnavailable, TrackingStoreMissing
 from recsys.core.settings import Settings
 from recsys.io.faults import explain, sqlite_store
-from recsys.io.storage import Lake
+from recsys.io.lakefs import LakeLocation
+from recsys.io.storage import Lake, fetch_dir, fetch_file
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -133,3 +135,22 @@ CONTENT_SUFFIX = "_content"
 def metric_key(name: str) -> str:
     """MLflow metric names cannot hold '@': ``ndcg@10`` is logged as ``ndcg_at_10``."""
     return name.replace("@", "_at_")
+
+
+def log_lake_artifact(path: LakeLocation, artifact_path: str) -> None:
+    """Log one file of the lake to the active MLflow run (fetched first when the lake is an object
+    store: MLflow's client uploads local files)."""
+    import mlflow  # deferred: mlflow takes seconds to import
+
+    with tempfile.TemporaryDirectory(prefix="recsys-artifact-") as tmp:
+        local = fetch_file(path, Path(tmp) / path.name)
+        mlflow.log_artifact(str(local), artifact_path=artifact_path)
+
+
+def log_lake_artifacts(folder: LakeLocation, artifact_path: str) -> None:
+    """Log a folder of the lake to the active MLflow run (see :func:`log_lake_artifact`)."""
+    import mlflow  # deferred: mlflow takes seconds to import
+
+    with tempfile.TemporaryDirectory(prefix="recsys-artifacts-") as tmp:
+        local = fetch_dir(folder, Path(tmp) / folder.name)
+        mlflow.log_artifacts(str(local), artifact_path=artifact_path)

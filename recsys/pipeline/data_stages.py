@@ -16,8 +16,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from recsys.core.errors import DataNotFoundError, RecsysError, ValidationFailed
 from recsys.core.runplan import RunPlan
 from recsys.data.ingest import ingest_week, lake_history
@@ -26,8 +24,8 @@ from recsys.data.prepare import prepare as prepare_pairs
 from recsys.data.spark_lake import nanos_as_long, write_single_parquet
 from recsys.data.spark_prepare import prepare_spark
 from recsys.io.spark import choose_engine, get_spark
-from recsys.io.storage import read_parquet, write_parquet, write_text
-from recsys.io.tracking import configure
+from recsys.io.storage import parquet_rows, read_parquet, write_parquet, write_text
+from recsys.io.tracking import configure, log_lake_artifact
 from recsys.pipeline.context import WINDOW_STAGES, StageContext
 from recsys.pipeline.results import (
     AnonymizeResult,
@@ -179,9 +177,9 @@ def log_validation_run(ctx: StageContext, passed: bool, error: str | None = None
                             if k in acc
                         }
                     )
-            mlflow.log_artifact(str(accounting_file), artifact_path="validation")
+            log_lake_artifact(accounting_file, "validation")
         if report.exists():
-            mlflow.log_artifact(str(report), artifact_path="validation")
+            log_lake_artifact(report, "validation")
     log.info("validation logged to MLflow run %s (%s)", run.info.run_id, ctx.settings.mlflow_tracking_uri)
     return run.info.run_id
 
@@ -221,7 +219,7 @@ def anonymize(ctx: StageContext) -> AnonymizeResult:
 
 def _parquet_rows(path: Path) -> int:
     """Rows of a Parquet file from its footer (no data read); 0 when it is missing (the read says so)."""
-    return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
+    return parquet_rows(path)
 
 
 def _anonymize_pandas(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import sys
 import threading
@@ -31,6 +30,7 @@ from recsys.core.intervals import week_key
 from recsys.io.faults import sqlite_store
 from recsys.io.lease import DEFAULT_GAP, DEFAULT_TTL, WeekLease, lease_store
 from recsys.io.spark import clean_dead_scratch
+from recsys.io.storage import remove_tree
 from recsys.io.tracking import bound_http_client, preflight
 from recsys.pipeline.context import AB_STAGES, StageContext
 
@@ -129,7 +129,7 @@ def clean_scratch(root: Path, week: date) -> list[Path]:
     ]
     for base in bases:
         for path in base.glob(f".{name}.tmp-*"):
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            remove_tree(path) if path.is_dir() else path.unlink(missing_ok=True)
             removed.append(path)
         partition = base / name
         if partition.is_dir():

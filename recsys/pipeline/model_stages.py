@@ -24,8 +24,8 @@ from recsys.data.spark_lake import nanos_as_long, read_file
 from recsys.evaluation.distributed import holdout_frames, score_model_spark, score_segments_spark
 from recsys.evaluation.evaluate import item_genres, score_model, score_segments
 from recsys.io.spark import choose_engine, get_spark
-from recsys.io.storage import read_parquet, replace_dir
-from recsys.io.tracking import CONTENT_SUFFIX, configure, metric_key
+from recsys.io.storage import local_scratch, read_parquet, replace_dir
+from recsys.io.tracking import CONTENT_SUFFIX, configure, log_lake_artifact, log_lake_artifacts, metric_key
 from recsys.models.content import ContentModel, ContentRecommender
 from recsys.models.factors import popularity_model
 from recsys.models.hybrid import HybridModel
@@ -53,8 +53,8 @@ def content(ctx: StageContext) -> ContentResult:
     items = read_parquet(items_file)
     model = ContentModel.fit(items, ctx.config.content)
     folder = ctx.lake.partition("models", ctx.week) / "content"
-    with tempfile.TemporaryDirectory(dir=ctx.lake.root, prefix=".content-") as tmp:
-        replace_dir(model.save(Path(tmp) / "content"), folder)
+    with local_scratch(ctx.lake, "content") as tmp:
+        replace_dir(model.save(tmp / "content"), folder)
     digest = hashlib.sha256(
         pd.util.hash_pandas_object(
             items[[c for c in ("item_id", "title", "genres", "release_year", "tags") if c in items.columns]],
@@ -95,7 +95,7 @@ def content(ctx: StageContext) -> ContentResult:
             mlflow.log_metrics(
                 {"catalogue_items": len(model.items), "content_features": len(model.feature_names)}
             )
-            mlflow.log_artifacts(str(folder), artifact_path="content_model")
+            log_lake_artifacts(folder, "content_model")
         run_id = run.info.run_id
     return ctx.record(
         ContentResult(
@@ -192,10 +192,10 @@ def train(ctx: StageContext) -> TrainResult:
         )
         report = ctx.lake.partition("reports", ctx.week) / "validation.html"
         if report.exists():
-            mlflow.log_artifact(str(report), artifact_path="validation")
+            log_lake_artifact(report, "validation")
         profile = ctx.lake.partition("reports", ctx.week) / "week_profile.html"
         if profile.exists():
-            mlflow.log_artifact(str(profile), artifact_path="profile")
+            log_lake_artifact(profile, "profile")
         hybrid = (
             _hybrid(ctx, model, als_config, train_df, spark) if ctx.config.served_model == "hybrid" else None
         )
@@ -230,7 +230,7 @@ def _hybrid(ctx: StageContext, als: Any, als_config: Any, train_df: pd.DataFrame
     import mlflow  # deferred: mlflow takes seconds to import; only stages that log load it
 
     made = ctx.result(ContentResult)
-    content_model = ContentModel.load(Path(made.path))
+    content_model = week_content(ctx)
     mlflow.set_tag("content_run_id", made.run_id)
     config = ctx.config.hybrid
     if config.learn:

@@ -3,12 +3,15 @@ re-ranking, with the content model it explains its picks by."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from recsys.io.lakefs import lake_location
+from recsys.io.storage import fetch_dir
 from recsys.models.content import ContentModel
 from recsys.models.hybrid import HybridModel
 from recsys.models.rerank import Reranked
@@ -24,7 +27,9 @@ def content_model_of(served: Any, week_content: Callable[[], Any]) -> Any:
 
 def week_content(ctx: StageContext) -> Any:
     """The content model the week's content stage fitted (read from the lake)."""
-    return ContentModel.load(Path(ctx.result(ContentResult).path))
+    location = lake_location(ctx.result(ContentResult).path)
+    with tempfile.TemporaryDirectory(prefix="recsys-content-") as tmp:
+        return ContentModel.load(fetch_dir(location, Path(tmp) / "content"))
 
 
 def reranked(ctx: StageContext, model: Any, history: pd.DataFrame, genres: dict[int, set[str]]) -> Any:

@@ -68,7 +68,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,9 @@ import pyarrow.parquet as pq
 
 from recsys.core.errors import ConfigError, DataReadError
 from recsys.core.settings import Settings
-from recsys.io.storage import Lake, write_text
+from recsys.io.lakefs import ObjectPath
+from recsys.io.lease import WeekLease, lease_store
+from recsys.io.storage import Lake, recommit_file, write_text
 from recsys.privacy.anonymize import pseudonymize
 from recsys.privacy.keyring import check_pseudonym_key, key_fingerprint
 
@@ -87,6 +89,10 @@ log = logging.getLogger(__name__)
 ERASURE_DIR = "erasures"
 ERASURE_LOG = f"{ERASURE_DIR}/log.jsonl"
 LOCK_FILE = f"{ERASURE_DIR}/.lock"
+#: in an object store the erasures hold a lease instead of a file lock (named by this date, as leases are)
+ERASURE_LEASE_WEEK = date(1970, 1, 4)
+#: seconds an erasure waits for another one to finish
+ERASURE_LOCK_WAIT = 600.0
 RAW_KINDS = ("events", "users", "feedback")  # items hold no user; feedback: the A/B test's log
 ANONYMIZED_KINDS = (*RAW_KINDS, "exposures")  # exposures: what the A/B test showed each pseudonym
 TEXT_LAYERS = ("staged", "validated", "quarantine")  # rows as read: the raw id, as text
@@ -212,7 +218,7 @@ def _erase_user(
 
 def read_erasure_log(lake: Lake | Path) -> list[dict[str, Any]]:
     """Every erasure record, oldest first (empty when nothing was ever erased)."""
-    root = lake.root if isinstance(lake, Lake) else Path(lake)
+    root = lake.root if isinstance(lake, Lake) else Lake(lake).root
     path = root / ERASURE_LOG
     if not path.exists():
         return []
@@ -392,7 +398,7 @@ def _fields(record: str) -> list[str]:
 
 def _erase_parquet(path: Path, rows_of_user: Callable[[Any], Any]) -> int:
     try:
-        table = pq.ParquetFile(path).read()
+        table = pq.ParquetFile(path.open("rb") if isinstance(path, ObjectPath) else path).read()
     except (pa.ArrowException, OSError) as exc:
         raise DataReadError(
             f"{path}: cannot be read as parquet ({str(exc).splitlines()[0]}); the erasure stopped there: "
@@ -405,6 +411,10 @@ def _erase_parquet(path: Path, rows_of_user: Callable[[Any], Any]) -> int:
     if not removed:
         return 0
     kept = table.filter(pc.invert(mask))
+    if isinstance(path, ObjectPath):  # one upload replaces the object; its partition's marker follows
+        pq.write_table(kept, path.key, filesystem=path.fs)
+        recommit_file(path)
+        return removed
     tmp = _temp_sibling(path)
     try:
         pq.write_table(kept, tmp)
@@ -420,6 +430,9 @@ def _temp_sibling(path: Path) -> Path:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    if isinstance(path, ObjectPath):
+        path.write_bytes(data)
+        return
     tmp = _temp_sibling(path)
     try:
         tmp.write_bytes(data)
@@ -454,6 +467,15 @@ def _append_record(lake: Lake, record: ErasureRecord) -> None:
 
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
+    if isinstance(path, ObjectPath):  # no file locks in an object store: a lease on the lake's erasures
+        store = lease_store(Path(), lake_uri=str(path.parent.parent))  # path: <lake>/erasures/.lock
+        lease = WeekLease(store, ERASURE_DIR, ERASURE_LEASE_WEEK, f"erasure (pid {os.getpid()})")
+        lease.acquire(wait=ERASURE_LOCK_WAIT)
+        try:
+            yield
+        finally:
+            lease.release()
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -33,10 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from recsys.core.errors import ConfigError
-from recsys.io.storage import Lake, write_json
+from recsys.io.storage import Lake, read_parquet, write_json
 from recsys.privacy.anonymize import pseudonymize
 
 log = logging.getLogger(__name__)
@@ -55,7 +53,7 @@ def key_fingerprint(key: bytes) -> str:
 
 
 def key_record_file(lake_root: Path) -> Path:
-    return Path(lake_root) / KEY_RECORD
+    return lake_root / KEY_RECORD
 
 
 def recorded_key(lake_root: Path) -> dict[str, Any] | None:
@@ -96,7 +94,7 @@ def check_pseudonym_key(lake_root: Path, key: bytes) -> None:
     Raises :class:`ConfigError` (one line) when the lake records another key, when a key rotation
     was left unfinished, or when a lake without a record holds data this key did not pseudonymize.
     """
-    lake_root = Path(lake_root)
+    lake_root = Lake(lake_root).root
     mine = key_fingerprint(key)
     record = recorded_key(lake_root)
     if record is not None:
@@ -151,8 +149,8 @@ def _legacy_match(lake: Lake, key: bytes) -> tuple[bool | None, str | None]:
         validated = lake.data_file("validated", "events", week)
         if not (anonymized.is_file() and validated.is_file()):
             continue
-        ids = pd.read_parquet(validated, columns=["user_id"])["user_id"].dropna().drop_duplicates()
-        users = set(pd.read_parquet(anonymized, columns=["user"])["user"].dropna().tolist())
+        ids = read_parquet(validated, columns=["user_id"])["user_id"].dropna().drop_duplicates()
+        users = set(read_parquet(anonymized, columns=["user"])["user"].dropna().tolist())
         if ids.empty or not users:
             continue
         sample = ids.head(LEGACY_SAMPLE_IDS).tolist()
@@ -169,7 +167,7 @@ def check_rotation(lake_root: Path, old_key: bytes, new_key: bytes) -> None:
     Allowed: a lake without a record; a lake recorded under ``old_key``; a lake whose unfinished
     rotation is from ``old_key`` to ``new_key`` (this run finishes it).
     """
-    lake_root = Path(lake_root)
+    lake_root = Lake(lake_root).root
     record = recorded_key(lake_root)
     if record is None:
         return

@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from recsys.core.errors import ConfigError
-from recsys.io.storage import Lake, write_parquet, write_text
+from recsys.io.storage import Lake, parquet_columns, read_parquet, recommit_file, write_parquet, write_text
 from recsys.privacy.anonymize import pseudonymize
 from recsys.privacy.keyring import begin_rotation, check_rotation, finish_rotation, key_fingerprint
 
@@ -40,8 +39,11 @@ REKEYED_LAYERS = ("anonymized", "prepared", "recommendations")
 def raw_user_ids(lake: Lake) -> set[str]:
     ids: set[str] = set()
     for kind in ("events", "users"):
-        for path in sorted((lake.root / "validated" / kind).glob("week=*/data.parquet")):
-            column = pd.read_parquet(path, columns=["user_id"])["user_id"].dropna().astype(str)
+        for week in lake.weeks("validated", kind):
+            path = lake.data_file("validated", kind, week)
+            if not path.is_file():
+                continue
+            column = read_parquet(path, columns=["user_id"])["user_id"].dropna().astype(str)
             ids.update(column.tolist())
     return ids
 
@@ -50,7 +52,7 @@ def _user_files(lake: Lake) -> list[Path]:
     files: list[Path] = []
     for layer in REKEYED_LAYERS:
         files.extend(sorted((lake.root / layer).rglob("*.parquet")))
-    return [f for f in files if "user" in pq.read_schema(f).names]
+    return [f for f in files if not f.name.startswith((".", "_")) and "user" in parquet_columns(f)]
 
 
 def rekey_store(
@@ -76,7 +78,7 @@ def rekey_store(
     frames: dict[Path, pd.DataFrame] = {}
     unmapped_total = 0
     for path in files:
-        frame = pd.read_parquet(path)
+        frame = read_parquet(path)
         known = frame["user"].isin(mapping.keys()) | frame["user"].isna()
         unmapped = int((~known).sum())
         if unmapped and not allow_unmapped:
@@ -90,6 +92,7 @@ def rekey_store(
     for i, (path, frame) in enumerate(frames.items(), 1):
         frame = frame.assign(user=frame["user"].map(mapping).astype("string"))
         write_parquet(frame, path)
+        recommit_file(path)
         if progress:
             progress(f"[{i}/{len(frames)}] re-keyed {path.relative_to(lake.root)}")
     record = {

@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from recsys.core.html import (
     REPORT_CSS,
@@ -49,7 +48,7 @@ from recsys.core.html import (
 )
 from recsys.core.intervals import WEEK, parse_week, week_bounds, week_start_of
 from recsys.core.settings import Settings
-from recsys.io.storage import Lake
+from recsys.io.storage import Lake, parquet_columns, read_parquet
 from recsys.reporting.model_report import log_html
 from recsys.reporting.week_profile import WEEKDAYS, WeekProfile, frame_or_empty, profile_week
 
@@ -452,9 +451,9 @@ def _read(
         return None
     try:
         if columns is not None:
-            present = set(pq.read_schema(path).names)
-            return pd.read_parquet(path, columns=[c for c in columns if c in present])
-        return pd.read_parquet(path)
+            present = set(parquet_columns(path))
+            return read_parquet(path, columns=[c for c in columns if c in present])
+        return read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - an unreadable file is a note, not a failed pipeline
         notes.append(f"{what} could not be read ({exc.__class__.__name__}: {exc}).")
         return None

@@ -54,9 +54,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import shutil
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -78,7 +75,16 @@ from recsys.data.ingest import (
     stage_files,
 )
 from recsys.io.spark import get_spark
-from recsys.io.storage import Lake, write_json, write_text
+from recsys.io.storage import (
+    Lake,
+    fetch_file,
+    local_scratch,
+    move_file,
+    read_parquet,
+    remove_tree,
+    write_json,
+    write_text,
+)
 from recsys.validation.config import ValidationConfig
 from recsys.validation.history import load_history
 from recsys.validation.outcomes import KindJob, KindOutcome
@@ -114,7 +120,7 @@ def _read_malformed(lake: Lake, kind: str, week: date) -> pd.DataFrame:
                 RAW_LINE: pd.Series([], dtype=object),
             }
         )
-    return pd.read_parquet(path)
+    return read_parquet(path)
 
 
 @dataclass
@@ -190,12 +196,12 @@ def run_validation(
                 f"missing input: {path} (has the stage that writes it run for this week?)"
             )
     notes = notes or {}
-    work = lake.root / f".validation-{week.isoformat()}-{uuid.uuid4().hex[:8]}"
-    work.mkdir(parents=True)
     runner = GxRunner.shared()
     outcomes: dict[str, KindOutcome] = {}
-    try:
-        for kind, staged_file in staged_files.items():
+    with local_scratch(lake, f"validation-{week.isoformat()}") as work:
+        for kind, lake_file in staged_files.items():
+            # the engines read a local file: in an object store, the week's staged partition is fetched
+            staged_file = fetch_file(lake_file, work / f"{kind}.staged.parquet")
             kind_notes = list(notes.get(kind, []))
             past = load_history(history, week, kind, config)
             volume = past.volume(config)
@@ -251,18 +257,16 @@ def run_validation(
         for kind, outcome in outcomes.items():
             # the quarantine partition also holds ingest's malformed records: replaced file by file
             lake.data_file("quarantine", kind, week).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(outcome.quarantine_file, lake.data_file("quarantine", kind, week))
+            move_file(outcome.quarantine_file, lake.data_file("quarantine", kind, week))
             # the validated partitions are committed by the validate record, written last
             validated = lake.data_file("validated", kind, week)
             if not failures:
                 with lake.commit("validated", week, kind, stage="validate") as folder:
-                    os.replace(outcome.valid_file, folder / "data.parquet")
+                    move_file(outcome.valid_file, folder / "data.parquet")
             else:  # no stale partition from an earlier run of the week
-                shutil.rmtree(validated.parent, ignore_errors=True)
+                remove_tree(validated.parent)
             outcome.quarantine_file = lake.data_file("quarantine", kind, week)
             outcome.valid_file = validated
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     reports = lake.partition("reports", week)
     accounting = {kind: o.accounting() for kind, o in outcomes.items()}
     report_json = write_json(reports / "accounting.json", accounting)
