@@ -74,9 +74,9 @@ def install_airflow_db(template: Path, env: dict[str, str]) -> None:
 
 def untuned_config(root: Path, **overrides: object) -> str:
     """A ``RECSYS_CONFIG`` file under ``root`` with tuning off (plus ``overrides``), for end-to-end tests
-    whose subject is not the tuning grid (test_tuning tests it; test_history_airflow, test_drift_airflow,
-    test_ab_loop and test_native_stack run it through Airflow): each training fits ALS twice instead of
-    four times."""
+    whose subject is not the tuning grid (test_tuning tests it; test_history_airflow runs it through
+    Airflow, on real data, and checks the run was tuned): each training fits ALS twice instead of four
+    times."""
     import json
 
     path = root / "untuned_config.json"
