@@ -117,6 +117,7 @@ VALIDATION_SUFFIX = "_validation"  # see recsys.pipeline.data_stages.log_validat
 USER_COLUMNS = frozenset({"user", "user_id", "users", "user_ids"})
 SHORT_NUMERIC_MAX_LEN = 5  # purely numeric ids of at most this many characters: not in free text
 MIN_TEXT_LEN = 3
+RAW_BLOCK_BYTES = 8 << 20  # raw CSV read in blocks of this many bytes (one Arrow batch each)
 
 _WORD = re.compile(r"[^\W_]+")
 _HAS_SEPARATOR = r"[\W_]"
@@ -267,13 +268,21 @@ def _raw_identifier_values(path: Path) -> dict[str, set[str]]:
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
     )
-    found: dict[str, set[str]] = {}
     parse = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda row: "skip")
-    reader = pacsv.open_csv(path, parse_options=parse, convert_options=convert)
+    read = pacsv.ReadOptions(block_size=RAW_BLOCK_BYTES)
+    reader = pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+    uniques: dict[str, list[pa.Array]] = {name: [] for name in columns}
     for batch in reader:
-        for name, kind in columns.items():
-            distinct = pc.unique(batch.column(name)).to_pylist()
-            found.setdefault(kind, set()).update(v.decode("utf-8", errors="replace") for v in distinct if v)
+        for name in columns:
+            parts = uniques[name]
+            parts.append(pc.unique(batch.column(name)))
+            if len(parts) >= 64:  # compact: memory stays with the distinct values
+                uniques[name] = [pc.unique(pa.concat_arrays(parts))]
+    found: dict[str, set[str]] = {}
+    for name, kind in columns.items():
+        parts = uniques[name]
+        distinct = pc.unique(pa.concat_arrays(parts)).to_pylist() if parts else []
+        found.setdefault(kind, set()).update(v.decode("utf-8", errors="replace") for v in distinct if v)
     return found
 
 

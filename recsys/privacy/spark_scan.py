@@ -267,38 +267,33 @@ def match_parquet_columns(
             normalized, "loc int, user boolean, value string, count long, lowered string, sep boolean"
         ).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            exact = cells.join(
-                ids, (cells["lowered"] == ids["id_value"]) & (ids["cell"] | (cells["user"] & ids["user_id"]))
+            # one left join each way: the identifier of a cell (exact), of a candidate span (text form)
+            matched_cells = cells.join(
+                ids,
+                (cells["lowered"] == ids["id_value"]) & (ids["cell"] | (cells["user"] & ids["user_id"])),
+                "left",
             )
-            exact_hits = exact.select(
+            exact_hits = matched_cells.where(F.col("kind").isNotNull()).select(
                 "loc", "kind", F.col("lowered").alias("hit"), "count", F.lit("input").alias("matched")
             )
-            rest = cells.where("sep").join(exact.select("loc", "value"), ["loc", "value"], "left_anti")
-            found = rest.select("loc", "count", "lowered").mapInPandas(
-                spans, "loc int, count long, source string, candidate string"
+            found = (
+                matched_cells.where(F.col("kind").isNull() & F.col("sep"))
+                .select("loc", "count", "lowered")
+                .mapInPandas(spans, "loc int, count long, source string, candidate string")
             )
-            on_text = found["candidate"] == text_forms["text"]
-            span_hits = (
-                found.where(F.col("source") == "span")
-                .join(text_forms, on_text)
-                .select(
-                    "loc", "kind", F.col("candidate").alias("hit"), "count", F.lit("input").alias("matched")
-                )
-            )
-            net_hits = (
-                found.where(F.col("source") != "span")
-                .join(text_forms, on_text, "left_anti")
-                .select(
-                    "loc",
-                    F.col("source").alias("kind"),
-                    F.col("candidate").alias("hit"),
-                    "count",
-                    F.lit("pattern").alias("matched"),
-                )
+            looked_up = found.join(text_forms, found["candidate"] == text_forms["text"], "left")
+            span = F.col("source") == "span"
+            text_hits = looked_up.where(
+                (span & F.col("kind").isNotNull()) | (~span & F.col("kind").isNull())
+            ).select(
+                "loc",
+                F.when(span, F.col("kind")).otherwise(F.col("source")).alias("kind"),
+                F.col("candidate").alias("hit"),
+                "count",
+                F.when(span, F.lit("input")).otherwise(F.lit("pattern")).alias("matched"),
             )
             per_value = (
-                exact_hits.unionByName(span_hits)
-                .unionByName(net_hits)
+                exact_hits.unionByName(text_hits)
                 .groupBy("loc", "kind", "matched", "hit")
                 .agg(F.sum("count").alias("n"))
             )
