@@ -37,7 +37,11 @@ from recsys.io.spark import is_local, pandas_to_spark
 from recsys.io.storage import check_committed
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import (
+        Column,
+        DataFrame,
+        SparkSession,
+    )
     from pyspark.sql.types import DataType
 
 log = logging.getLogger(__name__)
@@ -57,8 +61,12 @@ def collect_raw_values(
 ) -> dict[str, set[str]]:
     """Distinct non-empty values of the identifier columns of raw CSV ``files`` ((path, header)
     pairs), by kind, read by Spark. ``columns_of(header)``: identifier column name -> kind."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import StringType, StructField, StructType
+    from pyspark.sql import functions as F  # deferred: pyspark is heavy, loaded only on the Spark path
+    from pyspark.sql.types import (
+        StringType,
+        StructField,
+        StructType,
+    )  # deferred: pyspark is heavy, loaded only on the Spark path
 
     by_header: dict[tuple[str, ...], list[str]] = {}
     for path, header in files:
@@ -137,7 +145,7 @@ def spark_type(arrow_type: pa.DataType, user_column: bool = False) -> DataType |
 
     Mirrors :func:`recsys.privacy.scan.string_values`: dictionaries by their values, lists and
     structs by their string leaves, and integer / decimal ids in user columns (top level only)."""
-    from pyspark.sql import types as T
+    from pyspark.sql import types as T  # deferred: pyspark is heavy, loaded only on the Spark path
 
     t = arrow_type
     if pa.types.is_dictionary(t):
@@ -170,8 +178,8 @@ def spark_type(arrow_type: pa.DataType, user_column: bool = False) -> DataType |
 
 def _leaves(column: Column, data_type: DataType) -> Column:
     """Every string leaf of ``column`` as an array<string> (never null; null leaves kept as nulls)."""
-    from pyspark.sql import functions as F
-    from pyspark.sql import types as T
+    from pyspark.sql import functions as F  # deferred: pyspark is heavy, loaded only on the Spark path
+    from pyspark.sql import types as T  # deferred: pyspark is heavy, loaded only on the Spark path
 
     empty = F.array().cast(T.ArrayType(T.StringType()))
     if isinstance(data_type, T.StringType):
@@ -190,8 +198,8 @@ def _quoted(name: str) -> str:
 
 def _cells(spark: SparkSession, columns: Sequence[ParquetColumn]) -> DataFrame:
     """(loc, user, value) for every non-null string leaf of ``columns`` (loc: index in ``columns``)."""
-    from pyspark.sql import functions as F
-    from pyspark.sql import types as T
+    from pyspark.sql import functions as F  # deferred: pyspark is heavy, loaded only on the Spark path
+    from pyspark.sql import types as T  # deferred: pyspark is heavy, loaded only on the Spark path
 
     by_file: dict[Path, list[tuple[int, ParquetColumn, DataType]]] = {}
     for index, column in enumerate(columns):
@@ -238,8 +246,8 @@ def match_parquet_columns(
     ``identifiers``: value, kind, cell (matched in every column), user (matched in user columns);
     ``texts``: text, kind (the identifiers' whole-token forms); ``widths``: their word counts.
     Returns location -> summaries (only locations with a match)."""
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
+    from pyspark import StorageLevel  # deferred: pyspark is heavy, loaded only on the Spark path
+    from pyspark.sql import functions as F  # deferred: pyspark is heavy, loaded only on the Spark path
 
     if not columns:
         return {}
