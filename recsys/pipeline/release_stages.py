@@ -346,7 +346,11 @@ def _top_picks(ctx: StageContext, train: pd.DataFrame) -> Callable[[Any, list[st
 def privacy_scan(ctx: StageContext, airflow_log_dirs: list[Path] | None = None) -> PrivacyScanResult:
     """Scan everything this week's run published (lake after anonymize, MLflow, task logs) for personal data."""
     report = scan_for_leaks(
-        ctx.settings, ctx.week, airflow_log_dirs or [], window_weeks=ctx.config.prepare.window_weeks
+        ctx.settings,
+        ctx.week,
+        airflow_log_dirs or [],
+        window_weeks=ctx.config.prepare.window_weeks,
+        engine=ctx.config.engine,
     )
     result = ctx.record(PrivacyScanResult(**report.to_dict()))
     require_clean(report)
