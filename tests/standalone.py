@@ -124,7 +124,8 @@ class SharedStandalone:
     a module sees the Airflow metadata of a new installation: no runs, its Dags paused.
 
     The scheduler never creates scheduled runs (``[scheduler] use_job_schedule = False``): the modules
-    trigger their runs (REST API, `airflow backfill create`, `airflow dags test`).
+    trigger their runs (REST API, `airflow backfill create`, `airflow dags test`). The Dag processor
+    parses the Dag files at start and not again (they do not change during a session).
     """
 
     def __init__(self, root: Path):
@@ -135,6 +136,12 @@ class SharedStandalone:
             root,
             self.port,
             AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
+            # the Dag files do not change during a session: parsed at start, not again every 30 s (four
+            # parsing processes every 30 s beside the modules' task processes, on two cores)
+            AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL="3600",
+            # a task's calls to the Execution API wait longer than the default 5 s when the machine is
+            # busy (module set-ups run beside these modules: tests.standalone.LANE), not fail the task
+            AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT="30",
             RECSYS_HOME=str(self.current / "home"),
             RECSYS_CONFIG=str(self.current / "config.json"),
             RECSYS_MODEL_NAME=SHARED_MODEL,
@@ -231,3 +238,111 @@ class SharedStandalone:
                 assert response.status_code in (204, 404), response.text
             left = api.get(f"/dags/{dag_id}/dagRuns").json()["total_entries"]
             assert left == 0, f"{dag_id} still has {left} runs after the reset"
+
+
+# ---- module set-ups run early, beside the shared standalone's modules ------------------------------
+
+
+_tracked: set[subprocess.Popen] = set()
+
+
+def run_tracked(
+    cmd: list[str], *, env: dict[str, str], timeout: float, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True)`` in a new session, known to
+    :meth:`Lane.stop` while it runs: a set-up still running in the background when the session ends is
+    stopped with every process it started."""
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    _tracked.add(proc)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_tree(proc, grace=10)
+        proc.communicate()
+        raise
+    finally:
+        _tracked.discard(proc)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+class Lane:
+    """Module set-ups run one after the other in a background thread, from the start of the shared
+    standalone (tests/e2e/conftest.py).
+
+    The standalone's modules spend most of their time waiting on Airflow's scheduler, which runs one
+    task process at a time: one of the machine's two cores is mostly idle meanwhile. A module whose
+    fixture only runs subprocesses over state of its own (its own AIRFLOW_HOME, lake and MLflow store:
+    test_history_airflow, test_e2e_airflow) does that work then instead of later, on the critical
+    path; its tests, and every check, are unchanged and run in their place, on the fixture's value
+    (:meth:`result`). A module run without the standalone's modules sets up in its fixture, as before.
+    """
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self._jobs: queue.Queue = queue.Queue()
+        self._results: dict[str, tuple[bool, Any, float]] = {}
+        self._done: dict[str, threading.Event] = {}
+        self._consumed: set[str] = set()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def submit(self, name: str, setup: Callable[[], Any]) -> None:
+        """Run ``setup`` in the background (after those submitted before), unless ``name`` was
+        submitted or set up already."""
+        import threading
+
+        if name in self._done or name in self._consumed or self._stopped:
+            return
+        self._done[name] = threading.Event()
+        self._jobs.put((name, setup))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="module-setups", daemon=True)
+            self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            name, setup = self._jobs.get()
+            started = time.monotonic()
+            if self._stopped:
+                outcome: tuple[bool, Any] = (False, RuntimeError("the session ended before this set-up"))
+            else:
+                try:
+                    outcome = (True, setup())
+                except BaseException as exc:  # noqa: BLE001 - raised again in the module's fixture
+                    outcome = (False, exc)
+            self._results[name] = (*outcome, time.monotonic() - started)
+            self._done[name].set()
+
+    def result(self, name: str, setup: Callable[[], Any]) -> Any:
+        """The value of the set-up ``name``: waited for if it was submitted, else ``setup()`` now."""
+        if name not in self._done:
+            self._consumed.add(name)
+            return setup()
+        waited = time.monotonic()
+        self._done[name].wait()
+        ok, value, seconds = self._results.pop(name)
+        print(
+            f"\n[{name}: set up in the background in {seconds:.0f}s; waited {time.monotonic() - waited:.0f}s]"
+        )
+        if not ok:
+            raise value
+        return value
+
+    def stop(self) -> None:
+        """End of the session: stop what a set-up still runs (its processes and theirs)."""
+        self._stopped = True
+        for proc in list(_tracked):
+            stop_tree(proc, grace=10)
+
+
+LANE = Lane()

@@ -17,13 +17,14 @@ import pandas as pd
 import pytest
 
 from tests.conftest import PROJECT_ROOT, airflow_subprocess_env, install_airflow_db, untuned_config
+from tests.standalone import LANE, run_tracked
 
 BIN = Path(sys.executable).parent
 UNTIL = "2026-11-23"  # a Monday: the last complete week is 2026-11-15 .. 2026-11-22
 
 
 def run(cmd: list[str], env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=PROJECT_ROOT)
+    result = run_tracked(cmd, env=env, timeout=timeout, cwd=PROJECT_ROOT)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-60:])
         pytest.fail(f"{' '.join(cmd)} exited {result.returncode}:\n{tail}")
@@ -39,9 +40,11 @@ def dags_test(env: dict[str, str], dag_id: str, day: str, *extra: str) -> str:
     return output
 
 
-@pytest.fixture(scope="module")
-def e2e(tmp_path_factory: pytest.TempPathFactory, migrated_airflow_db: Path):
-    root = tmp_path_factory.mktemp("e2e")
+def build_e2e(root: Path, migrated_airflow_db: Path) -> dict:
+    """Two synthetic weeks under ``root``, each through `airflow dags test weekly_retrain`.
+
+    Run in the background beside the shared standalone's modules when they run in the same session
+    (tests.standalone.LANE, tests/e2e/conftest.py), else by the fixture."""
     env = airflow_subprocess_env(root, RECSYS_MODEL_NAME="e2e_als", RECSYS_CONFIG=untuned_config(root))
     install_airflow_db(migrated_airflow_db, env)
     run(
@@ -64,6 +67,11 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, migrated_airflow_db: Path):
     for day in dates:
         logs.append(dags_test(env, "weekly_retrain", day))
     return {"root": root, "env": env, "dates": dates, "logs": logs, "lake": root / "home" / "lake"}
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory: pytest.TempPathFactory, migrated_airflow_db: Path):
+    return LANE.result("e2e", lambda: build_e2e(tmp_path_factory.mktemp("e2e"), migrated_airflow_db))
 
 
 def raw_rows(path: Path) -> int:

@@ -20,6 +20,7 @@ import mlflow
 import pytest
 
 from tests.conftest import PROJECT_ROOT, airflow_subprocess_env, shared_data_dir
+from tests.standalone import LANE, run_tracked
 
 BIN = Path(sys.executable).parent
 FIRST = "1998-04-05"  # `make history FROM=1998-04-05 UNTIL=1998-04-20` runs weeks 1998-04-05 and -12
@@ -28,18 +29,16 @@ WINDOW = "window: 11 of 12 weeks (1998-01-25 .. 1998-04-05); 1 week left out, fa
 
 
 def make(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["make", "--no-print-directory", "-C", str(PROJECT_ROOT), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
+    return run_tracked(
+        ["make", "--no-print-directory", "-C", str(PROJECT_ROOT), *args], env=env, timeout=1500
     )
 
 
-@pytest.fixture(scope="module")
-def history(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("history")
+def build_history(root: Path) -> dict:
+    """`make land` of ml-100k, then `make history` of its weeks 1998-04-05 and -12, under ``root``.
+
+    Run in the background beside the shared standalone's modules when they run in the same session
+    (tests.standalone.LANE, tests/e2e/conftest.py), else by the fixture."""
     env = airflow_subprocess_env(root)
     env.pop("RECSYS_PSEUDONYM_KEY")  # `make` creates the local key file, as for a new user
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
@@ -49,6 +48,11 @@ def history(tmp_path_factory: pytest.TempPathFactory):
     result = make(env, "history", f"FROM={FIRST}", "UNTIL=1998-04-20")
     assert result.returncode == 0, "\n".join((result.stdout + result.stderr).splitlines()[-60:])
     return {"root": root, "env": env, "out": result.stdout, "lake": root / "home" / "lake"}
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory):
+    return LANE.result("history", lambda: build_history(tmp_path_factory.mktemp("history")))
 
 
 @pytest.mark.slow
@@ -98,6 +102,8 @@ def test_one_version_per_week_and_champion_moves_as_the_gate_allows(history):
     run = client.get_run(versions[0]["run_id"])
     assert run.data.tags["window"] == WINDOW
     assert run.data.params["window_first"] == "1998-01-25" and run.data.params["window_size"] == "12"
+    # the one Airflow end-to-end run that trains with the tuning grid (the synthetic ones train untuned)
+    assert run.data.params["tuned"] == "True" and "tuning_skipped" not in run.data.tags
 
     def artifact(path: str) -> str:
         return Path(client.download_artifacts(run.info.run_id, path, str(history["root"]))).read_text()
