@@ -7,9 +7,10 @@ method on the executors, once per block of users, so the lists are the same by c
   :func:`block_size` users, in the order asked. BLAS may round a user's float32 scores differently
   when the user sits elsewhere in a block of another size (about 1 score in 1,000 by one unit in
   the last place at the ml-1m shape, enough to swap two nearly tied items at the cut). So the
-  driver numbers the users as ``recommend`` would (:func:`user_blocks`), Spark brings each block's
-  users together in their order (``repartition`` by block, ``sortWithinPartitions``), and the
-  executor hands ``recommend`` exactly that block: the same product, bit for bit.
+  driver cuts the users into Spark blocks of whole scoring blocks, as ``recommend`` would cut them
+  (:func:`user_blocks`), Spark brings each block's users together in their order (``repartition``
+  by block, ``sortWithinPartitions``), and the executor hands ``recommend`` exactly that block: the
+  same products, bit for bit.
 * **ALS** (:class:`~recsys.models.factors.FactorModel`, also the popularity baseline): the user side
   travels in the Spark DataFrame, one row per user (``factors``: the user's factor row, null for a
   user the model does not know; ``seen``: positions of the user's training items in the model's item
@@ -54,6 +55,10 @@ from recsys.models.rerank import Reranked, rerank
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+
+#: users per Spark block, about: a whole number of the model's scoring blocks (at least one), so each
+#: ``recommend`` call on an executor amortises its set-up over several matrix products
+SPARK_BLOCK_USERS = 8192
 
 FACTOR_SCHEMA = "user string, rank long, item_id long, score double"
 """Spark schema of a FactorModel's lists (the ``RECOMMENDATION_COLUMNS``)."""
@@ -102,14 +107,16 @@ def knows(model: FactorModel | HybridModel, users: Sequence[str]) -> np.ndarray:
     return pd.Index(model.users.astype(str)).get_indexer(pd.Index(users, dtype=object)) >= 0
 
 
-def user_blocks(served: Any, users: Sequence[str]) -> pd.DataFrame:
-    """(user, block, position) of ``users`` as ``served.recommend(users)`` blocks them: the users the
-    model knows, in the order asked, ``block_size`` to a block; the others after them, in blocks of
-    the same size (each gets the fallback, whatever its block)."""
+def user_blocks(served: Any, users: Sequence[str], block_users: int = SPARK_BLOCK_USERS) -> pd.DataFrame:
+    """(user, block, position) of ``users``, blocked as ``served.recommend(users)`` blocks them: the
+    users the model knows, in the order asked, a whole number of its scoring blocks (``block_size``;
+    as many as fit in ``block_users``, at least one) to a block, so that ``recommend`` on one block
+    scores the same sub-blocks; the others after them, in blocks of the same size (each gets the
+    fallback, whatever its block)."""
     model = scoring_model(served)
     names = pd.Series(list(users), dtype=object).astype(str)
     known = knows(model, names.tolist())
-    size = block_size(model)
+    size = block_size(model) * max(1, block_users // block_size(model))
     ordinal = np.where(known, np.cumsum(known) - 1, np.cumsum(~known) - 1)
     known_blocks = -(-int(known.sum()) // size)
     block = np.where(known, ordinal // size, known_blocks + ordinal // size)
@@ -246,11 +253,11 @@ def use_this_python(spark: SparkSession) -> None:
         context.pythonExec = sys.executable
 
 
-def user_table(served: Any, users: Sequence[str]) -> pa.Table:
+def user_table(served: Any, users: Sequence[str], block_users: int = SPARK_BLOCK_USERS) -> pa.Table:
     """The Spark input of :func:`spark_recommendations`: (user, block, position), and for a FactorModel
     each user's ``factors`` (null when unknown) and ``seen`` item positions, as Arrow arrays over the
     model's buffers (no Python object per user)."""
-    blocks = user_blocks(served, users)
+    blocks = user_blocks(served, users, block_users)
     table = pa.Table.from_pandas(blocks, preserve_index=False)
     model = scoring_model(served)
     if not isinstance(model, FactorModel):
@@ -314,18 +321,20 @@ def spark_recommendations(
     k: int = 10,
     exclude: DataFrame | None = None,
     exclude_seen: bool = True,
+    block_users: int = SPARK_BLOCK_USERS,
 ) -> Iterator[DataFrame]:
     """The top-``k`` lists of ``users`` as ``served.recommend(users, k, exclude)`` gives them, computed
     on the executors block by block: a lazy Spark DataFrame with the columns of :func:`schema_of`,
     valid inside the ``with`` block (write or collect it there).
 
     ``served`` is a FactorModel, a HybridModel or a Reranked of either; ``exclude`` a Spark frame
-    (user, exclude: array of item ids), e.g. :func:`exclusion_frame` of the training pairs."""
+    (user, exclude: array of item ids), e.g. :func:`exclusion_frame` of the training pairs;
+    ``block_users`` about how many users an executor ranks at a time (:func:`user_blocks`)."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     use_this_python(spark)
     columns = columns_of(served)
-    table = user_table(served, users)
+    table = user_table(served, users, block_users)
     n_blocks = len(set(table.column("block").to_pylist())) if table.num_rows else 1
     partitions = max(1, min(n_blocks, 2 * spark.sparkContext.defaultParallelism))
     side, kind = _broadcast(spark, served)
@@ -361,6 +370,7 @@ def collect_recommendations(
     k: int = 10,
     exclude: DataFrame | Mapping[str, Iterable[int]] | None = None,
     exclude_seen: bool = True,
+    block_users: int = SPARK_BLOCK_USERS,
 ) -> pd.DataFrame:
     """The lists of ``users`` computed on Spark and brought to the driver, the frame
     ``served.recommend(users, k, exclude)`` gives: a drop-in for it where the caller needs the lists
@@ -370,7 +380,7 @@ def collect_recommendations(
             {"user": [str(u) for u in exclude], "exclude": [[int(i) for i in v] for v in exclude.values()]}
         )
         exclude = spark.createDataFrame(pairs, "user string, exclude array<long>") if len(pairs) else None
-    with spark_recommendations(spark, served, users, k, exclude, exclude_seen) as lists:
+    with spark_recommendations(spark, served, users, k, exclude, exclude_seen, block_users) as lists:
         out = lists.toPandas()
     return in_served_order(typed(out, columns_of(served)), users, served)
 

@@ -109,9 +109,11 @@ def test_user_blocks_number_known_users_in_the_order_asked_then_the_others():
     model = random_model(n_users=300, n_items=8000)  # 262 users per block
     assert block_size(model) == 262
     users = ["stranger", *model.users[::-1].tolist(), "other"]
-    blocks = user_blocks(model, users)
+    blocks = user_blocks(model, users, block_users=1)  # one scoring block per Spark block
     assert blocks["position"].tolist() == list(range(302))
     assert blocks["block"].tolist() == [2] + [0] * 262 + [1] * 38 + [2]
+    wider = user_blocks(model, users, block_users=600)  # two whole scoring blocks per Spark block
+    assert wider["block"].tolist() == [1] + [0] * 300 + [1]
 
 
 def test_whole_blocks_reassembles_blocks_cut_across_arrow_batches():
@@ -130,9 +132,14 @@ def test_als_lists_agree_to_the_bit_over_many_blocks_cut_across_batches(spark):
     rng = np.random.default_rng(5)
     users = [*rng.permutation(model.users).tolist(), "stranger-1", "stranger-2"]
     exclude = {u: rng.choice(model.items, 20).tolist() for u in users[:300]}
-    with arrow_batches(spark, 97):
-        got = collect_recommendations(spark, model, users, k=10, exclude=exclude)
     want = model.recommend(users, k=10, exclude=exclude)
+    with arrow_batches(spark, 97):
+        for block_users in (1, 600):  # Spark blocks of one and of two scoring blocks
+            same(
+                collect_recommendations(spark, model, users, k=10, exclude=exclude, block_users=block_users),
+                want,
+            )
+        got = collect_recommendations(spark, model, users, k=10, exclude=exclude)
     same(got, want)
     seen = {(u, int(i)) for u, i in zip(*model.seen.nonzero(), strict=True)}
     positions = {u: p for p, u in enumerate(model.users.tolist())}
