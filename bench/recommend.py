@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     spark.stop()
     body = (
         f"Top-{K} for every user from the same ALS factors (the project's default ALS config, rank "
-        f"{ALSConfig().rank}{'' if args.max_iter is None else f', {args.max_iter} iterations'}), collected "
+        f"{ALSConfig().rank}{'' if args.max_iter is None else f', max_iter {args.max_iter}'}), collected "
         "on the driver. Spark: `ALSModel.recommendForAllUsers`; numpy: `FactorModel.recommend` (blocked "
         "numpy matrix products + two-stage `argpartition`) on the driver; Spark mapInPandas: "
         "`recsys.models.distributed.collect_recommendations`, the same kernel on the executors over "
