@@ -68,6 +68,13 @@ class Settings:
         env = dict(os.environ if env is None else env)
         home = Path(env.get("RECSYS_HOME") or Path.cwd() / "var").expanduser().resolve()
         lake = Path(env.get("RECSYS_LAKE_DIR") or home / "lake").expanduser().resolve()
+        lake_uri = (env.get("RECSYS_LAKE_URI") or "").strip()
+        if lake_uri.startswith("file://"):  # a lake on this machine's (or a shared) filesystem, as a URI
+            if urlsplit(lake_uri).netloc not in ("", "localhost") or not urlsplit(lake_uri).path.startswith(
+                "/"
+            ):
+                raise ConfigError(f"RECSYS_LAKE_URI={lake_uri!r}: expected file:///absolute/path")
+            lake, lake_uri = Path(urlsplit(lake_uri).path).resolve(), ""
         mlflow_dir = home / "mlflow"
         tracking = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir / 'mlflow.db'}"
         # a tracking server (http/https) keeps artifacts where it is configured to: "" leaves it to it
@@ -97,7 +104,7 @@ class Settings:
             config_file=Path(env["RECSYS_CONFIG"]).expanduser().resolve()
             if env.get("RECSYS_CONFIG")
             else None,
-            lake_uri=_lake_uri(env.get("RECSYS_LAKE_URI")),
+            lake_uri=_lake_uri(lake_uri),
             mlflow_public_url=(
                 env.get("RECSYS_MLFLOW_PUBLIC_URL")
                 or (_without_credentials(tracking) if remote else DEFAULT_MLFLOW_PUBLIC_URL)
@@ -119,7 +126,9 @@ def _lake_uri(raw: str | None) -> str | None:
         return None
     uri = raw.strip().rstrip("/")
     if not uri.startswith("s3://") or len(uri) <= len("s3://") or uri.startswith("s3:///"):
-        raise ConfigError(f"RECSYS_LAKE_URI={raw!r}: expected s3://bucket or s3://bucket/prefix")
+        raise ConfigError(
+            f"RECSYS_LAKE_URI={raw!r}: expected s3://bucket, s3://bucket/prefix or file:///absolute/path"
+        )
     return uri
 
 

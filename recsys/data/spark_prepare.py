@@ -4,7 +4,7 @@ train digest as :func:`recsys.data.prepare.prepare`, for a training window too b
 Every step is the pandas path's, as Spark expressions over the window's anonymized partitions:
 
 * duplicates of (user, item, ts, event_type): the first in input order is kept (input order: the
-  window's weeks oldest first, each file's rows in order, :data:`~recsys.data.spark_lake.ORDER`);
+  window's weeks oldest first, each file's rows in order, :data:`~recsys.io.spark_lake.ORDER`);
 * event strength as :func:`~recsys.data.prepare.event_strength`; a pair's strength is the sum of its
   events' strengths **in input order with Kahan compensation**, which is what pandas' grouped sum
   computes, so the sums, and the train digest, are equal to the last bit; the latest rating is the
@@ -20,7 +20,6 @@ Only counts and one batch of row hashes at a time reach the driver.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +32,10 @@ import pyarrow.parquet as pq
 
 from recsys.core.errors import DataNotFoundError
 from recsys.data.prepare import RATING_SCALE, VIEW_HOURS_CAP, PrepareConfig, Window, prepare
-from recsys.data.spark_lake import BATCH_ROWS, ORDER, pandas_schema, read_file, sample, use_this_python
-from recsys.io.storage import Lake
+from recsys.io.lakefs import readable
+from recsys.io.spark import spark_path
+from recsys.io.spark_lake import BATCH_ROWS, ORDER, pandas_schema, read_file, sample
+from recsys.io.storage import Lake, remove_tree
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -45,7 +46,7 @@ _HASH = "_row_hash"
 
 def read_window_spark(spark: SparkSession, lake: Lake, window: Window) -> tuple[DataFrame, list[Any]]:
     """:func:`~recsys.data.prepare.read_window` on Spark: the ready weeks' anonymized events (each
-    partition checked as committed), with their input order in :data:`~recsys.data.spark_lake.ORDER`."""
+    partition checked as committed), with their input order in :data:`~recsys.io.spark_lake.ORDER`."""
     week, weeks = window.week, list(window.ready)
     if week not in weeks:
         raise DataNotFoundError(
@@ -157,14 +158,13 @@ def prepare_spark(
     spark: SparkSession, lake: Lake, window: Window, config: PrepareConfig, scratch: Path
 ) -> tuple[SparkPrepared, list[Any]]:
     """:func:`~recsys.data.prepare.prepare` on Spark over the window's partitions (read inside
-    :func:`recsys.data.spark_lake.nanos_as_long`); ``scratch``: a folder the executors and the
+    :func:`recsys.io.spark_lake.nanos_as_long`); ``scratch``: a folder the executors and the
     driver both reach, for the digest's row hashes."""
     # deferred: pyspark is heavy, loaded only for Spark stages
     from pyspark import StorageLevel
     from pyspark.sql import Window as W
     from pyspark.sql import functions as F  # deferred: pyspark is heavy
 
-    use_this_python(spark)
     events, weeks = read_window_spark(spark, lake, window)
     example = prepare(sample(lake.data_file("anonymized", "events", window.week)), config)
     first = W.partitionBy(*KEY_COLUMNS).orderBy(ORDER)
@@ -229,11 +229,11 @@ def digest_spark(train: DataFrame, example: pd.DataFrame, scratch: Path) -> str:
     scratch.mkdir(parents=True, exist_ok=True)
     folder = scratch / "spark-digest"
     try:
-        hashed.select(F.col(_HASH)).write.mode("overwrite").parquet(str(folder))
+        hashed.select(F.col(_HASH)).write.mode("overwrite").parquet(spark_path(train.sparkSession, folder))
         sha = hashlib.sha256()
         for part in sorted(folder.glob("part-*.parquet")):
-            for batch in pq.ParquetFile(part).iter_batches(batch_size=BATCH_ROWS):
+            for batch in pq.ParquetFile(readable(part)).iter_batches(batch_size=BATCH_ROWS):
                 sha.update(batch.column(_HASH).to_numpy().view(np.uint64).tobytes())
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_tree(folder)
     return sha.hexdigest()[:16]

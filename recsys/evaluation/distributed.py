@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from recsys.data.spark_lake import use_this_python
 from recsys.evaluation.evaluate import recommendation_lists
 from recsys.evaluation.metrics import (
     RANKING_METRICS,
@@ -107,7 +106,6 @@ def holdout_frames(train: DataFrame, holdout: DataFrame) -> Iterator[HoldoutFram
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    use_this_python(holdout.sparkSession)  # the workers of mapInPandas need this pandas and recsys
     slots = max(2, holdout.sparkSession.sparkContext.defaultParallelism)
     # every task slot gets users (a small holdout would sit in one partition after the aggregation)
     users = holdout_users(train, holdout).repartition(slots).persist(StorageLevel.MEMORY_AND_DISK)

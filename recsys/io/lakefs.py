@@ -84,6 +84,12 @@ def lake_location(uri_or_path: str | Path) -> Path | ObjectPath:
     return Path(text)
 
 
+def readable(path: Path | ObjectPath) -> Any:
+    """What a reader of files (pyarrow's Parquet and CSV readers, numpy) opens: the local path itself,
+    or a seekable input file of the object store."""
+    return path.open("rb") if isinstance(path, ObjectPath) else path
+
+
 @dataclass(frozen=True)
 class _Stat:
     st_size: int

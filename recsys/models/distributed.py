@@ -33,8 +33,6 @@ writes it as Parquet from the executors, :func:`collect_recommendations` brings 
 
 from __future__ import annotations
 
-import os
-import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -245,14 +243,6 @@ def exclusion_frame(train: DataFrame) -> DataFrame:
     return train.groupBy("user").agg(F.collect_set(F.col("item_id").cast("long")).alias("exclude"))
 
 
-def use_this_python(spark: SparkSession) -> None:
-    """On a local master, run the Python workers with this interpreter (its pandas, pyarrow, recsys)
-    unless ``PYSPARK_PYTHON`` names one: Spark's default is whatever ``python3`` is on the PATH."""
-    context = spark.sparkContext
-    if is_local(spark) and "PYSPARK_PYTHON" not in os.environ and context.pythonExec != sys.executable:
-        context.pythonExec = sys.executable
-
-
 def user_table(served: Any, users: Sequence[str], block_users: int = SPARK_BLOCK_USERS) -> pa.Table:
     """The Spark input of :func:`spark_recommendations`: (user, block, position), and for a FactorModel
     each user's ``factors`` (null when unknown) and ``seen`` item positions, as Arrow arrays over the
@@ -332,7 +322,6 @@ def spark_recommendations(
     ``block_users`` about how many users an executor ranks at a time (:func:`user_blocks`)."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    use_this_python(spark)
     columns = columns_of(served)
     table = user_table(served, users, block_users)
     n_blocks = len(set(table.column("block").to_pylist())) if table.num_rows else 1

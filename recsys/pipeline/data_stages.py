@@ -21,9 +21,9 @@ from recsys.core.runplan import RunPlan
 from recsys.data.ingest import ingest_week, lake_history
 from recsys.data.prepare import Window, plan_window, read_window, require_window
 from recsys.data.prepare import prepare as prepare_pairs
-from recsys.data.spark_lake import nanos_as_long, write_single_parquet
 from recsys.data.spark_prepare import prepare_spark
 from recsys.io.spark import choose_engine, get_spark
+from recsys.io.spark_lake import nanos_as_long, write_single_parquet
 from recsys.io.storage import parquet_rows, read_parquet, write_parquet, write_text
 from recsys.io.tracking import configure, log_lake_artifact
 from recsys.pipeline.context import WINDOW_STAGES, StageContext

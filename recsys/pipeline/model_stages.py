@@ -20,10 +20,10 @@ import pandas as pd
 
 from recsys.core.chaos import checkpoint
 from recsys.core.intervals import week_bounds
-from recsys.data.spark_lake import nanos_as_long, read_file
 from recsys.evaluation.distributed import holdout_frames, score_model_spark, score_segments_spark
 from recsys.evaluation.evaluate import item_genres, score_model, score_segments
 from recsys.io.spark import choose_engine, get_spark
+from recsys.io.spark_lake import nanos_as_long, read_file
 from recsys.io.storage import local_scratch, read_parquet, replace_dir
 from recsys.io.tracking import CONTENT_SUFFIX, configure, log_lake_artifact, log_lake_artifacts, metric_key
 from recsys.models.content import ContentModel, ContentRecommender

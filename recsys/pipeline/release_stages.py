@@ -20,7 +20,7 @@ from recsys.core.formatting import number_or_na
 from recsys.core.intervals import serving_week, week_bounds
 from recsys.evaluation.evaluate import item_genres, train_items
 from recsys.experiments.feedback_log import exposures_file
-from recsys.io.spark import choose_engine, get_spark
+from recsys.io.spark import choose_engine, get_spark, spark_path
 from recsys.io.storage import check_committed, read_parquet, write_parquet
 from recsys.io.tracking import configure, metric_key
 from recsys.models.distributed import collect_recommendations, exclusion_frame
@@ -337,7 +337,9 @@ def _top_picks(ctx: StageContext, train: pd.DataFrame) -> Callable[[Any, list[st
     folder = ctx.lake.partition("prepared", ctx.week)
     check_committed(folder)
     # the two columns only: Spark refuses the file's nanosecond timestamps, which a schema leaves unread
-    pairs = spark.read.schema("user string, item_id long").parquet(str(folder / "train.parquet"))
+    pairs = spark.read.schema("user string, item_id long").parquet(
+        spark_path(spark, folder / "train.parquet")
+    )
     exclude = exclusion_frame(pairs)
     log.info("recommend: top-%d on Spark (%d training pairs)", k, len(train))
     return lambda served, users: collect_recommendations(spark, served, users, k=k, exclude=exclude)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from recsys.io.spark import spark_app_name
 from recsys.io.storage import attempt_scope
 from recsys.pipeline import experiment
 from recsys.pipeline.context import STAGES, StageContext
@@ -45,7 +46,11 @@ def run_stage(stage: str, ctx: StageContext, **kwargs: Any) -> StageResult:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGE_FUNCTIONS)}")
     # one run per week at a time (the lease); the stage's partitions and record carry one new attempt
     # id (recsys.io.storage)
-    with week_lease(ctx, stage), attempt_scope():
+    with (
+        week_lease(ctx, stage),
+        attempt_scope(),
+        spark_app_name(f"recsys-retrain {stage} {ctx.week.isoformat()}"),
+    ):
         started = time.perf_counter()
         result = STAGE_FUNCTIONS[stage](ctx, **kwargs)
         seconds = round(time.perf_counter() - started, 3)

@@ -85,6 +85,7 @@ from recsys.core.errors import RecsysError
 from recsys.core.intervals import week_key, weeks_back
 from recsys.core.settings import Settings
 from recsys.data.prepare import PrepareConfig
+from recsys.io.lakefs import readable
 from recsys.io.spark import EngineConfig, choose_engine, get_spark
 from recsys.io.storage import Lake
 from recsys.io.tracking import CONTENT_SUFFIX, configure
@@ -270,7 +271,7 @@ def _raw_identifier_values(path: Path) -> dict[str, set[str]]:
     )
     parse = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda row: "skip")
     read = pacsv.ReadOptions(block_size=RAW_BLOCK_BYTES)
-    reader = pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+    reader = pacsv.open_csv(readable(path), read_options=read, parse_options=parse, convert_options=convert)
     uniques: dict[str, list[pa.Array]] = {name: [] for name in columns}
     for batch in reader:
         for name in columns:
@@ -558,13 +559,13 @@ def bears_strings(arrow_type: pa.DataType, user_column: bool = False) -> bool:
 
 def parquet_string_columns(path: Path) -> list[pa.Field]:
     """The fields of a Parquet file that hold strings (its footer only: no data is read)."""
-    schema = pq.ParquetFile(path).schema_arrow
+    schema = pq.ParquetFile(readable(path)).schema_arrow
     return [f for f in schema if bears_strings(f.type, f.name.lower() in USER_COLUMNS)]
 
 
 def _scan_parquet(path: Path, location: str, out: _Collector) -> None:
     wanted = parquet_string_columns(path)
-    table = pq.ParquetFile(path).read(columns=[f.name for f in wanted])
+    table = pq.ParquetFile(readable(path)).read(columns=[f.name for f in wanted])
     for name in table.column_names:
         column = table.column(name)
         user_column = name.lower() in USER_COLUMNS
@@ -609,7 +610,7 @@ def _match_cells(
 def _scan_npz(path: Path, location: str, out: _Collector) -> None:
     with zipfile.ZipFile(path) as archive:
         names = [n.removesuffix(".npy") for n in archive.namelist()]
-    with np.load(path, allow_pickle=False) as arrays:
+    with np.load(readable(path), allow_pickle=False) as arrays:
         for name in names:
             array = arrays[name]
             user_array = name.lower() in USER_COLUMNS
@@ -734,7 +735,7 @@ def collect_identifiers_spark(
 def _raw_header(path: Path) -> list[str]:
     parse = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda row: "skip")
     try:
-        return pacsv.open_csv(path, parse_options=parse).schema.names
+        return pacsv.open_csv(readable(path), parse_options=parse).schema.names
     except pa.ArrowInvalid as exc:
         if "Empty CSV file" in str(exc):
             return []
@@ -749,7 +750,7 @@ def window_rows(lake: Lake, week: date, window_weeks: int) -> int:
         path = lake.data_file("anonymized", "events", w)
         if path.is_file():
             try:
-                rows += pq.ParquetFile(path).metadata.num_rows
+                rows += pq.ParquetFile(readable(path)).metadata.num_rows
             except Exception:  # noqa: BLE001, S112 - an unreadable file is the scan's to report, not the sizing's
                 continue
     return rows

@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 
 from recsys.core.errors import ValidationFailed
-from recsys.data.spark_lake import ORDER, pandas_schema, read_file, sample, use_this_python
+from recsys.io.spark_lake import ORDER, pandas_schema, read_file, sample
 from recsys.io.storage import Lake
 from recsys.privacy.anonymize import (
     EVENT_POLICY,
@@ -252,12 +252,11 @@ def anonymize_week_spark(
     spark: SparkSession, lake: Lake, week: date, key: bytes, erased: frozenset[str], k: int
 ) -> AnonymizedWeek:
     """The week's validated events and users, anonymized on Spark (see the module doc). Read inside
-    :func:`recsys.data.spark_lake.nanos_as_long`."""
+    :func:`recsys.io.spark_lake.nanos_as_long`."""
     # deferred: pyspark is heavy, loaded only for Spark stages
     from pyspark import StorageLevel
     from pyspark.sql import functions as F  # deferred: pyspark is heavy
 
-    use_this_python(spark)
     events_file = lake.data_file("validated", "events", week)
     users_file = lake.data_file("validated", "users", week)
     # the pandas path on a sample: refuses unknown columns as the pandas path does, and gives the schemas

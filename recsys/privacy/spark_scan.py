@@ -23,8 +23,6 @@ summaries.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +31,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import pyarrow as pa
 
-from recsys.io.spark import is_local, pandas_to_spark
+from recsys.io.spark import pandas_to_spark, spark_path
 from recsys.io.storage import check_committed
 
 if TYPE_CHECKING:
@@ -71,7 +69,7 @@ def collect_raw_values(
     by_header: dict[tuple[str, ...], list[str]] = {}
     for path, header in files:
         if columns_of(header):
-            by_header.setdefault(tuple(header), []).append(str(path))
+            by_header.setdefault(tuple(header), []).append(spark_path(spark, path))
     parts: list[DataFrame] = []
     for header, paths in by_header.items():
         schema = StructType([StructField(name, StringType()) for name in header])
@@ -210,7 +208,11 @@ def _cells(spark: SparkSession, columns: Sequence[ParquetColumn]) -> DataFrame:
     for path, wanted in by_file.items():
         check_committed(path.parent)
         schema = T.StructType([T.StructField(c.name, t) for _, c, t in wanted])
-        frame = spark.read.schema(schema).option("basePath", str(path.parent)).parquet(str(path))
+        frame = (
+            spark.read.schema(schema)
+            .option("basePath", spark_path(spark, path.parent))
+            .parquet(spark_path(spark, path))
+        )
         for index, column, data_type in wanted:
             parts.append(
                 frame.select(
@@ -223,14 +225,6 @@ def _cells(spark: SparkSession, columns: Sequence[ParquetColumn]) -> DataFrame:
     for part in parts[1:]:
         union = union.unionByName(part)
     return union.where(F.col("value").isNotNull())
-
-
-def _use_this_python(spark: SparkSession) -> None:
-    """On a local master, run the Python workers with this interpreter (its pandas, pyarrow, recsys)
-    unless ``PYSPARK_PYTHON`` names one (as ``recsys.models.distributed.use_this_python``, a layer up)."""
-    context = spark.sparkContext
-    if is_local(spark) and "PYSPARK_PYTHON" not in os.environ and context.pythonExec != sys.executable:
-        context.pythonExec = sys.executable
 
 
 def match_parquet_columns(
@@ -251,7 +245,6 @@ def match_parquet_columns(
 
     if not columns:
         return {}
-    _use_this_python(spark)
     normalize, separated, candidates = kernels.normalize, kernels.separated, kernels.candidates
     width_list = list(widths)
 

@@ -29,7 +29,7 @@ import pandas as pd
 
 from recsys.core.intervals import WEEK, week_bounds, week_start_of
 from recsys.core.schemas import GENRE_SEPARATOR
-from recsys.data.spark_lake import read_file, use_this_python
+from recsys.io.spark_lake import read_file
 from recsys.io.storage import Lake, read_parquet
 from recsys.reporting.data_profile import profile_from_lake, render_profile
 from recsys.reporting.week_profile import (
@@ -146,7 +146,7 @@ def profile_week_spark(
     earlier: DataFrame | None = None,
 ) -> WeekProfile:
     """The figures of ``week`` from ``events`` (anonymized, ``ts`` as nanoseconds: read inside
-    :func:`recsys.data.spark_lake.nanos_as_long`), the catalogue ``items`` and ``earlier`` weeks'
+    :func:`recsys.io.spark_lake.nanos_as_long`), the catalogue ``items`` and ``earlier`` weeks'
     events (``user``, ``item_id``, ``ts``; None: new versus returning is unknown)."""
     # deferred: pyspark is heavy, loaded only for Spark stages
     from pyspark import StorageLevel
@@ -417,9 +417,8 @@ def profile_from_lake_spark(
     spark: SparkSession, lake: Lake, week: date, history_weeks: int = 4
 ) -> tuple[WeekProfile, str]:
     """:func:`~recsys.reporting.data_profile.profile_from_lake` with the figures computed by Spark
-    (read inside :func:`recsys.data.spark_lake.nanos_as_long`); a week the Spark path does not
+    (read inside :func:`recsys.io.spark_lake.nanos_as_long`); a week the Spark path does not
     cover (see the module doc) goes to the pandas path."""
-    use_this_python(spark)
     week = week_start_of(week)
     events_file = lake.data_file("anonymized", "events", week)
     items_file = lake.data_file("anonymized", "items", week)

@@ -111,3 +111,13 @@ def test_experiment_config_with_ab_promotion(tmp_path):
     assert config.promotion == "ab"
     assert config.experiment.arms["holdout"] == 0.1
     assert (config.experiment.min_weeks, config.experiment.max_weeks) == (1, 4)
+
+
+def test_lake_uri_is_s3_or_a_file_uri(tmp_path):
+    home = {"RECSYS_HOME": str(tmp_path)}
+    assert Settings.from_env({**home, "RECSYS_LAKE_URI": "s3://bucket/lake/"}).lake_uri == "s3://bucket/lake"
+    local = Settings.from_env({**home, "RECSYS_LAKE_URI": (tmp_path / "shared" / "lake").as_uri()})
+    assert local.lake_uri is None and local.lake_dir == tmp_path / "shared" / "lake"
+    for bad in ("gs://bucket/lake", "s3:///nobucket", "file://relative/lake"):
+        with pytest.raises(ConfigError, match="RECSYS_LAKE_URI="):
+            Settings.from_env({**home, "RECSYS_LAKE_URI": bad})

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.data.spark_lake import nanos_as_long
+from recsys.io.spark_lake import nanos_as_long
 from recsys.io.storage import Lake, write_parquet
 from recsys.reporting import spark_profile
 from recsys.reporting.data_profile import profile_from_lake

@@ -15,9 +15,6 @@ holds one batch, never the table.
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +24,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsys.io.storage import check_committed
+from recsys.io.lakefs import ObjectPath
+from recsys.io.spark import spark_path
+from recsys.io.storage import check_committed, remove_tree
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -39,15 +38,6 @@ ROWS_PER_FILE = 1 << 40
 #: rows per record batch when Spark's part files are streamed into the target file
 BATCH_ROWS = 200_000
 NANOS_AS_LONG = "spark.sql.legacy.parquet.nanosAsLong"
-
-
-def use_this_python(spark: SparkSession) -> None:
-    """On a local master, run the Python workers (``mapInPandas``, ``pandas_udf``) with this interpreter
-    (its pandas, pyarrow and recsys) unless ``PYSPARK_PYTHON`` names one: Spark's default is whatever
-    ``python3`` is on the PATH."""
-    context = spark.sparkContext
-    if context.master.startswith("local") and "PYSPARK_PYTHON" not in os.environ:
-        context.pythonExec = sys.executable
 
 
 @contextmanager
@@ -67,7 +57,7 @@ def read_file(spark: SparkSession, path: Path, index: int = 0) -> DataFrame:
     from pyspark.sql import functions as F  # deferred: pyspark is heavy, loaded only for Spark stages
 
     check_committed(path.parent)
-    frame = spark.read.parquet(str(path))
+    frame = spark.read.parquet(spark_path(spark, path))
     order = F.lit(index * ROWS_PER_FILE) + F.col("_metadata.row_index")
     return frame.withColumn(ORDER, order.cast("long"))
 
@@ -76,7 +66,7 @@ def sample(path: Path, rows: int = 1000) -> pd.DataFrame:
     """The first ``rows`` rows of a Parquet file as pandas reads them (dtypes from its pandas metadata):
     what the pandas path is run on to learn its output schema."""
     check_committed(path.parent)
-    source = pq.ParquetFile(path)
+    source = pq.ParquetFile(path.open("rb") if isinstance(path, ObjectPath) else path)
     for batch in source.iter_batches(batch_size=rows):
         return pa.Table.from_batches([batch], schema=source.schema_arrow).to_pandas()
     return source.schema_arrow.empty_table().to_pandas()
@@ -112,17 +102,24 @@ def write_single_parquet(frame: DataFrame, dest: Path, schema: pa.Schema) -> int
     from pyspark.sql import functions as F  # deferred: pyspark is heavy, loaded only for Spark stages
 
     scratch = dest.with_name(f"spark-{dest.stem}")
-    frame.select(*(F.col(f"`{f.name}`") for f in schema)).write.mode("overwrite").parquet(str(scratch))
+    spark = frame.sparkSession
+    frame.select(*(F.col(f"`{f.name}`") for f in schema)).write.mode("overwrite").parquet(
+        spark_path(spark, scratch)
+    )
     rows = 0
+    objects = isinstance(dest, ObjectPath)
     try:
-        with pq.ParquetWriter(dest, schema) as writer:
+        with pq.ParquetWriter(
+            dest.key if objects else dest, schema, filesystem=dest.fs if objects else None
+        ) as writer:
             for part in sorted(scratch.glob("part-*.parquet")):
-                for batch in pq.ParquetFile(part).iter_batches(batch_size=BATCH_ROWS):
+                source = pq.ParquetFile(part.open("rb") if objects else part)
+                for batch in source.iter_batches(batch_size=BATCH_ROWS):
                     arrays = [batch.column(f.name).cast(f.type) for f in schema]
                     writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
                     rows += batch.num_rows
             if rows == 0:
                 writer.write_table(schema.empty_table())
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_tree(scratch)
     return rows
