@@ -254,18 +254,56 @@ def mlflow_server(root: Path, backend_uri: str, artifacts: str, env: dict[str, s
 class SparkCluster:
     url: str  # spark://127.0.0.1:PORT, for RECSYS_SPARK_MASTER
     ui_url: str  # the master's web UI
+    conf_dir: Path  # SPARK_CONF_DIR for drivers: spark-defaults.conf with the event log
+    history_url: str  # the history server's REST API root (…/api/v1), over the event log
 
     def status(self) -> dict:
         """Workers and applications (running and completed), from the master's JSON view."""
         return httpx.get(f"{self.ui_url}/json/").json()
 
+    def applications(self) -> list[dict]:
+        """Completed applications as Spark's history server lists them (its REST API)."""
+        return httpx.get(f"{self.history_url}/applications", params={"status": "completed"}).json()
+
+    def executors(self, app_id: str) -> list[dict]:
+        """Every executor of an application, the driver included, with its task counts."""
+        return httpx.get(f"{self.history_url}/applications/{app_id}/allexecutors").json()
+
+    def executors_by_job_group(self, app_id: str) -> dict[str, set[str]]:
+        """Job group -> the executors that ran its tasks (history server: jobs, stages, task lists)."""
+        api = f"{self.history_url}/applications/{app_id}"
+        groups: dict[str, set[str]] = {}
+        for job in httpx.get(f"{api}/jobs").json():
+            ran = groups.setdefault(job.get("jobGroup") or "", set())
+            for stage_id in job.get("stageIds", []):
+                for attempt in httpx.get(f"{api}/stages/{stage_id}").json():
+                    tasks = httpx.get(
+                        f"{api}/stages/{stage_id}/{attempt['attemptId']}/taskList", params={"length": 100000}
+                    ).json()
+                    ran.update(str(t["executorId"]) for t in tasks)
+        return groups
+
 
 @contextmanager
-def spark_standalone(root: Path, worker_memory: str = "2g") -> Iterator[SparkCluster]:
-    """A Spark standalone master and one worker from the pyspark installation."""
+def spark_standalone(root: Path, worker_memory: str = "2g", workers: int = 1) -> Iterator[SparkCluster]:
+    """A Spark standalone master and ``workers`` workers from the pyspark installation (with more than
+    one, a core each), drivers that log their events, and a history server that reads the log."""
     import pyspark
 
     spark_home = Path(pyspark.__file__).parent
+    events = root / "spark-events"
+    events.mkdir(parents=True, exist_ok=True)
+    conf_dir = root / "spark-conf"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    (conf_dir / "spark-defaults.conf").write_text(
+        f"spark.eventLog.enabled true\nspark.eventLog.dir {events.as_uri()}\n"
+        # a driver starts its jobs once every executor has registered, so each one gets tasks
+        "spark.scheduler.minRegisteredResourcesRatio 1.0\n"
+        "spark.scheduler.maxRegisteredResourcesWaitingTime 60s\n"
+        # a two-core cluster: a few shuffle partitions, not Spark's 200 (still one per executor and more)
+        "spark.sql.shuffle.partitions 4\n",
+        encoding="utf-8",
+    )
     env = {
         **os.environ,
         "SPARK_HOME": str(spark_home),
@@ -273,7 +311,7 @@ def spark_standalone(root: Path, worker_memory: str = "2g") -> Iterator[SparkClu
         "SPARK_LOG_DIR": str(root),
     }
     env.pop("PYSPARK_SUBMIT_ARGS", None)
-    port, ui_port, worker_ui = free_port(), free_port(), free_port()
+    port, ui_port, history_port = free_port(), free_port(), free_port()
     spark_class = str(spark_home / "bin" / "spark-class")
     master = _spawn(
         [
@@ -290,7 +328,7 @@ def spark_standalone(root: Path, worker_memory: str = "2g") -> Iterator[SparkClu
         env,
     )
     url = f"spark://127.0.0.1:{port}"
-    worker = None
+    started: list = []
     try:
         wait_until(
             lambda: httpx.get(f"http://127.0.0.1:{ui_port}/json/").status_code == 200,
@@ -298,33 +336,57 @@ def spark_standalone(root: Path, worker_memory: str = "2g") -> Iterator[SparkClu
             "the Spark master",
             root / "spark-master.log",
         )
-        worker = _spawn(
-            [
-                spark_class,
-                "org.apache.spark.deploy.worker.Worker",
-                url,
-                "--host",
-                "127.0.0.1",
-                "--cores",
-                "2",
-                "--memory",
-                worker_memory,
-                "--webui-port",
-                str(worker_ui),
-                "--work-dir",
-                str(root / "spark-work"),
-            ],
-            root / "spark-worker.log",
-            env,
+        cores = "2" if workers == 1 else "1"
+        for n in range(workers):
+            started.append(
+                _spawn(
+                    [
+                        spark_class,
+                        "org.apache.spark.deploy.worker.Worker",
+                        url,
+                        "--host",
+                        "127.0.0.1",
+                        "--cores",
+                        cores,
+                        "--memory",
+                        worker_memory,
+                        "--webui-port",
+                        str(free_port()),
+                        "--work-dir",
+                        str(root / f"spark-work-{n}"),
+                    ],
+                    root / f"spark-worker-{n}.log",
+                    env,
+                )
+            )
+        started.append(
+            _spawn(
+                [spark_class, "org.apache.spark.deploy.history.HistoryServer"],
+                root / "spark-history.log",
+                {
+                    **env,
+                    "SPARK_HISTORY_OPTS": f"-Dspark.history.fs.logDirectory={events.as_uri()} "
+                    f"-Dspark.history.ui.port={history_port} -Dspark.history.fs.update.interval=2s",
+                },
+            )
         )
         wait_until(
-            lambda: len(httpx.get(f"http://127.0.0.1:{ui_port}/json/").json().get("workers", [])) > 0,
+            lambda: len(httpx.get(f"http://127.0.0.1:{ui_port}/json/").json().get("workers", [])) >= workers,
             120,
-            "a Spark worker to register with the master",
-            root / "spark-worker.log",
+            f"{workers} Spark worker(s) to register with the master",
+            root / "spark-worker-0.log",
         )
-        yield SparkCluster(url=url, ui_url=f"http://127.0.0.1:{ui_port}")
+        history = f"http://127.0.0.1:{history_port}/api/v1"
+        wait_until(
+            lambda: httpx.get(f"{history}/version").status_code == 200,
+            120,
+            "the Spark history server",
+            root / "spark-history.log",
+        )
+        yield SparkCluster(
+            url=url, ui_url=f"http://127.0.0.1:{ui_port}", conf_dir=conf_dir, history_url=history
+        )
     finally:
-        if worker is not None:
-            stop_tree(worker, grace=15)
+        for proc in reversed(started):
+            stop_tree(proc, grace=15)
         stop_tree(master, grace=15)

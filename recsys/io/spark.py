@@ -150,8 +150,9 @@ _app_name: ContextVar[str] = ContextVar("recsys_spark_app", default="recsys-retr
 
 @contextmanager
 def spark_app_name(name: str) -> Iterator[None]:
-    """Name the Spark application a block starts (``recsys-retrain <stage> <week>``), so the master's
-    and the history server's pages say which stage ran which jobs."""
+    """Name the Spark application a block starts and the job group of the jobs it runs
+    (``recsys-retrain <stage> <week>``), so the master's and the history server's pages say which
+    stage ran which jobs."""
     token = _app_name.set(name)
     try:
         yield
@@ -198,6 +199,9 @@ def get_spark(settings: Settings, app_name: str | None = None) -> SparkSession:
             "spark.default.parallelism", str(max(2, cores))
         )
     spark = builder.getOrCreate()
+    # the jobs a stage starts carry its name, also when one process runs several stages in one session
+    # (`airflow dags test`, `recsys pipeline`): the master's and history server's job lists say which
+    spark.sparkContext.setJobGroup(app_name or _app_name.get(), app_name or _app_name.get())
     if is_local(spark) and "PYSPARK_PYTHON" not in os.environ:
         # the Python workers (mapInPandas, pandas_udf) run this interpreter, with its pandas, pyarrow and
         # recsys; Spark's default is whatever python3 is on the PATH. A cluster's image sets PYSPARK_PYTHON
