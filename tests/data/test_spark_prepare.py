@@ -13,8 +13,8 @@ import pytest
 
 from recsys.core.settings import Settings
 from recsys.data.prepare import to_pairs
-from recsys.io.spark_lake import ORDER
 from recsys.data.spark_prepare import to_pairs_spark
+from recsys.io.spark_lake import ORDER
 from recsys.io.storage import Lake, attempt_scope, write_parquet
 from recsys.pipeline.config import PipelineConfig
 from recsys.pipeline.context import StageContext

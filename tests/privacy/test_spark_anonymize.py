@@ -14,8 +14,8 @@ import pytest
 from recsys.core.errors import ValidationFailed
 from recsys.core.settings import Settings
 from recsys.data.ingest import ingest_week
-from recsys.io.spark_lake import ORDER, nanos_as_long
 from recsys.data.synthetic import GeneratorConfig, generate
+from recsys.io.spark_lake import ORDER, nanos_as_long
 from recsys.io.storage import Lake, attempt_scope
 from recsys.pipeline.config import PipelineConfig
 from recsys.pipeline.context import StageContext
