@@ -163,7 +163,8 @@ def anonymize_feedback(feedback: pd.DataFrame, key: bytes) -> pd.DataFrame:
 
 QUASI_IDENTIFIERS = ("age_band", "gender", "occupation", "zip3")
 SUPPRESSED = "*"
-_BROAD_AGE = {
+#: the k-anonymity ladder's broad age bands, from the released ones
+BROAD_AGE = {
     "<18": "<35",
     "18-24": "<35",
     "25-34": "<35",
@@ -197,7 +198,7 @@ def _generalization_ladder() -> list[tuple[str, str, Callable[[pd.Series], pd.Se
     """Steps from mild to strong, applied only to rows whose group is still smaller than k."""
     return [
         ("zip3->zip1", "zip3", lambda s: s.astype("string").str[:1]),
-        ("age_band->broad", "age_band", lambda s: s.astype("string").map(_BROAD_AGE).astype("string")),
+        ("age_band->broad", "age_band", lambda s: s.astype("string").map(BROAD_AGE).astype("string")),
         ("occupation->*", "occupation", lambda s: pd.Series(SUPPRESSED, index=s.index, dtype="string")),
         ("zip->*", "zip3", lambda s: pd.Series(SUPPRESSED, index=s.index, dtype="string")),
         ("gender->*", "gender", lambda s: pd.Series(SUPPRESSED, index=s.index, dtype="string")),

@@ -31,6 +31,7 @@ from recsys.core.errors import ValidationFailed
 from recsys.io.spark_lake import ORDER, pandas_schema, read_file, sample
 from recsys.io.storage import Lake
 from recsys.privacy.anonymize import (
+    BROAD_AGE,
     EVENT_POLICY,
     QUASI_IDENTIFIERS,
     SUPPRESSED,
@@ -52,16 +53,6 @@ USER_ID = "user_id"
 _SIZE = "_group_size"
 _ERASED = "_erased"
 _NA = "<NA>"  # how the pandas path groups a missing quasi-identifier
-# the pandas ladder's broad age bands (recsys.privacy.anonymize), as a Spark lookup
-_BROAD_AGE = {
-    "<18": "<35",
-    "18-24": "<35",
-    "25-34": "<35",
-    "35-44": "35-54",
-    "45-54": "35-54",
-    "55-64": "55+",
-    "65+": "55+",
-}
 
 
 def _col(name: str) -> Column:
@@ -143,7 +134,7 @@ def _ladder() -> list[tuple[str, str, Callable[[Column], Column]]]:
     """The generalization steps of :func:`~recsys.privacy.anonymize.enforce_k_anonymity`, in its order."""
     from pyspark.sql import functions as F  # deferred: pyspark is heavy
 
-    broad = F.create_map(*(F.lit(v) for pair in _BROAD_AGE.items() for v in pair))
+    broad = F.create_map(*(F.lit(v) for pair in BROAD_AGE.items() for v in pair))
     return [
         ("zip3->zip1", "zip3", lambda c: F.substring(c, 1, 1)),
         ("age_band->broad", "age_band", lambda c: broad[c]),
