@@ -250,6 +250,10 @@ def mlflow_server(root: Path, backend_uri: str, artifacts: str, env: dict[str, s
 # ---- Spark standalone -------------------------------------------------------------------------------
 
 
+#: seconds for a history server answer: its first request for an application replays the event log
+HISTORY_TIMEOUT = 180.0
+
+
 @dataclass(frozen=True)
 class SparkCluster:
     url: str  # spark://127.0.0.1:PORT, for RECSYS_SPARK_MASTER
@@ -263,24 +267,26 @@ class SparkCluster:
 
     def applications(self) -> list[dict]:
         """Completed applications as Spark's history server lists them (its REST API)."""
-        return httpx.get(f"{self.history_url}/applications", params={"status": "completed"}).json()
-
-    def executors(self, app_id: str) -> list[dict]:
-        """Every executor of an application, the driver included, with its task counts."""
-        return httpx.get(f"{self.history_url}/applications/{app_id}/allexecutors").json()
+        url = f"{self.history_url}/applications"
+        return httpx.get(url, params={"status": "completed"}, timeout=HISTORY_TIMEOUT).json()
 
     def executors_by_job_group(self, app_id: str) -> dict[str, set[str]]:
         """Job group -> the executors that ran its tasks (history server: jobs, stages, task lists)."""
-        api = f"{self.history_url}/applications/{app_id}"
         groups: dict[str, set[str]] = {}
-        for job in httpx.get(f"{api}/jobs").json():
-            ran = groups.setdefault(job.get("jobGroup") or "", set())
-            for stage_id in job.get("stageIds", []):
-                for attempt in httpx.get(f"{api}/stages/{stage_id}").json():
-                    tasks = httpx.get(
-                        f"{api}/stages/{stage_id}/{attempt['attemptId']}/taskList", params={"length": 100000}
-                    ).json()
-                    ran.update(str(t["executorId"]) for t in tasks)
+        with httpx.Client(
+            base_url=f"{self.history_url}/applications/{app_id}", timeout=HISTORY_TIMEOUT
+        ) as api:
+            for job in api.get("/jobs").json():
+                ran = groups.setdefault(job.get("jobGroup") or "", set())
+                for stage_id in job.get("stageIds", []):
+                    attempts = api.get(f"/stages/{stage_id}")
+                    if attempts.status_code != 200:  # a stage the job skipped (its output was reused)
+                        continue
+                    for attempt in attempts.json():
+                        tasks = api.get(
+                            f"/stages/{stage_id}/{attempt['attemptId']}/taskList", params={"length": 100000}
+                        )
+                        ran.update(str(t["executorId"]) for t in tasks.json())
         return groups
 
 
