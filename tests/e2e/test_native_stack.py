@@ -218,7 +218,7 @@ def test_weekly_dag_on_the_native_stack(tmp_path):
             )
 
         # the cluster's data stages wrote what a local pandas run writes from the same raw files
-        local = _local_data_stages(tmp_path, lake, dates[0])
+        local = _local_data_stages(tmp_path, lake, week)
         for part in ("anonymized/events", "anonymized/users", "prepared"):
             for name in ("data.parquet",) if part != "prepared" else ("train.parquet", "holdout.parquet"):
                 mine = _sorted(pd.read_parquet(lake / part / f"week={week}" / name))
@@ -246,7 +246,7 @@ def _wait_for_apps(spark, week: str) -> list[dict]:  # noqa: ANN001
         time.sleep(2)
 
 
-def _local_data_stages(root: Path, lake: Path, day: str) -> Path:
+def _local_data_stages(root: Path, lake: Path, week: str) -> Path:
     """The same raw files through the data stages on this machine (local Spark, pandas engine)."""
     import shutil
 
@@ -259,8 +259,20 @@ def _local_data_stages(root: Path, lake: Path, day: str) -> Path:
         RECSYS_MLFLOW_ARTIFACT_ROOT=str(root / "local-artifacts"),
         RECSYS_CONFIG=untuned_config(root),
     )
-    for stage in ("window", "ingest", "validate", "anonymize", "prepare"):
-        run([str(BIN / "recsys"), "stage", stage, "--date", day], env)
+    script = (
+        "from datetime import date\n"
+        "from recsys.core.settings import Settings\n"
+        "from recsys.pipeline.context import StageContext\n"
+        "from recsys.pipeline.runner import run_stage\n"
+        f"ctx = StageContext.create(date.fromisoformat('{week}'), Settings.from_env())\n"
+        "for stage in ('window', 'ingest', 'validate', 'anonymize', 'prepare'):\n"
+        "    run_stage(stage, ctx)\n"
+    )
+    # one process, one start-up for the five stages; a file, not `python -c` (pyspark's Spark Connect
+    # check exits a `-c` process when great_expectations is imported)
+    path = root / "local_data_stages.py"
+    path.write_text(script, encoding="utf-8")
+    run([str(BIN / "python"), str(path)], env)
     return local
 
 
