@@ -118,11 +118,16 @@ def reconcile_week(ctx: StageContext, pipeline: str, why: str) -> None:
 
 def clean_scratch(root: Path, week: date) -> list[Path]:
     """Remove the hidden temporaries of ``week``'s partitions: ``.week=...tmp-*`` siblings (partition
-    commits) and ``.<file>.tmp-*`` files inside the partitions (atomic writes) that a kill left."""
+    commits), ``.<file>.tmp-*`` files inside the partitions (atomic writes) and the week's working
+    folders at the lake's root (``.ingest-<week>-*``, ``.validation-<week>-*``, ``.feedback-<week>-*``)
+    that a kill left."""
     name = week_key(week)
     removed: list[Path] = []
     if not root.is_dir():
         return removed
+    for path in root.glob(f".*-{week.isoformat()}-*"):
+        remove_tree(path)
+        removed.append(path)
     bases = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))]
     bases += [
         k for b in list(bases) for k in b.iterdir() if k.is_dir() and not k.name.startswith(("week=", "."))

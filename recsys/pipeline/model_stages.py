@@ -53,7 +53,7 @@ def content(ctx: StageContext) -> ContentResult:
     items = read_parquet(items_file)
     model = ContentModel.fit(items, ctx.config.content)
     folder = ctx.lake.partition("models", ctx.week) / "content"
-    with local_scratch(ctx.lake, "content") as tmp:
+    with local_scratch(ctx.lake, f"content-{ctx.week.isoformat()}") as tmp:
         replace_dir(model.save(tmp / "content"), folder)
     digest = hashlib.sha256(
         pd.util.hash_pandas_object(

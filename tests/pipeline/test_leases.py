@@ -25,7 +25,12 @@ def test_the_scratch_of_the_week_is_removed_and_nothing_else(tmp_path):
     half_file = lake / "recommendations" / "week=2026-11-08" / ".rows.parquet.tmp-0011aabb"
     half_file.parent.mkdir(parents=True)
     half_file.write_bytes(b"half")
+    work = lake / ".ingest-2026-11-08-0a1b2c3d"  # a killed ingest's working folder at the lake's root
+    (work / "events.staged.parquet").parent.mkdir(parents=True)
+    (work / "events.staged.parquet").write_bytes(b"half")
+    dead.append(work)
     kept = [
+        lake / ".ingest-2026-11-15-0a1b2c3d" / "events.staged.parquet",  # another week's
         lake / "prepared" / "week=2026-11-08" / "train.parquet",
         lake / "prepared" / ".week=2026-11-15.tmp-99999999" / "train.parquet",  # another week's
         lake / "anonymized" / "events" / "week=2026-11-08" / "data.parquet",
