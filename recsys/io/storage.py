@@ -52,11 +52,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from recsys.core.chaos import checkpoint
 from recsys.core.errors import DataNotFoundError, DataReadError
 from recsys.core.intervals import week_key
-from recsys.io.lakefs import LakeLocation, ObjectPath, lake_location
+from recsys.io.lakefs import LakeLocation, ObjectPath, lake_location, readable
 
 COMMIT_MARKER = "_commit.json"
 #: the key of a stage's result record (and of a partition's marker) naming the attempt that wrote it
@@ -231,12 +233,8 @@ def move_file(src: Path, dest: LakeLocation) -> LakeLocation:
     """Move a fully written local file into the lake at ``dest``, replacing what was there: a rename
     on a local lake (``src`` in the same filesystem), one upload into an object store."""
     if isinstance(dest, ObjectPath):
-        import pyarrow.fs as pafs  # deferred: only an object store needs it
-
         try:
-            pafs.copy_files(
-                str(src), dest.key, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=dest.fs
-            )
+            _upload(src, dest)
         finally:
             Path(src).unlink(missing_ok=True)
         return dest
@@ -261,53 +259,35 @@ def local_scratch(lake: Lake, name: str) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def fetch_file(src: LakeLocation, dest: Path) -> Path:
-    """A local copy of one lake file at ``dest`` (``src`` itself on a local lake), for a tool that
-    reads local files only (Great Expectations' validation engines)."""
+def fetch(src: LakeLocation, dest: Path) -> Path:
+    """A local copy of one lake file or folder at ``dest`` (``src`` itself on a local lake), for a
+    reader of local files only (Great Expectations' engines, numpy and scipy model files)."""
     if not isinstance(src, ObjectPath):
         return src
-    import pyarrow.fs as pafs  # deferred: only an object store needs it
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    (dest if src.is_dir() else dest.parent).mkdir(parents=True, exist_ok=True)
     pafs.copy_files(
         src.key, str(dest), source_filesystem=src.fs, destination_filesystem=pafs.LocalFileSystem()
     )
     return dest
 
 
-def fetch_dir(src: LakeLocation, dest: Path) -> Path:
-    """A local copy of one lake folder at ``dest`` (``src`` itself on a local lake), for a reader of
-    local files only (numpy and scipy model files)."""
-    if not isinstance(src, ObjectPath):
-        return src
-    import pyarrow.fs as pafs  # deferred: only an object store needs it
-
-    dest.mkdir(parents=True, exist_ok=True)
+def _upload(src: Path, dest: ObjectPath) -> None:
+    """Copy a local file or folder to ``dest`` in the object store (each file one upload)."""
     pafs.copy_files(
-        src.key, str(dest), source_filesystem=src.fs, destination_filesystem=pafs.LocalFileSystem()
+        str(src), dest.key, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=dest.fs
     )
-    return dest
 
 
 def parquet_rows(path: LakeLocation) -> int:
     """Rows of a Parquet file of the lake from its footer (no data read); 0 when it is missing."""
-    import pyarrow.parquet as pq  # deferred: pandas' reader loads it anyway
-
     if not path.exists():
         return 0
-    if isinstance(path, ObjectPath):
-        with path.open("rb") as handle:
-            return pq.ParquetFile(handle).metadata.num_rows
-    return pq.ParquetFile(path).metadata.num_rows
+    return pq.ParquetFile(readable(path)).metadata.num_rows
 
 
 def parquet_columns(path: LakeLocation) -> list[str]:
     """The column names of a Parquet file of the lake (from its footer, without reading the data)."""
-    import pyarrow.parquet as pq  # deferred: pandas' reader loads it anyway
-
-    if isinstance(path, ObjectPath):
-        return list(pq.read_schema(path.key, filesystem=path.fs).names)
-    return list(pq.read_schema(path).names)
+    return list(pq.read_schema(readable(path)).names)
 
 
 def remove_tree(path: LakeLocation) -> None:
@@ -334,17 +314,10 @@ def replace_dir(src: Path, dest: Path) -> None:
     """Move a fully written directory ``src`` into place at ``dest``, replacing what was there (in an
     object store: uploaded to a hidden prefix first, then copied into place)."""
     if isinstance(dest, ObjectPath):
-        import pyarrow.fs as pafs  # deferred: only an object store needs it
-
         staging = src
         if not isinstance(src, ObjectPath):
             staging = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
-            pafs.copy_files(
-                str(src),
-                staging.key,
-                source_filesystem=pafs.LocalFileSystem(),
-                destination_filesystem=dest.fs,
-            )
+            _upload(src, staging)
             shutil.rmtree(src, ignore_errors=True)
         try:
             _copy_objects(staging, dest)

@@ -15,7 +15,7 @@ from recsys.core.errors import ConfigError, ServiceUnavailable, TrackingStoreMis
 from recsys.core.settings import Settings
 from recsys.io.faults import explain, sqlite_store
 from recsys.io.lakefs import LakeLocation
-from recsys.io.storage import Lake, fetch_dir, fetch_file
+from recsys.io.storage import Lake, fetch
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -143,7 +143,7 @@ def log_lake_artifact(path: LakeLocation, artifact_path: str) -> None:
     import mlflow  # deferred: mlflow takes seconds to import
 
     with tempfile.TemporaryDirectory(prefix="recsys-artifact-") as tmp:
-        local = fetch_file(path, Path(tmp) / path.name)
+        local = fetch(path, Path(tmp) / path.name)
         mlflow.log_artifact(str(local), artifact_path=artifact_path)
 
 
@@ -152,5 +152,5 @@ def log_lake_artifacts(folder: LakeLocation, artifact_path: str) -> None:
     import mlflow  # deferred: mlflow takes seconds to import
 
     with tempfile.TemporaryDirectory(prefix="recsys-artifacts-") as tmp:
-        local = fetch_dir(folder, Path(tmp) / folder.name)
+        local = fetch(folder, Path(tmp) / folder.name)
         mlflow.log_artifacts(str(local), artifact_path=artifact_path)

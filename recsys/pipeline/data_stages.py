@@ -193,7 +193,7 @@ def anonymize(ctx: StageContext) -> AnonymizeResult:
     check_pseudonym_key(lake.root, key)  # the key the lake was built with, or a one-line refusal
     # users who asked to be forgotten stay forgotten, even if an upstream system sends them again
     erased = erased_pseudonyms(lake, key)
-    rows = _parquet_rows(lake.data_file("validated", "events", week))
+    rows = parquet_rows(lake.data_file("validated", "events", week))
     if choose_engine(ctx.config.engine, rows, ctx.settings.spark_master) == "spark":
         log.info("anonymize of week %s on Spark (%d events)", week, rows)
         counts, columns, kanon, dropped_erased = _anonymize_spark(ctx, key, erased)
@@ -215,11 +215,6 @@ def anonymize(ctx: StageContext) -> AnonymizeResult:
             columns=columns,
         )
     )
-
-
-def _parquet_rows(path: Path) -> int:
-    """Rows of a Parquet file from its footer (no data read); 0 when it is missing (the read says so)."""
-    return parquet_rows(path)
 
 
 def _anonymize_pandas(
@@ -270,7 +265,7 @@ def prepare(ctx: StageContext) -> PrepareResult:
         log.warning("week %s trains on less than its window: %s", ctx.week, window.describe())
     else:
         log.info("week %s: %s", ctx.week, window.describe())
-    rows = sum(_parquet_rows(ctx.lake.data_file("anonymized", "events", w)) for w in window.ready)
+    rows = sum(parquet_rows(ctx.lake.data_file("anonymized", "events", w)) for w in window.ready)
     if choose_engine(ctx.config.engine, rows, ctx.settings.spark_master) == "spark":
         log.info("prepare of week %s on Spark (%d events in the window)", ctx.week, rows)
         stats, weeks = _prepare_spark(ctx, window)
@@ -311,7 +306,7 @@ def _write_profile(ctx: StageContext) -> Path:
     ``reports/week=.../week_profile.html``; the train stage logs it to its MLflow run. Its figures are
     Spark aggregations when the engine says so for the week's events."""
     history = ctx.config.prepare.window_weeks
-    rows = _parquet_rows(ctx.lake.data_file("anonymized", "events", ctx.week))
+    rows = parquet_rows(ctx.lake.data_file("anonymized", "events", ctx.week))
     if choose_engine(ctx.config.engine, rows, ctx.settings.spark_master) == "spark":
         spark = get_spark(ctx.settings)
         with nanos_as_long(spark):

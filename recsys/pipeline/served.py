@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from recsys.io.lakefs import lake_location
-from recsys.io.storage import fetch_dir
+from recsys.io.storage import fetch
 from recsys.models.content import ContentModel
 from recsys.models.hybrid import HybridModel
 from recsys.models.rerank import Reranked
@@ -29,7 +29,7 @@ def week_content(ctx: StageContext) -> Any:
     """The content model the week's content stage fitted (read from the lake)."""
     location = lake_location(ctx.result(ContentResult).path)
     with tempfile.TemporaryDirectory(prefix="recsys-content-") as tmp:
-        return ContentModel.load(fetch_dir(location, Path(tmp) / "content"))
+        return ContentModel.load(fetch(location, Path(tmp) / "content"))
 
 
 def reranked(ctx: StageContext, model: Any, history: pd.DataFrame, genres: dict[int, set[str]]) -> Any:

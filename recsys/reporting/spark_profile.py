@@ -44,6 +44,8 @@ from recsys.reporting.week_profile import (
     GenreStat,
     TitleStat,
     WeekProfile,
+    gini,
+    top_share,
 )
 
 if TYPE_CHECKING:
@@ -103,22 +105,6 @@ def minute_bins(minutes: np.ndarray, counts: np.ndarray) -> tuple[Bin, ...]:
     return tuple(
         Bin(float(lo), float(hi), int(c)) for lo, hi, c in zip(edges[:-1], edges[1:], totals, strict=True)
     )
-
-
-def gini(values: np.ndarray) -> float | None:
-    total, n = float(values.sum()), len(values)
-    if n == 0 or total <= 0:
-        return None
-    ordered = np.sort(values.astype(float))
-    return float(2.0 * (np.arange(1, n + 1) * ordered).sum() / (n * total) - (n + 1) / n)
-
-
-def top_share(ordered_desc: np.ndarray, fraction: float) -> float | None:
-    total = float(ordered_desc.sum())
-    if len(ordered_desc) == 0 or total <= 0:
-        return None
-    k = max(1, math.ceil(fraction * len(ordered_desc) - 1e-9))
-    return float(ordered_desc[:k].sum() / total)
 
 
 def _histogram(frame: DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:

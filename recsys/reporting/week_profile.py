@@ -168,7 +168,7 @@ def _percentile(values: np.ndarray, q: float) -> float | None:
     return float(np.percentile(values, q)) if len(values) else None
 
 
-def _gini(values: np.ndarray) -> float | None:
+def gini(values: np.ndarray) -> float | None:
     """Gini coefficient of non-negative values (0: all equal, towards 1: one takes everything)."""
     total = float(values.sum())
     n = len(values)
@@ -179,7 +179,7 @@ def _gini(values: np.ndarray) -> float | None:
     return float(2.0 * (ranks * ordered).sum() / (n * total) - (n + 1) / n)
 
 
-def _top_share(ordered_desc: np.ndarray, fraction: float) -> float | None:
+def top_share(ordered_desc: np.ndarray, fraction: float) -> float | None:
     total = float(ordered_desc.sum())
     if len(ordered_desc) == 0 or total <= 0:
         return None
@@ -452,9 +452,9 @@ def _popularity(events: pd.DataFrame, is_play: pd.Series, catalogue: pd.DataFram
     ]
     c.values.update(
         titles_considered=len(ordered),
-        top1_share=_top_share(ordered, 0.01),
-        top10_share=_top_share(ordered, 0.10),
-        popularity_gini=_gini(ordered),
+        top1_share=top_share(ordered, 0.01),
+        top10_share=top_share(ordered, 0.10),
+        popularity_gini=gini(ordered),
         popularity_curve=tuple(float(v) for v in curve),
         top_titles=tuple(top),
     )

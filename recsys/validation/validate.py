@@ -77,7 +77,7 @@ from recsys.data.ingest import (
 from recsys.io.spark import get_spark
 from recsys.io.storage import (
     Lake,
-    fetch_file,
+    fetch,
     local_scratch,
     move_file,
     read_parquet,
@@ -201,7 +201,7 @@ def run_validation(
     with local_scratch(lake, f"validation-{week.isoformat()}") as work:
         for kind, lake_file in staged_files.items():
             # the engines read a local file: in an object store, the week's staged partition is fetched
-            staged_file = fetch_file(lake_file, work / f"{kind}.staged.parquet")
+            staged_file = fetch(lake_file, work / f"{kind}.staged.parquet")
             kind_notes = list(notes.get(kind, []))
             past = load_history(history, week, kind, config)
             volume = past.volume(config)
