@@ -18,6 +18,37 @@ os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(PROJECT_ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 TEST_KEY = "test-key-0123456789abcdef0123456789abcdef"
 
+#: the modules that share one `airflow standalone` (tests/e2e/conftest.py) run on one xdist worker
+STANDALONE_GROUP = "airflow-standalone"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    """Under pytest-xdist's ``--dist loadgroup`` (``make test`` runs two workers): a module's tests
+    go to one worker together, so its module-scoped fixtures are set up once; the modules that use
+    the shared Airflow standalone go to one worker together, so it starts once; and the end-to-end
+    modules (minutes each) are handed out first, the shared standalone's first of all, so that no
+    long module starts last while the other worker idles."""
+    if getattr(config.option, "dist", "no") != "loadgroup":
+        return
+
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    shared = {module(item) for item in items if "shared_standalone" in getattr(item, "fixturenames", ())}
+    for item in items:
+        if not any(True for _ in item.iter_markers("xdist_group")):
+            item.add_marker(
+                pytest.mark.xdist_group(STANDALONE_GROUP if module(item) in shared else module(item))
+            )
+
+    def weight(item: pytest.Item) -> int:
+        if module(item) in shared:
+            return 0
+        return 1 if item.nodeid.startswith("tests/e2e/") else 2
+
+    items.sort(key=weight)  # stable: the collection order within each weight
+
 
 def airflow_subprocess_env(root: Path, **extra: str) -> dict[str, str]:
     """Environment for the Airflow and ``recsys`` subprocesses of one test: its own AIRFLOW_HOME and

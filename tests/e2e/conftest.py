@@ -37,6 +37,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Note the selected modules whose set-ups may run in the background (after -k / -m deselection)."""
+    if getattr(session.config.option, "dist", "no") != "no":
+        return  # under pytest-xdist the other worker runs those modules meanwhile
     modules = {getattr(getattr(item, "module", None), "__name__", None) for item in session.items}
     _background[:] = [name for module, name in BACKGROUND.items() if module in modules]
 
