@@ -59,8 +59,8 @@ class Shape:
 #: name -> shape; users and titles as in the MovieLens releases of that size
 SHAPES = {
     "1m": Shape(6_040, 3_706, 64.0, 1_000_209),
-    "3m": Shape(21_000, 6_500, 52.0, 3_000_000),
-    "10m": Shape(69_878, 10_677, 52.0, 10_000_054),
+    "3m": Shape(21_000, 6_500, 48.0, 3_000_000),
+    "10m": Shape(69_878, 10_677, 46.0, 10_000_054),
     "25m": Shape(162_541, 59_047, 48.0, 25_000_095),
 }
 

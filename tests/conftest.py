@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# A pytest-xdist worker's __main__ (execnet's) has neither __spec__ nor __file__, which pyspark's
+# Spark Connect check (imported by great_expectations) takes for a doctest run and exits the
+# process; name the worker's main module so the check passes, as it does under plain pytest.
+_main = sys.modules["__main__"]
+if getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
+    _main.__file__ = "<pytest-xdist worker>"
 
 # Airflow reads its home at first import: give the test session its own, never the user's.
 AIRFLOW_TEST_HOME = Path(tempfile.mkdtemp(prefix="recsys-airflow-home-"))
