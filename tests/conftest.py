@@ -26,32 +26,45 @@ os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(PROJECT_ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 TEST_KEY = "test-key-0123456789abcdef0123456789abcdef"
 
-#: the modules that share one `airflow standalone` (tests/e2e/conftest.py) run on one xdist worker
+#: the modules that share one `airflow standalone` (tests/e2e/conftest.py checks the list is whole)
+STANDALONE_MODULES = (
+    "tests/e2e/test_backfill_airflow.py",
+    "tests/e2e/test_review_rest.py",
+    "tests/e2e/test_ui_browser.py",
+)
 STANDALONE_GROUP = "airflow-standalone"
+
+
+def test_module(nodeid: str) -> str:
+    """The xdist work unit of a test: its module, or the shared standalone's group of modules."""
+    module = nodeid.split("::", 1)[0]
+    return STANDALONE_GROUP if module in STANDALONE_MODULES else module
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``make test`` runs two pytest-xdist workers: a module's tests go to one worker together, so
+    its module-scoped fixtures are set up once, and the modules sharing the Airflow standalone go to
+    one worker together, so it starts once (``--dist loadscope`` by these units; xdist's own
+    ``loadgroup`` marks do not reach pytest 9's node ids)."""
+    from xdist.scheduler import LoadScopeScheduling  # deferred: only a run with -n loads xdist
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return test_module(nodeid)
+
+    return ModuleScheduling(config, log)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    """Under pytest-xdist's ``--dist loadgroup`` (``make test`` runs two workers): a module's tests
-    go to one worker together, so its module-scoped fixtures are set up once; the modules that use
-    the shared Airflow standalone go to one worker together, so it starts once; and the end-to-end
-    modules (minutes each) are handed out first, the shared standalone's first of all, so that no
-    long module starts last while the other worker idles."""
-    if getattr(config.option, "dist", "no") != "loadgroup":
+    """On an xdist worker: the end-to-end modules (minutes each) come first, the shared
+    standalone's first of all, so that the scheduler hands them out first and no long module
+    starts last while the other worker idles."""
+    if not hasattr(config, "workerinput"):
         return
 
-    def module(item: pytest.Item) -> str:
-        return item.nodeid.split("::", 1)[0]
-
-    shared = {module(item) for item in items if "shared_standalone" in getattr(item, "fixturenames", ())}
-    for item in items:
-        if not any(True for _ in item.iter_markers("xdist_group")):
-            item.add_marker(
-                pytest.mark.xdist_group(STANDALONE_GROUP if module(item) in shared else module(item))
-            )
-
     def weight(item: pytest.Item) -> int:
-        if module(item) in shared:
+        if test_module(item.nodeid) == STANDALONE_GROUP:
             return 0
         return 1 if item.nodeid.startswith("tests/e2e/") else 2
 
