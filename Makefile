@@ -130,7 +130,7 @@ ab-demo: $(STAMP) $(KEY_FILE) $(AIRFLOW_HOME)/airflow.db
 	$(BIN)/recsys ab-status --date $$shown
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --durations=25
+	$(BIN)/python -m pytest -q -n 2 --no-loadscope-reorder --durations=25
 
 # Benchmarks (figures printed and written to docs/benchmarks.md); run on a quiet machine.
 bench: $(STAMP)

@@ -162,19 +162,25 @@ def traced(interval: float = 0.2) -> Iterator[MemoryTrace]:
         thread.join()
 
 
-def task_spans(airflow_home: Path, dag_id: str) -> dict[str, tuple[float, datetime, datetime]]:
-    """task -> (Airflow's duration, start, end) of each successful task instance, from the
-    metadata DB (SQLite here)."""
+def task_spans(airflow_home: Path, dag_id: str) -> tuple[dict[str, tuple[float, datetime, datetime]], float]:
+    """task -> (Airflow's duration, start, end) of each successful task instance, and the run's span
+    (first task start to last task end, skipped tasks included), from the metadata DB (SQLite
+    here). ``dags test`` stamps the run's own start_date with its logical date, so the span is taken
+    from the task instances."""
     with sqlite3.connect(airflow_home / "airflow.db") as db:
         rows = db.execute(
             "select task_id, duration, state, start_date, end_date from task_instance where dag_id = ?",
             (dag_id,),
         ).fetchall()
-    return {
+    tasks = {
         task: (float(duration or 0.0), _parse(start), _parse(end))
         for task, duration, state, start, end in rows
         if state == "success" and start and end
     }
+    starts = [_parse(start) for _, _, _, start, _ in rows if start]
+    ends = [_parse(end) for _, _, _, _, end in rows if end]
+    span = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
+    return tasks, span
 
 
 def _parse(value: str) -> datetime:
@@ -236,7 +242,7 @@ def run_shape(name: str, engine: str, keep: bool) -> dict[str, object]:
     if proc.returncode != 0:
         print(log_file.read_text()[-3000:])
         raise SystemExit(f"the DAG run failed (exit {proc.returncode}); log: {log_file}")
-    spans = task_spans(WORK / "airflow", "weekly_retrain")
+    spans, run_seconds = task_spans(WORK / "airflow", "weekly_retrain")
     lake = Lake(WORK / "home" / "lake")
     tasks: dict[str, dict[str, float | None]] = {}
     for task, (seconds, start, end) in spans.items():
@@ -249,9 +255,6 @@ def run_shape(name: str, engine: str, keep: bool) -> dict[str, object]:
     record = lake.read_stage_result(week, PrepareResult.stage)
     prepared = PrepareResult.from_record(record) if record else None
     train_pairs, holdout_pairs = (prepared.train_pairs, prepared.holdout_pairs) if prepared else (0, 0)
-    run_seconds = (
-        max(end for _, _, end in spans.values()) - min(start for _, start, _ in spans.values())
-    ).total_seconds()
     figures: dict[str, object] = {
         "shape": name,
         "engine": engine,

@@ -52,7 +52,7 @@ def test_sections_are_replaced_in_place(tmp_path, monkeypatch):
 def test_dag_bench_reads_task_times_and_the_run_span(tmp_path):
     import sqlite3
 
-    from bench.dag import task_times
+    from bench.dag import task_spans
 
     with sqlite3.connect(tmp_path / "airflow.db") as db:
         db.execute(
@@ -96,8 +96,11 @@ def test_dag_bench_reads_task_times_and_the_run_span(tmp_path):
                 ),
             ],
         )
-    tasks, span = task_times(tmp_path, "weekly_retrain")
-    assert tasks == {"ingest": 2.5, "train": 10.0}  # skipped tasks and other DAGs left out
+    tasks, span = task_spans(tmp_path, "weekly_retrain")
+    assert {task: seconds for task, (seconds, _, _) in tasks.items()} == {"ingest": 2.5, "train": 10.0}
+    assert (
+        tasks["train"][2] - tasks["train"][1]
+    ).total_seconds() == 10.0  # skipped tasks and other DAGs left out
     assert span == 14.0
 
 
