@@ -157,6 +157,15 @@ class ContentModel:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         users = list(users)
+        if not users:  # nothing asked: an empty frame of the contract's columns and dtypes
+            return pd.DataFrame(
+                {
+                    "user": pd.Series(dtype=object),
+                    "rank": pd.Series(dtype=np.int64),
+                    "item_id": pd.Series(dtype=np.int64),
+                    "score": pd.Series(dtype=np.float64),
+                }
+            )[RECOMMENDATION_COLUMNS]
         profiles = self.profiles(history, users)
         scores = self.score(profiles)
         if exclude_seen:

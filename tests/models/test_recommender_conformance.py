@@ -211,12 +211,7 @@ CHECKS = {
 
 # Where an implementation falls short of the contract today (kept as it is: no change of behaviour).
 # strict: the day it is fixed, the xfail fails and this entry goes.
-GAPS = {
-    ("content", "no_user_asked"): (
-        ValueError,
-        "ContentModel.recommend([]) fails in sklearn's normalize (0 samples) instead of an empty frame",
-    ),
-}
+GAPS: dict[tuple[str, str], tuple[type[BaseException], str]] = {}
 
 
 def _conformance_params() -> list[object]:
