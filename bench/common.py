@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -119,15 +119,22 @@ def generated_pairs(n_users: int, n_items: int, n_pairs: int, seed: int = 7) -> 
 class Measure:
     seconds: float = 0.0
     peak_rss_bytes: int = 0
+    #: (wall-clock time, resident bytes) of each sample, when asked for (``measure(keep_samples=True)``)
+    samples: list[tuple[datetime, int]] = field(default_factory=list)
 
     @property
     def peak_gib(self) -> float:
         return self.peak_rss_bytes / 2**30
 
+    def peak_between(self, start: datetime, end: datetime) -> float:
+        """Peak GiB of the samples taken from ``start`` to ``end`` (e.g. one Airflow task's span)."""
+        return max((rss for at, rss in self.samples if start <= at <= end), default=0) / 2**30
+
 
 @contextmanager
-def measure(interval: float = 0.05) -> Iterator[Measure]:
-    """Wall time and peak resident memory of this process plus its children (the Spark JVM)."""
+def measure(interval: float = 0.05, keep_samples: bool = False) -> Iterator[Measure]:
+    """Wall time and peak resident memory of this process plus its children (the Spark JVM); with
+    ``keep_samples``, every sample with its UTC time too."""
     import psutil
 
     me = psutil.Process()
@@ -145,7 +152,10 @@ def measure(interval: float = 0.05) -> Iterator[Measure]:
 
     def sample() -> None:
         while not stop.is_set():
-            result.peak_rss_bytes = max(result.peak_rss_bytes, total())
+            rss = total()
+            result.peak_rss_bytes = max(result.peak_rss_bytes, rss)
+            if keep_samples:
+                result.samples.append((datetime.now(tz=UTC), rss))
             stop.wait(interval)
 
     thread = threading.Thread(target=sample, daemon=True)

@@ -31,15 +31,12 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from bench.common import REPORT, ROOT, machine, table, write_section
+from bench.common import REPORT, ROOT, machine, measure, table, write_section
 
 WORK = ROOT / "var" / "bench-dag"
 WINDOW_WEEKS = 12
@@ -115,53 +112,6 @@ def prepare_world(work: Path, env: dict[str, str], shape: Shape, end_week: date)
 # ---- measuring -----------------------------------------------------------------------------------
 
 
-@dataclass
-class MemoryTrace:
-    """Resident memory of this process and its children (Airflow and the Spark JVM), sampled with
-    the wall-clock time, so a task's peak can be read off its span in Airflow's metadata."""
-
-    samples: list[tuple[datetime, int]] = field(default_factory=list)
-
-    @property
-    def peak_gib(self) -> float:
-        return max((rss for _, rss in self.samples), default=0) / 2**30
-
-    def peak_between(self, start: datetime, end: datetime) -> float:
-        inside = [rss for at, rss in self.samples if start <= at <= end]
-        return max(inside, default=0) / 2**30
-
-
-@contextmanager
-def traced(interval: float = 0.2) -> Iterator[MemoryTrace]:
-    import psutil
-
-    me = psutil.Process()
-    trace = MemoryTrace()
-    stop = threading.Event()
-
-    def total() -> int:
-        rss = 0
-        for proc in [me, *me.children(recursive=True)]:
-            try:
-                rss += proc.memory_info().rss
-            except psutil.Error:
-                pass
-        return rss
-
-    def sample() -> None:
-        while not stop.is_set():
-            trace.samples.append((datetime.now(tz=UTC), total()))
-            stop.wait(interval)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield trace
-    finally:
-        stop.set()
-        thread.join()
-
-
 def task_spans(airflow_home: Path, dag_id: str) -> tuple[dict[str, tuple[float, datetime, datetime]], float]:
     """task -> (Airflow's duration, start, end) of each successful task instance, and the run's span
     (first task start to last task end, skipped tasks included), from the metadata DB (SQLite
@@ -233,7 +183,7 @@ def run_shape(name: str, engine: str, keep: bool) -> dict[str, object]:
     day = (week + timedelta(weeks=1)).isoformat()
     log_file = WORK / "dags-test.log"
     print(f"airflow dags test weekly_retrain {day} (log: {log_file})", flush=True)
-    with traced() as trace, log_file.open("w") as out:
+    with measure(0.2, keep_samples=True) as trace, log_file.open("w") as out:
         started = time.perf_counter()
         proc = subprocess.run(
             [airflow, "dags", "test", "weekly_retrain", day], env=env, stdout=out, stderr=subprocess.STDOUT

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import bench.dag as dag
+from bench.common import Measure, measure
 
 
 def run(shape: str, pairs: int, wall: float, peak: float, engine: str = "auto") -> dict[str, object]:
@@ -62,12 +63,13 @@ def test_tables_put_the_heaviest_task_first_with_its_growth():
     assert scaling[1][-1] == "10.0x / 10.0x" and scaling[0][6] == "10.0%"
 
 
-def test_memory_trace_peaks_within_a_span():
+def test_memory_samples_give_the_peak_within_a_span():
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    trace = dag.MemoryTrace(
-        [(start + timedelta(seconds=s), rss) for s, rss in [(0, 1), (1, 2**30), (2, 3 * 2**30), (3, 2)]]
+    trace = Measure(
+        samples=[
+            (start + timedelta(seconds=s), rss) for s, rss in [(0, 1), (1, 2**30), (2, 3 * 2**30), (3, 2)]
+        ]
     )
-    assert trace.peak_gib == pytest.approx(3.0)
     assert trace.peak_between(start, start + timedelta(seconds=1.5)) == pytest.approx(1.0)
     assert trace.peak_between(start + timedelta(seconds=10), start + timedelta(seconds=11)) == 0.0
 
@@ -86,3 +88,13 @@ def test_plot_is_written(tmp_path):
     path = tmp_path / "dag.png"
     dag.plot([run("1m", 1_000_000, 100.0, 4.0), run("3m", 3_000_000, 280.0, 6.0)], path)
     assert path.stat().st_size > 1000
+
+
+def test_measure_keeps_timed_samples_only_when_asked():
+    with measure(0.01, keep_samples=True) as kept:
+        sum(range(200_000))
+    with measure(0.01) as peak_only:
+        sum(range(200_000))
+    assert kept.samples and all(at.tzinfo is not None and rss > 0 for at, rss in kept.samples)
+    assert kept.peak_rss_bytes >= max(rss for _, rss in kept.samples)
+    assert not peak_only.samples and peak_only.peak_rss_bytes > 0
