@@ -214,8 +214,9 @@ class ObjectPath:
                 return stream.read()
         except FileNotFoundError:
             raise
-        except OSError as exc:
-            if "not exist" in str(exc) or "NoSuchKey" in str(exc) or "Path does not exist" in str(exc):
+        except OSError:
+            # Arrow reports a missing key as a plain OSError: ask the store (on the error path only)
+            if not self.is_file():
                 raise FileNotFoundError(str(self)) from None
             raise
 
