@@ -208,6 +208,20 @@ class ObjectPath:
             if info.type == pafs.FileType.File:
                 yield ObjectPath(self.fs, info.path)
 
+    def file_stats(self) -> dict[str, _Stat]:
+        """Size and time of every object under this prefix, by its path relative to the prefix: one
+        listing, no request per object."""
+        selector = pafs.FileSelector(self.key, allow_not_found=True, recursive=True)
+        prefix = self.key.rstrip("/") + "/"
+        return {
+            info.path.removeprefix(prefix): _Stat(
+                st_size=int(info.size or 0),
+                st_mtime=info.mtime.timestamp() if info.mtime is not None else 0.0,
+            )
+            for info in self.fs.get_file_info(selector)
+            if info.type == pafs.FileType.File
+        }
+
     def read_bytes(self) -> bytes:
         try:
             with self.fs.open_input_stream(self.key) as stream:

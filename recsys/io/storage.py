@@ -402,14 +402,12 @@ def _is_committed_layer(folder: LakeLocation) -> bool:
 
 def _check_objects(folder: ObjectPath, marker: dict[str, Any]) -> None:
     """Refuse an object-store partition whose files are not the ones its marker committed."""
-    marker_time = (folder / COMMIT_MARKER).stat().st_mtime
+    stats = folder.file_stats()  # one listing: every object's size and time
+    committed = stats.pop(COMMIT_MARKER, None)
+    marker_time = committed.st_mtime if committed else (folder / COMMIT_MARKER).stat().st_mtime
     sizes: dict[str, int] = marker.get("sizes", {})
     listed = set(sizes)
-    for obj in folder.walk_files():
-        name = obj.relative_to(folder).as_posix()
-        if name == COMMIT_MARKER:
-            continue
-        stat = obj.stat()
+    for name, stat in sorted(stats.items()):
         if name not in listed or stat.st_size != sizes[name] or stat.st_mtime > marker_time:
             raise DataReadError(
                 f"partition {folder} is not committed: {name} is not the file its {COMMIT_MARKER} committed "

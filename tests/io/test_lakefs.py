@@ -91,6 +91,9 @@ def test_object_paths_behave_like_paths(s3):
     assert f.relative_to(root).as_posix() == "raw/events/week=2026-11-08/a.csv"
     assert [p.name for p in root.rglob("*.csv")] == ["a.csv"]
     assert f.stat().st_size == len("user_id,item_id\n1,2\n")
+    assert {name: st.st_size for name, st in root.file_stats().items()} == {
+        "raw/events/week=2026-11-08/a.csv": len("user_id,item_id\n1,2\n")
+    }
     lake = Lake(f"s3://{bucket}/lake")
     assert lake.in_object_store and lake.raw_weeks() == [WEEK] and lake.raw_files("events", WEEK) == [f]
     f.unlink()
