@@ -375,13 +375,14 @@ def _commit_objects(root: ObjectPath, folder: ObjectPath, stage: str, record: st
     try:
         yield tmp
         names = _copy_objects(tmp, folder)
+        copied = folder.file_stats()  # one listing for every copied file's size
         marker = {
             "stage": stage,
             ATTEMPT: current_attempt(),
             "partition": folder.relative_to(root).as_posix(),
             "record": record,
             "files": sorted(names),
-            "sizes": {name: (folder / name).stat().st_size for name in names},
+            "sizes": {name: copied[name].st_size for name in names},
             "committed_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         checkpoint(f"copy:{marker['partition']}")
