@@ -26,37 +26,49 @@ os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(PROJECT_ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 TEST_KEY = "test-key-0123456789abcdef0123456789abcdef"
 
-#: the end-to-end modules: one xdist work unit (see pytest_xdist_make_scheduler)
-E2E_GROUP = "tests/e2e/"
+#: the modules that share one `airflow standalone` (tests/e2e/conftest.py checks the list is whole)
+STANDALONE_MODULES = (
+    "tests/e2e/test_backfill_airflow.py",
+    "tests/e2e/test_review_rest.py",
+    "tests/e2e/test_ui_browser.py",
+)
+STANDALONE_GROUP = "airflow-standalone"
 
 
-def work_unit(nodeid: str) -> str:
-    """The xdist work unit of a test: every end-to-end module together, else its module."""
-    return E2E_GROUP if nodeid.startswith(E2E_GROUP) else nodeid.split("::", 1)[0]
+def test_module(nodeid: str) -> str:
+    """The xdist work unit of a test: its module, or the shared standalone's group of modules."""
+    module = nodeid.split("::", 1)[0]
+    return STANDALONE_GROUP if module in STANDALONE_MODULES else module
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    """``make test`` runs two pytest-xdist workers: the end-to-end modules on one, one after the
-    other as without xdist (they mostly wait on Airflow's scheduler, and three of them share one
-    `airflow standalone`, tests/e2e/conftest.py), the other modules on the other, a module at a time
-    so its module-scoped fixtures are set up once (``--dist loadscope`` by these units; xdist's own
+    """``make test`` runs two pytest-xdist workers: a module's tests go to one worker together, so
+    its module-scoped fixtures are set up once, and the modules sharing the Airflow standalone go to
+    one worker together, so it starts once (``--dist loadscope`` by these units; xdist's own
     ``loadgroup`` marks do not reach pytest 9's node ids)."""
     from xdist.scheduler import LoadScopeScheduling  # deferred: only a run with -n loads xdist
 
-    class UnitScheduling(LoadScopeScheduling):
+    class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return work_unit(nodeid)
+            return test_module(nodeid)
 
-    return UnitScheduling(config, log)
+    return ModuleScheduling(config, log)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    """On an xdist worker the end-to-end unit comes first, so that the scheduler hands it out first
-    (with ``--no-loadscope-reorder``) and the other worker runs everything else meanwhile."""
+    """On an xdist worker: the end-to-end modules (minutes each) come first, the shared
+    standalone's first of all, so that the scheduler hands them out first and no long module
+    starts last while the other worker idles."""
     if not hasattr(config, "workerinput"):
         return
-    items.sort(key=lambda item: work_unit(item.nodeid) != E2E_GROUP)  # stable within each part
+
+    def weight(item: pytest.Item) -> int:
+        if test_module(item.nodeid) == STANDALONE_GROUP:
+            return 0
+        return 1 if item.nodeid.startswith("tests/e2e/") else 2
+
+    items.sort(key=weight)  # stable: the collection order within each weight
 
 
 def airflow_subprocess_env(root: Path, **extra: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import STANDALONE_MODULES
 from tests.standalone import LANE, SharedStandalone
 
 FIXTURE = "shared_standalone"
@@ -28,6 +29,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     users = [item for item in items if FIXTURE in getattr(item, "fixturenames", ())]
     if not users:
         return
+    modules = {item.nodeid.split("::", 1)[0] for item in users}
+    assert modules <= set(STANDALONE_MODULES), (
+        f"add {sorted(modules - set(STANDALONE_MODULES))} to tests.conftest.STANDALONE_MODULES "
+        "(the modules that share the standalone run on one xdist worker)"
+    )
     first = items.index(users[0])
     chosen = {id(item) for item in users}
     others = [item for item in items if id(item) not in chosen]
@@ -37,6 +43,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Note the selected modules whose set-ups may run in the background (after -k / -m deselection)."""
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the other worker runs those modules meanwhile
     modules = {getattr(getattr(item, "module", None), "__name__", None) for item in session.items}
     _background[:] = [name for module, name in BACKGROUND.items() if module in modules]
 
