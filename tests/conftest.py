@@ -35,7 +35,7 @@ STANDALONE_MODULES = (
 STANDALONE_GROUP = "airflow-standalone"
 
 
-def test_module(nodeid: str) -> str:
+def work_unit(nodeid: str) -> str:
     """The xdist work unit of a test: its module, or the shared standalone's group of modules."""
     module = nodeid.split("::", 1)[0]
     return STANDALONE_GROUP if module in STANDALONE_MODULES else module
@@ -50,7 +50,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
     class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return test_module(nodeid)
+            return work_unit(nodeid)
 
     return ModuleScheduling(config, log)
 
@@ -64,7 +64,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
 
     def weight(item: pytest.Item) -> int:
-        if test_module(item.nodeid) == STANDALONE_GROUP:
+        if work_unit(item.nodeid) == STANDALONE_GROUP:
             return 0
         return 1 if item.nodeid.startswith("tests/e2e/") else 2
 
