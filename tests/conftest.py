@@ -24,6 +24,9 @@ os.environ["AIRFLOW_HOME"] = str(AIRFLOW_TEST_HOME)
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(PROJECT_ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(PROJECT_ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+# Every Spark driver a test starts (here or in a subprocess) reads the suite's spark-defaults.conf
+SPARK_TEST_CONF = PROJECT_ROOT / "tests" / "spark-conf"
+os.environ["SPARK_CONF_DIR"] = str(SPARK_TEST_CONF)
 TEST_KEY = "test-key-0123456789abcdef0123456789abcdef"
 
 #: the modules that share one `airflow standalone` (tests/e2e/conftest.py checks the list is whole)

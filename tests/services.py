@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import SPARK_TEST_CONF
 from tests.standalone import free_port, stop_tree
 
 BIN = Path(sys.executable).parent
@@ -302,7 +303,9 @@ def spark_standalone(root: Path, worker_memory: str = "2g", workers: int = 1) ->
     conf_dir = root / "spark-conf"
     conf_dir.mkdir(parents=True, exist_ok=True)
     (conf_dir / "spark-defaults.conf").write_text(
-        f"spark.eventLog.enabled true\nspark.eventLog.dir {events.as_uri()}\n"
+        # the suite's JVM options (tests/spark-conf), then the cluster's own
+        (SPARK_TEST_CONF / "spark-defaults.conf").read_text(encoding="utf-8")
+        + f"spark.eventLog.enabled true\nspark.eventLog.dir {events.as_uri()}\n"
         # a driver starts its jobs once every executor has registered, so each one gets tasks
         "spark.scheduler.minRegisteredResourcesRatio 1.0\n"
         "spark.scheduler.maxRegisteredResourcesWaitingTime 60s\n"

@@ -157,7 +157,7 @@ def test_weekly_dag_on_the_native_stack(tmp_path):
                 "--until",
                 UNTIL,
                 "--weeks",
-                "2",
+                "1",  # the run's week alone: no earlier week for the window stage to bring up first
                 "--users",
                 "300",
                 "--items",
