@@ -98,3 +98,28 @@ def test_measure_keeps_timed_samples_only_when_asked():
     assert kept.samples and all(at.tzinfo is not None and rss > 0 for at, rss in kept.samples)
     assert kept.peak_rss_bytes >= max(rss for _, rss in kept.samples)
     assert not peak_only.samples and peak_only.peak_rss_bytes > 0
+
+
+def test_a_kept_world_is_reused_only_for_its_recipe_and_its_copy_shares_only_data_files(tmp_path):
+    world = tmp_path / "world-1m"
+    lake = world / "home" / "lake" / "anonymized" / "events" / "week=2026-11-01"
+    lake.mkdir(parents=True)
+    (lake / "data.parquet").write_bytes(b"PAR1 rows")
+    (lake / "_COMMITTED").write_text("{}")
+    (world / "home" / "mlflow.db").write_bytes(b"sqlite")
+    recipe = {"shape": {"users": 10}, "week": "2026-11-29", "window_weeks": 12}
+    assert not dag._world_matches(world, recipe)  # no world.json: never reused
+    (world / "world.json").write_text(dag.json.dumps({**recipe, "key": "k" * 64, "events": 123}))
+    assert dag._world_matches(world, recipe)
+    assert not dag._world_matches(world, {**recipe, "week": "2026-12-06"})  # another week is another world
+    assert not dag._world_matches(world, {**recipe, "shape": {"users": 11}})
+    assert dag._world_meta(world) == ("k" * 64, 123)
+
+    copy = tmp_path / "run" / "home"
+    dag._copy_world(world / "home", copy)
+    copied = copy / "lake" / "anonymized" / "events" / "week=2026-11-01"
+    assert (copied / "data.parquet").stat().st_ino == (lake / "data.parquet").stat().st_ino  # linked
+    assert (copied / "_COMMITTED").stat().st_ino != (lake / "_COMMITTED").stat().st_ino  # copied
+    assert (copy / "mlflow.db").stat().st_ino != (world / "home" / "mlflow.db").stat().st_ino
+    (copy / "mlflow.db").write_bytes(b"changed by the run")
+    assert (world / "home" / "mlflow.db").read_bytes() == b"sqlite"  # the kept world is untouched
