@@ -4,9 +4,11 @@ versions, and the champion never moves backwards in time."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import mlflow
 import pandas as pd
+import pytest
 
 from recsys.core.runplan import plan_run
 from recsys.core.settings import Settings
@@ -16,6 +18,7 @@ from recsys.io.tracking import configure
 from recsys.pipeline.context import StageContext
 from recsys.pipeline.runner import run_all
 from recsys.promotion.registry import champion_version
+from tests.conftest import untuned_config
 
 NEWEST = date(2026, 11, 8)
 OLDER = NEWEST - timedelta(weeks=1)
@@ -32,8 +35,15 @@ def training_runs(settings: Settings, week: date) -> pd.DataFrame:
     return mlflow.search_runs([experiment.experiment_id], filter_string=f"tags.week = '{week.isoformat()}'")
 
 
+def untuned(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """The subject is reuse, not the tuning grid (tests/training/test_tuning.py): untuned, with the
+    regularisation the grid picks on sparse weekly logs, each training fits ALS twice, not four times."""
+    monkeypatch.setenv("RECSYS_CONFIG", untuned_config(root, als={"reg_param": 1.0}))
+
+
 def test_reruns_and_backfills_reuse_their_interval(env, monkeypatch, tmp_path):
     monkeypatch.setenv("RECSYS_MLFLOW_EXPERIMENT", f"exp_{tmp_path.name}"[:60])
+    untuned(monkeypatch, tmp_path)
     settings = Settings.from_env()
     lake = Lake(settings.lake_dir)
     generate(lake, GeneratorConfig(n_users=400, n_items=200, weeks=3, seed=5), NEWEST)
@@ -87,10 +97,13 @@ def test_a_changed_training_config_is_a_new_run(env, monkeypatch, tmp_path):
     from recsys.pipeline.config import PipelineConfig
 
     monkeypatch.setenv("RECSYS_MLFLOW_EXPERIMENT", f"exp_{tmp_path.name}"[:60])
+    untuned(monkeypatch, tmp_path)
     settings = Settings.from_env()
     generate(Lake(settings.lake_dir), GeneratorConfig(n_users=300, n_items=150, weeks=1, seed=2), NEWEST)
     run_all(StageContext.create(NEWEST, settings))
-    bigger = PipelineConfig.model_validate({"als": {"rank": 8}})
+    bigger = PipelineConfig.model_validate(
+        {"tuning": {"enabled": False}, "als": {"rank": 8, "reg_param": 1.0}}
+    )
     changed = run_all(StageContext.create(NEWEST, settings, config=bigger))
     assert changed["train"].reused is False and changed["register"].version == "2"
     configure(settings)

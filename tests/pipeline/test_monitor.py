@@ -19,6 +19,7 @@ from recsys.pipeline.context import StageContext
 from recsys.pipeline.monitor import check, drift_experiment, drift_history, refresh
 from recsys.pipeline.runner import run_all
 from recsys.promotion.registry import champion_version
+from tests.conftest import untuned_config
 
 CHAMPION_WEEK = date(2026, 11, 1)
 WEEK = date(2026, 11, 8)  # the week in progress during the checks
@@ -35,6 +36,10 @@ def world(env, monkeypatch, tmp_path):
     """A lake and registry whose champion was trained on CHAMPION_WEEK; returns a function that lands
     the week in progress up to a time (stable, or drifting from WEEK on)."""
     monkeypatch.setenv("RECSYS_MLFLOW_EXPERIMENT", f"exp_{tmp_path.name}"[:60])
+    # the subject is drift and the early retrain, not the tuning grid (tests/training/test_tuning.py):
+    # untuned, with the regularisation the grid picks on these sparse weekly logs (as
+    # tests/e2e/test_drift_airflow.py), each training fits ALS twice instead of four times
+    monkeypatch.setenv("RECSYS_CONFIG", untuned_config(tmp_path, als={"reg_param": 1.0}))
     settings = Settings.from_env()
     lake = Lake(settings.lake_dir)
 
