@@ -22,8 +22,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 # Python start-up per landing)
 GENERATE = {"weeks": 3, "n_users": 600, "n_items": 250, "seed": 3}
 DRIFT = {"drift_from": date(2026, 11, 8), "drift_kind": "catalogue"}
-# the champion is trained on week 2026-10-25; week 2026-11-01 is stable, 2026-11-08 drifts
-STABLE_CHECKS = ["2026-11-03T01:00:00+00:00", "2026-11-05T01:00:00+00:00"]
+# the champion is trained on week 2026-10-25; week 2026-11-01 is stable, 2026-11-08 drifts. One stable
+# check through Airflow (tests/pipeline/test_monitor.py checks every day of a stable week)
+STABLE_CHECKS = ["2026-11-03T01:00:00+00:00"]
 DRIFT_CHECKS = ["2026-11-10T01:00:00+00:00", "2026-11-11T01:00:00+00:00"]
 
 
