@@ -8,15 +8,18 @@ method on the executors, once per block of users, so the lists are the same by c
   when the user sits elsewhere in a block of another size (about 1 score in 1,000 by one unit in
   the last place at the ml-1m shape, enough to swap two nearly tied items at the cut). So the
   driver cuts the users into Spark blocks of whole scoring blocks, as ``recommend`` would cut them
-  (:func:`user_blocks`), Spark brings each block's users together in their order (``repartition``
-  by block, ``sortWithinPartitions``), and the executor hands ``recommend`` exactly that block: the
+  (:func:`user_blocks`), Spark brings each block's users together in their order (range-partitioned
+  by block, so the partitions get about as many users each, then ``sortWithinPartitions``), and the executor hands ``recommend`` exactly that block: the
   same products, bit for bit.
 * **ALS** (:class:`~recsys.models.factors.FactorModel`, also the popularity baseline): the user side
   travels in the Spark DataFrame, one row per user (``factors``: the user's factor row, null for a
   user the model does not know; ``seen``: positions of the user's training items in the model's item
-  order; ``exclude``: item ids the user must not get). The item side (item ids, item factors, the
-  popularity order) is broadcast once. Each block becomes a :class:`FactorModel` of the block's users
-  over the broadcast items (:func:`factor_block`) and its ``recommend`` ranks them.
+  order, left out when seen items are not excluded; ``exclude``: item ids the user must not get).
+  ``factors`` and ``seen`` are binary cells of little-endian float32 and int32 values: Spark moves a
+  binary cell to Arrow as one copy, where an array cell costs a conversion per element (at the 10M
+  shape, 10M seen positions took seconds). The item side (item ids, item factors, the popularity
+  order) is broadcast once. Each block becomes a :class:`FactorModel` of the block's users over the
+  broadcast items (:func:`factor_block`) and its ``recommend`` ranks them.
 * **hybrid** (:class:`~recsys.models.hybrid.HybridModel`): its popularity term is computed from the
   whole history and it keeps its per-user inputs (profiles, counts, seen items) inside, so the model
   is broadcast as it is and each block calls its ``recommend``; the DataFrame carries the users and
@@ -55,8 +58,9 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 #: users per Spark block, about: a whole number of the model's scoring blocks (at least one), so each
-#: ``recommend`` call on an executor amortises its set-up over several matrix products
-SPARK_BLOCK_USERS = 8192
+#: ``recommend`` call on an executor amortises its set-up over several matrix products, and small
+#: enough that 70k users make 18 blocks to spread over the cores
+SPARK_BLOCK_USERS = 4096
 
 FACTOR_SCHEMA = "user string, rank long, item_id long, score double"
 """Spark schema of a FactorModel's lists (the ``RECOMMENDATION_COLUMNS``)."""
@@ -137,6 +141,20 @@ def exclusions(block: pd.DataFrame) -> dict[str, Iterable[int]]:
     }
 
 
+def packed(values: np.ndarray, dtype: Any) -> bytes:
+    """One cell of the user table: ``values`` as little-endian ``dtype`` bytes (:func:`unpacked`)."""
+    return np.ascontiguousarray(values, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+
+
+def unpacked(cells: Sequence[bytes], dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(values, lengths): binary cells of little-endian ``dtype`` values (a column of the user table)
+    as one array of all their values and each cell's number of values."""
+    little = np.dtype(dtype).newbyteorder("<")
+    lengths = np.fromiter((len(c) for c in cells), dtype=np.int64, count=len(cells)) // little.itemsize
+    values = np.frombuffer(b"".join(cells), dtype=little).astype(np.dtype(dtype), copy=False)
+    return values, lengths
+
+
 def factor_block(
     block: pd.DataFrame,
     items: np.ndarray,
@@ -145,27 +163,28 @@ def factor_block(
     k: int,
     exclude_seen: bool = True,
 ) -> pd.DataFrame:
-    """The lists of one block of users (``block``: user, factors, seen[, exclude], in the order
-    asked) by :meth:`FactorModel.recommend` over the broadcast item side: a FactorModel of the
-    block's known users (``factors`` not null) answers for every user of the block, the others
-    getting its popularity fallback."""
+    """The lists of one block of users (``block``: user, factors[, seen][, exclude], in the order
+    asked; ``factors`` and ``seen`` cells as :func:`packed` makes them) by
+    :meth:`FactorModel.recommend` over the broadcast item side: a FactorModel of the block's known
+    users (``factors`` not null) answers for every user of the block, the others getting its
+    popularity fallback. Without a ``seen`` column the known users have seen nothing."""
     known = block["factors"].notna().to_numpy()
     rank = item_factors.shape[1]
-    rows = block["factors"][known].tolist()
-    seen_lists = [np.asarray(s if s is not None else (), dtype=np.int64) for s in block["seen"][known]]
-    indptr = np.concatenate([[0], np.cumsum([len(s) for s in seen_lists], dtype=np.int64)])
-    indices = np.concatenate(seen_lists) if seen_lists else np.zeros(0, dtype=np.int64)
+    flat, _ = unpacked(block["factors"][known].tolist(), np.float32)
+    n_known = int(known.sum())
+    if "seen" in block.columns:
+        cells = [c if c is not None else b"" for c in block["seen"][known].tolist()]
+        indices, lengths = unpacked(cells, np.int32)
+    else:
+        indices, lengths = np.zeros(0, dtype=np.int32), np.zeros(n_known, dtype=np.int64)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
     model = FactorModel(
         users=block["user"][known].to_numpy(dtype=str),
         items=items,
-        user_factors=(
-            np.stack([np.asarray(f, dtype=np.float32) for f in rows])
-            if rows
-            else np.zeros((0, rank), dtype=np.float32)
-        ),
+        user_factors=flat.reshape(n_known, rank),
         item_factors=item_factors,
         seen=sparse.csr_matrix(
-            (np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(len(rows), len(items))
+            (np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(n_known, len(items))
         ),
         popular=popular,
     )
@@ -243,10 +262,26 @@ def exclusion_frame(train: DataFrame) -> DataFrame:
     return train.groupBy("user").agg(F.collect_set(F.col("item_id").cast("long")).alias("exclude"))
 
 
-def user_table(served: Any, users: Sequence[str], block_users: int = SPARK_BLOCK_USERS) -> pa.Table:
+def _binary_cells(flat: np.ndarray, lengths: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """A binary Arrow array over ``flat``'s bytes (little-endian), cell i holding ``lengths[i]``
+    values, null where not ``valid``: no Python object per cell."""
+    data = np.ascontiguousarray(flat, dtype=flat.dtype.newbyteorder("<"))
+    offsets = np.concatenate([[0], np.cumsum(np.where(valid, lengths, 0))]) * data.dtype.itemsize
+    validity = None if valid.all() else pa.array(valid).buffers()[1]
+    return pa.Array.from_buffers(
+        pa.large_binary(),
+        len(lengths),
+        [validity, pa.py_buffer(offsets.astype(np.int64)), pa.py_buffer(data.tobytes())],
+        null_count=int((~valid).sum()),
+    )
+
+
+def user_table(
+    served: Any, users: Sequence[str], block_users: int = SPARK_BLOCK_USERS, with_seen: bool = True
+) -> pa.Table:
     """The Spark input of :func:`spark_recommendations`: (user, block, position), and for a FactorModel
-    each user's ``factors`` (null when unknown) and ``seen`` item positions, as Arrow arrays over the
-    model's buffers (no Python object per user)."""
+    each user's ``factors`` (null when unknown) and, ``with_seen``, ``seen`` item positions, as binary
+    cells (:func:`packed`) over the model's buffers (no Python object per user)."""
     blocks = user_blocks(served, users, block_users)
     table = pa.Table.from_pandas(blocks, preserve_index=False)
     model = scoring_model(served)
@@ -255,18 +290,15 @@ def user_table(served: Any, users: Sequence[str], block_users: int = SPARK_BLOCK
     rows = pd.Index(model.users.astype(str)).get_indexer(blocks["user"])
     known = rows >= 0
     picked = np.where(known, rows, 0)
-    flat = np.ascontiguousarray(model.user_factors[picked], dtype=np.float32).ravel()
+    flat = np.ascontiguousarray(model.user_factors[picked], dtype=np.float32)[known].ravel()
+    table = table.append_column("factors", _binary_cells(flat, np.full(len(picked), model.rank), known))
+    if not with_seen:
+        return table
     seen = model.seen.tocsr()[picked]
-    lengths = np.where(known, np.diff(seen.indptr), 0)
     keep = np.repeat(known, np.diff(seen.indptr))
-    unknown = pa.array(~known)
-    factor_lists = pa.FixedSizeListArray.from_arrays(pa.array(flat), model.rank, mask=unknown)
-    seen_lists = pa.ListArray.from_arrays(
-        pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)),
-        pa.array(seen.indices[keep].astype(np.int32)),
-        mask=unknown,
+    return table.append_column(
+        "seen", _binary_cells(seen.indices[keep].astype(np.int32), np.diff(seen.indptr), known)
     )
-    return table.append_column("factors", factor_lists).append_column("seen", seen_lists)
 
 
 @contextmanager
@@ -323,7 +355,7 @@ def spark_recommendations(
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     columns = columns_of(served)
-    table = user_table(served, users, block_users)
+    table = user_table(served, users, block_users, with_seen=exclude_seen)
     n_blocks = len(set(table.column("block").to_pylist())) if table.num_rows else 1
     partitions = max(1, min(n_blocks, 2 * spark.sparkContext.defaultParallelism))
     side, kind = _broadcast(spark, served)
@@ -331,7 +363,10 @@ def spark_recommendations(
         with _to_spark(spark, table) as wanted:
             if exclude is not None:
                 wanted = wanted.join(exclude.select("user", "exclude"), on="user", how="left")
-            blocks = wanted.repartition(partitions, "block").sortWithinPartitions("block", "position")
+            # by range: about as many users to each partition (hashing 18 blocks into 4 partitions
+            # may give one of them twice its share), a block whole in one partition all the same
+            by_block = wanted.repartitionByRange(partitions, "block")
+            blocks = by_block.sortWithinPartitions("block", "position")
             yield blocks.mapInPandas(_block_function(side, kind, k, exclude_seen, columns), schema_of(served))
     finally:
         side.unpersist()

@@ -14,7 +14,10 @@ from recsys.models.distributed import (
     exclusion_frame,
     factor_block,
     in_served_order,
+    packed,
+    unpacked,
     user_blocks,
+    user_table,
     whole_blocks,
     write_recommendations,
 )
@@ -81,8 +84,12 @@ def test_factor_block_gives_each_user_what_the_whole_model_gives():
     batch = pd.DataFrame(
         {
             "user": ["c", "zz", "a"],
-            "factors": [model.user_factors[2], None, model.user_factors[0]],
-            "seen": [np.array([5]), None, np.array([0])],
+            "factors": [
+                packed(model.user_factors[2], np.float32),
+                None,
+                packed(model.user_factors[0], np.float32),
+            ],
+            "seen": [packed([5], np.int32), None, packed([0], np.int32)],
             "exclude": [None, np.array([13]), np.array([11])],
         }
     )
@@ -148,6 +155,34 @@ def test_als_lists_agree_to_the_bit_over_many_blocks_cut_across_batches(spark):
     assert not any(
         (positions[u], item_pos[int(i)]) in seen for u, i in zip(known.user, known.item_id, strict=True)
     )
+
+
+def test_lists_with_seen_items_kept_travel_without_the_seen_column(spark):
+    model = random_model(n_users=400, n_items=300)
+    users = ["stranger", *model.users[::-1].tolist()]
+    assert "seen" not in user_table(model, users, with_seen=False).column_names
+    got = collect_recommendations(spark, model, users, k=10, exclude_seen=False)
+    same(got, model.recommend(users, k=10, exclude_seen=False))
+    positions = {u: p for p, u in enumerate(model.users.tolist())}
+    item_pos = {int(i): p for p, i in enumerate(model.items.tolist())}
+    seen = {(u, int(i)) for u, i in zip(*model.seen.nonzero(), strict=True)}
+    known = got[got.user.isin(positions)]
+    assert any(  # seen items were not left out: the random world's users have seen 6 of 300 titles
+        (positions[u], item_pos[int(i)]) in seen for u, i in zip(known.user, known.item_id, strict=True)
+    )
+
+
+def test_user_table_cells_unpack_to_the_models_factors_and_seen_items():
+    model = random_model(n_users=50, n_items=40)
+    table = user_table(model, ["u0003", "nobody", "u0001"]).to_pandas()
+    assert table["factors"].isna().tolist() == [False, True, False]
+    factors, lengths = unpacked([table["factors"][0], table["factors"][2]], np.float32)
+    np.testing.assert_array_equal(factors.reshape(2, -1), model.user_factors[[3, 1]])
+    assert lengths.tolist() == [model.rank, model.rank]
+    seen, counts = unpacked([table["seen"][0], table["seen"][2]], np.int32)
+    csr = model.seen.tocsr()
+    np.testing.assert_array_equal(seen, np.concatenate([csr[3].indices, csr[1].indices]))
+    assert counts.tolist() == [csr[3].nnz, csr[1].nnz]
 
 
 def test_exclusions_can_come_from_a_spark_frame_of_training_pairs(spark):
