@@ -20,14 +20,16 @@ method on the executors, once per block of users, so the lists are the same by c
   shape, 10M seen positions took seconds). The item side (item ids, item factors, the popularity
   order) is broadcast once. Each block becomes a :class:`FactorModel` of the block's users over the
   broadcast items (:func:`factor_block`) and its ``recommend`` ranks them.
-* **hybrid** (:class:`~recsys.models.hybrid.HybridModel`): its popularity term is computed from the
-  whole history and it keeps its per-user inputs (profiles, counts, seen items) inside, so the model
-  is broadcast as it is and each block calls its ``recommend``; the DataFrame carries the users and
-  their exclusions. (Moving the hybrid's user side into the DataFrame needs the hybrid to accept its
-  item side ready made.)
+* **hybrid** (:class:`~recsys.models.hybrid.HybridModel`): the same split. The item side
+  (:meth:`~recsys.models.hybrid.HybridModel.item_side`: the content model, ALS's item factors and
+  popularity order, the items' popularity term, computed from the whole history on the driver, and
+  the blend) is broadcast; each user's inputs (:meth:`~recsys.models.hybrid.HybridModel.user_side`:
+  interaction count, ALS factors, content profile, seen items) travel in the DataFrame as binary
+  cells, and each block becomes a HybridModel of its users (:func:`hybrid_block`) whose
+  ``recommend`` ranks them. No executor holds the history or another block's users.
 * **re-ranked** (:class:`~recsys.models.rerank.Reranked`): each block asks the model for the
   candidates and re-ranks them with :func:`~recsys.models.rerank.rerank`, as ``Reranked.recommend``
-  does; the genres are broadcast.
+  does; the items' genres are broadcast, each user's history genres travel in the DataFrame.
 
 An executor holds one block of users (and the broadcast) at a time. Nothing here collects the lists
 unless asked: :func:`spark_recommendations` yields a lazy DataFrame, :func:`write_recommendations`
@@ -51,7 +53,7 @@ from threadpoolctl import threadpool_limits
 from recsys.io.spark import handoff_dir, is_local
 from recsys.models import factors, hybrid
 from recsys.models.factors import FactorModel
-from recsys.models.hybrid import HybridModel
+from recsys.models.hybrid import HybridItems, HybridModel, HybridUsers
 from recsys.models.rerank import Reranked, rerank
 
 if TYPE_CHECKING:
@@ -61,6 +63,9 @@ if TYPE_CHECKING:
 #: ``recommend`` call on an executor amortises its set-up over several matrix products, and small
 #: enough that 70k users make 18 blocks to spread over the cores
 SPARK_BLOCK_USERS = 4096
+
+#: joins a user's history genres in one cell of the user table (a control character: never in a name)
+GENRE_SEPARATOR = "\x1f"
 
 FACTOR_SCHEMA = "user string, rank long, item_id long, score double"
 """Spark schema of a FactorModel's lists (the ``RECOMMENDATION_COLUMNS``)."""
@@ -194,6 +199,15 @@ def factor_block(
     )
 
 
+def history_genres(block: pd.DataFrame) -> dict[str, set[str]]:
+    """The re-ranker's genres of what each user of the block watched, from the user table's
+    ``history_genres`` cells (:data:`GENRE_SEPARATOR`-joined)."""
+    return {
+        str(user): set(cell.split(GENRE_SEPARATOR)) if cell else set()
+        for user, cell in zip(block["user"].tolist(), block["history_genres"].tolist(), strict=True)
+    }
+
+
 def whole_blocks(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """The users of a partition sorted by (block, position), however Spark cut them into Arrow
     batches, as one frame per block, in the order asked. Holds one block (and one batch) at a time."""
@@ -238,14 +252,15 @@ def _block_function(
                     lists = factor_block(block, *base, k=depth, exclude_seen=exclude_seen)
                 else:
                     exclude = exclusions(block)
-                    lists = base.recommend(
+                    lists = hybrid_block(block, base).recommend(
                         block["user"].astype(str).tolist(),
                         k=depth,
                         exclude=exclude or None,
                         exclude_seen=exclude_seen,
                     )
                 if reranking:
-                    lists = rerank(lists, reranking["genres"], reranking["history"], k, reranking["config"])
+                    history = history_genres(block)
+                    lists = rerank(lists, reranking["genres"], history, k, reranking["config"])
                 yield typed(lists, columns)
 
     return run
@@ -284,9 +299,15 @@ def user_table(
     cells (:func:`packed`) over the model's buffers (no Python object per user)."""
     blocks = user_blocks(served, users, block_users)
     table = pa.Table.from_pandas(blocks, preserve_index=False)
+    if isinstance(served, Reranked):
+        genres = served.history_genres
+        table = table.append_column(
+            "history_genres",
+            pa.array([GENRE_SEPARATOR.join(sorted(genres.get(u, ()))) for u in blocks["user"].tolist()]),
+        )
     model = scoring_model(served)
-    if not isinstance(model, FactorModel):
-        return table
+    if isinstance(model, HybridModel):
+        return _hybrid_columns(table, model, blocks["user"], with_seen)
     rows = pd.Index(model.users.astype(str)).get_indexer(blocks["user"])
     known = rows >= 0
     picked = np.where(known, rows, 0)
@@ -299,6 +320,74 @@ def user_table(
     return table.append_column(
         "seen", _binary_cells(seen.indices[keep].astype(np.int32), np.diff(seen.indptr), known)
     )
+
+
+def _hybrid_columns(table: pa.Table, model: HybridModel, users: pd.Series, with_seen: bool) -> pa.Table:
+    """``table`` with a hybrid's per-user inputs (:meth:`HybridModel.user_side`) as binary cells, null
+    for a user without history: ``count``, ``factors`` (also null where ALS does not know the user),
+    the content profile (``profile_items`` int32 feature positions, ``profile_values`` float32) and
+    ``seen`` (int32 positions in the hybrid's item universe)."""
+    has = model.user_rows(users.to_numpy(dtype=object)) >= 0
+    side = model.user_side(users[has].tolist())
+    n = len(users)
+
+    def spread(values: np.ndarray, fill: Any) -> np.ndarray:
+        out = np.full(n, fill, dtype=values.dtype)
+        out[has] = values
+        return out
+
+    counts = pa.array(spread(side.counts, 0), mask=~has)
+    als = spread(side.als_known, False)
+    factors = _binary_cells(side.als_factors[side.als_known].ravel(), np.full(n, model.als.rank), als)
+    profile_lengths = spread(np.diff(side.profiles.indptr), 0)
+    table = (
+        table.append_column("count", counts)
+        .append_column("factors", factors)
+        .append_column(
+            "profile_items", _binary_cells(side.profiles.indices.astype(np.int32), profile_lengths, has)
+        )
+        .append_column(
+            "profile_values", _binary_cells(side.profiles.data.astype(np.float32), profile_lengths, has)
+        )
+    )
+    if not with_seen:
+        return table
+    seen_lengths = spread(np.diff(side.seen.indptr), 0)
+    return table.append_column("seen", _binary_cells(side.seen.indices.astype(np.int32), seen_lengths, has))
+
+
+def hybrid_block(block: pd.DataFrame, items: HybridItems) -> HybridModel:
+    """The HybridModel of one block of the user table (:func:`_hybrid_columns`) over the broadcast
+    item side: its users with history, their inputs unpacked."""
+    has = block["count"].notna().to_numpy()
+    rows = block[has]
+    n = len(rows)
+    als_known = rows["factors"].notna().to_numpy()
+    factors = np.zeros((n, items.als_item_factors.shape[1]), np.float32)
+    flat, _ = unpacked(rows["factors"][als_known].tolist(), np.float32)
+    factors[als_known] = flat.reshape(int(als_known.sum()), factors.shape[1])
+
+    def matrix(index_column: str, values: np.ndarray | None, width: int) -> sparse.csr_matrix:
+        indices, lengths = unpacked(rows[index_column].tolist(), np.int32)
+        data = np.ones(len(indices), dtype=np.float32) if values is None else values
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        return sparse.csr_matrix((data, indices, indptr), shape=(n, width))
+
+    profile_values, _ = unpacked(rows["profile_values"].tolist(), np.float32)
+    seen = (
+        matrix("seen", None, items.n_items)
+        if "seen" in rows.columns
+        else sparse.csr_matrix((n, items.n_items), dtype=np.float32)
+    )
+    users = HybridUsers(
+        users=rows["user"].to_numpy(dtype=str),
+        counts=rows["count"].to_numpy(dtype=np.int64),
+        als_known=als_known,
+        als_factors=factors,
+        profiles=matrix("profile_items", profile_values, items.n_features),
+        seen=seen,
+    )
+    return items.block(users)
 
 
 @contextmanager
@@ -324,12 +413,11 @@ def _broadcast(spark: SparkSession, served: Any) -> tuple[Any, str]:
     if isinstance(model, FactorModel):
         kind, base = "factors", (model.items, model.item_factors, model.popular)
     else:
-        kind, base = "hybrid", model
+        kind, base = "hybrid", model.item_side()
     value: dict[str, Any] = {"base": base}
     if isinstance(served, Reranked):
         value["rerank"] = {
             "genres": dict(served.item_genres),
-            "history": served.history_genres,
             "config": served.config,
         }
     return spark.sparkContext.broadcast(value), kind

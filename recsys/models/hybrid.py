@@ -111,6 +111,13 @@ class HybridModel:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._set_items()
+        self.users = np.array(sorted(self.history["user"].astype(str).unique()), dtype=object)
+        self._set_user_side()
+
+    def _set_items(self) -> None:
+        """The item universe (the catalogue, then items only ALS knows), its features and the ALS
+        item factors laid out on it."""
         extra = np.setdiff1d(self.als.items.astype(np.int64), self.content.items)
         self.items = np.concatenate([self.content.items, extra]).astype(np.int64)
         self._item_index = pd.Index(self.items)
@@ -126,7 +133,10 @@ class HybridModel:
         self._als_known = als_pos >= 0
         self._item_factors = np.zeros((len(self.items), self.als.rank), dtype=np.float32)
         self._item_factors[self._als_known] = self.als.item_factors[als_pos[self._als_known]]
-        self.users = np.array(sorted(self.history["user"].astype(str).unique()), dtype=object)
+
+    def _set_user_side(self) -> None:
+        """Each user's count, ALS row, content profile and seen items, and the items' popularity,
+        from the history."""
         self._user_index = pd.Index(self.users)
         self._counts = (
             self.history.groupby("user").size().reindex(self.users).fillna(0).to_numpy(dtype=np.int64)
@@ -216,6 +226,37 @@ class HybridModel:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in HYBRID_COLUMNS})
         return pd.concat(frames, ignore_index=True)[HYBRID_COLUMNS]
 
+    # ---- the model in two sides (the Spark path: recsys.models.distributed) -------------------
+    def item_side(self) -> HybridItems:
+        """What every user's scores share: the item universe and its features, ALS item factors and
+        popularity, and the blend's config (small: it grows with the catalogue, not the users)."""
+        return HybridItems(
+            content=self.content,
+            als_items=self.als.items,
+            als_item_factors=self.als.item_factors,
+            popular=self.als.popular,
+            popularity_z=self._popularity_z,
+            config=self.config,
+            meta=self.meta,
+        )
+
+    def user_side(self, users: Sequence[str]) -> HybridUsers:
+        """The per-user inputs of ``users`` (those with history: :meth:`user_rows` >= 0, in the order
+        given): what :meth:`HybridItems.block` needs to score them as this model does."""
+        rows = self.user_rows(np.asarray(list(users), dtype=object))
+        rows = rows[rows >= 0]
+        als_rows = self._als_rows[rows]
+        factors = np.zeros((len(rows), self.als.rank), dtype=np.float32)
+        factors[als_rows >= 0] = self.als.user_factors[als_rows[als_rows >= 0]]
+        return HybridUsers(
+            users=self.users[rows].astype(str),
+            counts=self._counts[rows],
+            als_known=als_rows >= 0,
+            als_factors=factors,
+            profiles=self._profiles[rows],
+            seen=self._seen[rows],
+        )
+
     # ---- persistence -------------------------------------------------------------------------
     def save(self, directory: Path) -> Path:
         """ALS in ``als/``, content in ``content/``, the history (pseudonyms, items, strength) and
@@ -285,6 +326,70 @@ class HybridModel:
             stranger = ~known
             scores[stranger] = content[stranger] + self.config.new_user_popularity * self._popularity_z
         return scores.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class HybridUsers:
+    """Per-user inputs of a :class:`HybridModel` (:meth:`HybridModel.user_side`), one row per user."""
+
+    users: np.ndarray  # (n,) pseudonyms with history
+    counts: np.ndarray  # (n,) interactions in the history
+    als_known: np.ndarray  # (n,) whether ALS knows the user
+    als_factors: np.ndarray  # (n, rank) float32, zeros where ALS does not know the user
+    profiles: sparse.csr_matrix  # (n, features) content profiles
+    seen: sparse.csr_matrix  # (n, universe items) 1 where in the history
+
+
+@dataclass(frozen=True)
+class HybridItems:
+    """The item side of a :class:`HybridModel` (:meth:`HybridModel.item_side`): broadcast once to
+    the executors, each of which scores its block of users with :meth:`block`."""
+
+    content: ContentModel
+    als_items: np.ndarray
+    als_item_factors: np.ndarray
+    popular: np.ndarray  # ALS's popularity order: the fallback of users without history
+    popularity_z: np.ndarray  # over the model's item universe, computed from the whole history
+    config: HybridConfig
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_items(self) -> int:
+        """Items of the universe: the catalogue, then the items only ALS knows."""
+        return len(self.content.items) + len(
+            np.setdiff1d(self.als_items.astype(np.int64), self.content.items)
+        )
+
+    @property
+    def n_features(self) -> int:
+        return int(self.content.features.shape[1])
+
+    def block(self, users: HybridUsers) -> HybridModel:
+        """A HybridModel of ``users`` alone over this item side: its ``recommend`` gives each of them
+        what the whole model gives (the same arrays, so the same scores to the bit when the users are
+        scored in the same blocks of ``BLOCK_USERS``); a user without history gets the popular
+        fallback. Its ``history`` is empty: the profiles and seen items come ready made."""
+        known = users.als_known
+        als = FactorModel(
+            users=users.users[known],
+            items=self.als_items,
+            user_factors=users.als_factors[known],
+            item_factors=self.als_item_factors,
+            seen=sparse.csr_matrix((int(known.sum()), len(self.als_items)), dtype=np.float32),
+            popular=self.popular,
+        )
+        model = object.__new__(HybridModel)
+        model.als, model.content, model.config, model.meta = als, self.content, self.config, dict(self.meta)
+        model.history = pd.DataFrame({"user": pd.Series(dtype=object), "item_id": pd.Series(dtype="int64")})
+        model._set_items()
+        model.users = np.asarray(users.users, dtype=object)
+        model._user_index = pd.Index(model.users)
+        model._counts = np.asarray(users.counts, dtype=np.int64)
+        model._als_rows = np.where(known, np.cumsum(known) - 1, -1)
+        model._profiles = users.profiles
+        model._seen = users.seen
+        model._popularity_z = self.popularity_z
+        return model
 
 
 def _standardise(scores: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

@@ -1,5 +1,8 @@
 """Known-answer tests of the hybrid: ALS for warm users, content for cold users and new items."""
 
+import pickle
+
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -95,3 +98,28 @@ def test_save_and_load_give_the_same_recommendations(tmp_path):
     users = ["h0", "k3", "c", "nobody"]
     pd.testing.assert_frame_equal(loaded.recommend(users, k=4), model.recommend(users, k=4))
     assert loaded.config == config and loaded.meta == {"week": "2026-11-15"}
+
+
+def test_a_block_of_users_over_the_item_side_ranks_them_as_the_whole_model():
+    """The Spark path's split (recsys.models.distributed): the item side, broadcast, holds no user;
+    a block built from it and some users' inputs gives those users the whole model's lists."""
+    als, content, history, _ = cold_world()
+    model = HybridModel(als, content, history, HybridConfig(cold_user_max=3))
+    items = model.item_side()
+    more = pd.DataFrame(
+        {"user": [f"extra{i}" for i in range(500)], "item_id": 100 + np.arange(500) % 8, "strength": 1.0}
+    )
+    crowded = HybridModel(als, content, pd.concat([history, more], ignore_index=True), model.config)
+    assert len(pickle.dumps(crowded.item_side())) == len(pickle.dumps(items))  # no per-user data
+    users = ["x3", "c", "h1", "k2", "x0"]  # cold, new (unknown to ALS), warm
+    block = items.block(model.user_side([*users, "nobody"]))
+    assert block.users.tolist() == users  # "nobody" has no history: no inputs
+    asked = [*users, "nobody"]
+    exclude = {"h1": [101, 999], "nobody": [200]}
+    pd.testing.assert_frame_equal(
+        block.recommend(asked, k=6, exclude=exclude),
+        model.recommend(asked, k=6, exclude=exclude),
+        check_exact=True,
+    )
+    kept = block.recommend(users, k=6, exclude_seen=False)
+    pd.testing.assert_frame_equal(kept, model.recommend(users, k=6, exclude_seen=False), check_exact=True)
