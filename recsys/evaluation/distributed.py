@@ -8,9 +8,11 @@ From Spark DataFrames of the week's prepared train and holdout (``user``, ``item
    user (:func:`holdout_users`: the user's holdout items, those of them no training pair has, the
    user's training items to exclude, the number of training pairs) and the training popularity of
    each item, and keeps both persisted;
-2. ``mapInPandas`` over the users: the model, broadcast once, ranks each Arrow batch of users with
-   that batch's exclusions through its own ``recommend`` (a FactorModel with its blocked numpy
-   top-k), and :func:`score_users` scores each user with the project's metric functions
+2. ``mapInPandas`` over the users: each Arrow batch of users is ranked, with that batch's
+   exclusions, by the model's own ``recommend`` (a FactorModel with its blocked numpy top-k) on a
+   model of the batch's users alone: the model's item side is broadcast once, each user's inputs
+   come in the user's row (:mod:`recsys.models.sides`). :func:`score_users` scores each user with
+   the project's metric functions
    (:func:`~recsys.evaluation.metrics.ranking_metrics` on the one user,
    :func:`~recsys.evaluation.metrics.intra_list_diversity` on the one list). Out comes one row per
    user: its metrics and its list;
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +44,10 @@ from recsys.evaluation.metrics import (
     ranking_metrics,
     rmse,
 )
+from recsys.io.spark import table_to_spark
 from recsys.models.factors import FactorModel
 from recsys.models.protocol import Recommender
+from recsys.models.sides import ItemSide, block_recommender, item_side, model_users, splits, user_inputs
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -185,24 +189,37 @@ def scored_users(
     item_genres: Mapping[int, Collection[str]] | None = None,
 ) -> Iterator[DataFrame]:
     """:func:`score_users` over every holdout user as a Spark DataFrame (one row per user), persisted
-    while the ``with`` block runs, so that every aggregate reads the one ranking. The model and
-    ``item_genres`` are broadcast; each task ranks its Arrow batches of users."""
+    while the ``with`` block runs, so that every aggregate reads the one ranking.
+
+    A model in two sides (:func:`recsys.models.sides.splits`: ALS, popularity, content, the hybrid,
+    a re-ranker of one) broadcasts its item side alone; each holdout user's inputs join the user's
+    row (:func:`recsys.models.sides.user_inputs` of the users the model has inputs for), and each
+    Arrow batch of users is ranked by a model of that batch's users
+    (:func:`recsys.models.sides.block_recommender`), so no executor holds every user. Another model
+    is broadcast whole. ``item_genres`` are broadcast."""
     from pyspark import StorageLevel  # deferred: pyspark is heavy, loaded only for a Spark evaluation
 
-    context = frames.users.sparkSession.sparkContext
-    shared = context.broadcast((model, item_genres))
+    spark = frames.users.sparkSession
+    context = spark.sparkContext
+    with ExitStack() as stack:
+        users = frames.users
+        if splits(model):
+            inputs = stack.enter_context(table_to_spark(spark, user_inputs(model, model_users(model))))
+            users = users.join(inputs, "user", "left")
+            shared = context.broadcast((item_side(model), item_genres))
+        else:
+            shared = context.broadcast((model, item_genres))
+        stack.callback(shared.unpersist)
 
-    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        block_model, genres = shared.value
-        for batch in batches:
-            yield score_users(block_model, batch, k, genres)
+        def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            side, genres = shared.value
+            for batch in batches:
+                scorer = block_recommender(batch, side) if isinstance(side, ItemSide) else side
+                yield score_users(scorer, batch, k, genres)
 
-    scored = frames.users.mapInPandas(score, _scored_schema()).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
+        scored = users.mapInPandas(score, _scored_schema()).persist(StorageLevel.MEMORY_AND_DISK)
+        stack.callback(scored.unpersist)
         yield scored
-    finally:
-        scored.unpersist()
-        shared.unpersist()
 
 
 # ---- aggregation ---------------------------------------------------------------------------------

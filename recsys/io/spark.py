@@ -250,6 +250,26 @@ def handoff_dir(spark: SparkSession) -> Path:
 
 
 @contextmanager
+def table_to_spark(
+    spark: SparkSession, table: pa.Table, row_group_size: int | None = None
+) -> Iterator[DataFrame]:
+    """An Arrow ``table`` as a Spark DataFrame, for as long as the ``with`` block runs: as
+    :func:`pandas_to_spark` (an uncompressed Parquet file of ``row_group_size`` rows per group, the
+    unit Spark splits its scan by, on a local master; Arrow elsewhere)."""
+    if not is_local(spark):
+        yield spark.createDataFrame(table.to_pandas())
+        return
+    directory = handoff_dir(spark)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{uuid.uuid4().hex}.parquet"
+    try:
+        pq.write_table(table, path, compression="none", row_group_size=row_group_size)
+        yield spark.read.parquet(str(path))
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
 def pandas_to_spark(spark: SparkSession, frame: pd.DataFrame) -> Iterator[DataFrame]:
     """``frame`` as a Spark DataFrame, for as long as the ``with`` block runs.
 
@@ -264,14 +284,8 @@ def pandas_to_spark(spark: SparkSession, frame: pd.DataFrame) -> Iterator[DataFr
     if not is_local(spark):
         yield spark.createDataFrame(frame)
         return
-    directory = handoff_dir(spark)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{uuid.uuid4().hex}.parquet"
-    try:
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, compression="none")
-        yield spark.read.parquet(str(path))
-    finally:
-        path.unlink(missing_ok=True)
+    with table_to_spark(spark, pa.Table.from_pandas(frame, preserve_index=False)) as sdf:
+        yield sdf
 
 
 class EngineConfig(BaseModel):

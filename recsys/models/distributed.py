@@ -9,27 +9,16 @@ method on the executors, once per block of users, so the lists are the same by c
   the last place at the ml-1m shape, enough to swap two nearly tied items at the cut). So the
   driver cuts the users into Spark blocks of whole scoring blocks, as ``recommend`` would cut them
   (:func:`user_blocks`), Spark brings each block's users together in their order (range-partitioned
-  by block, so the partitions get about as many users each, then ``sortWithinPartitions``), and the executor hands ``recommend`` exactly that block: the
-  same products, bit for bit.
-* **ALS** (:class:`~recsys.models.factors.FactorModel`, also the popularity baseline): the user side
-  travels in the Spark DataFrame, one row per user (``factors``: the user's factor row, null for a
-  user the model does not know; ``seen``: positions of the user's training items in the model's item
-  order, left out when seen items are not excluded; ``exclude``: item ids the user must not get).
-  ``factors`` and ``seen`` are binary cells of little-endian float32 and int32 values: Spark moves a
-  binary cell to Arrow as one copy, where an array cell costs a conversion per element (at the 10M
-  shape, 10M seen positions took seconds). The item side (item ids, item factors, the popularity
-  order) is broadcast once. Each block becomes a :class:`FactorModel` of the block's users over the
-  broadcast items (:func:`factor_block`) and its ``recommend`` ranks them.
-* **hybrid** (:class:`~recsys.models.hybrid.HybridModel`): the same split. The item side
-  (:meth:`~recsys.models.hybrid.HybridModel.item_side`: the content model, ALS's item factors and
-  popularity order, the items' popularity term, computed from the whole history on the driver, and
-  the blend) is broadcast; each user's inputs (:meth:`~recsys.models.hybrid.HybridModel.user_side`:
-  interaction count, ALS factors, content profile, seen items) travel in the DataFrame as binary
-  cells, and each block becomes a HybridModel of its users (:func:`hybrid_block`) whose
-  ``recommend`` ranks them. No executor holds the history or another block's users.
-* **re-ranked** (:class:`~recsys.models.rerank.Reranked`): each block asks the model for the
-  candidates and re-ranks them with :func:`~recsys.models.rerank.rerank`, as ``Reranked.recommend``
-  does; the items' genres are broadcast, each user's history genres travel in the DataFrame.
+  by block, so the partitions get about as many users each, then ``sortWithinPartitions``), and the
+  executor hands ``recommend`` exactly that block: the same products, bit for bit.
+* **the model in two sides** (:mod:`recsys.models.sides`): what every user's scores share (a
+  FactorModel's item factors and popularity order, a hybrid's item side, a re-ranker's item genres)
+  is broadcast once; each user's own inputs (factors, seen items, a hybrid's content profile and
+  count, a re-ranker's history genres) travel in the DataFrame next to the user as binary cells, with
+  ``exclude``, the item ids the user must not get. Each block becomes a model of the block's users
+  alone (:func:`~recsys.models.sides.block_scorer`) whose ``recommend`` ranks them; a re-ranker's
+  candidates are then re-ranked with :func:`~recsys.models.rerank.rerank`, as
+  ``Reranked.recommend`` does. No executor holds the history or another block's users.
 
 An executor holds one block of users (and the broadcast) at a time. Nothing here collects the lists
 unless asked: :func:`spark_recommendations` yields a lazy DataFrame, :func:`write_recommendations`
@@ -38,7 +27,6 @@ writes it as Parquet from the executors, :func:`collect_recommendations` brings 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -46,15 +34,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
-from scipy import sparse
 from threadpoolctl import threadpool_limits
 
-from recsys.io.spark import handoff_dir, is_local
+from recsys.io.spark import table_to_spark
 from recsys.models import factors, hybrid
 from recsys.models.factors import FactorModel
-from recsys.models.hybrid import HybridItems, HybridModel, HybridUsers
+from recsys.models.hybrid import HybridModel
 from recsys.models.rerank import Reranked, rerank
+from recsys.models.sides import ItemSide, block_scorer, history_genres, item_side, user_inputs
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -63,9 +50,6 @@ if TYPE_CHECKING:
 #: ``recommend`` call on an executor amortises its set-up over several matrix products, and small
 #: enough that 70k users make 18 blocks to spread over the cores
 SPARK_BLOCK_USERS = 4096
-
-#: joins a user's history genres in one cell of the user table (a control character: never in a name)
-GENRE_SEPARATOR = "\x1f"
 
 FACTOR_SCHEMA = "user string, rank long, item_id long, score double"
 """Spark schema of a FactorModel's lists (the ``RECOMMENDATION_COLUMNS``)."""
@@ -146,68 +130,6 @@ def exclusions(block: pd.DataFrame) -> dict[str, Iterable[int]]:
     }
 
 
-def packed(values: np.ndarray, dtype: Any) -> bytes:
-    """One cell of the user table: ``values`` as little-endian ``dtype`` bytes (:func:`unpacked`)."""
-    return np.ascontiguousarray(values, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
-
-
-def unpacked(cells: Sequence[bytes], dtype: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(values, lengths): binary cells of little-endian ``dtype`` values (a column of the user table)
-    as one array of all their values and each cell's number of values."""
-    little = np.dtype(dtype).newbyteorder("<")
-    lengths = np.fromiter((len(c) for c in cells), dtype=np.int64, count=len(cells)) // little.itemsize
-    values = np.frombuffer(b"".join(cells), dtype=little).astype(np.dtype(dtype), copy=False)
-    return values, lengths
-
-
-def factor_block(
-    block: pd.DataFrame,
-    items: np.ndarray,
-    item_factors: np.ndarray,
-    popular: np.ndarray,
-    k: int,
-    exclude_seen: bool = True,
-) -> pd.DataFrame:
-    """The lists of one block of users (``block``: user, factors[, seen][, exclude], in the order
-    asked; ``factors`` and ``seen`` cells as :func:`packed` makes them) by
-    :meth:`FactorModel.recommend` over the broadcast item side: a FactorModel of the block's known
-    users (``factors`` not null) answers for every user of the block, the others getting its
-    popularity fallback. Without a ``seen`` column the known users have seen nothing."""
-    known = block["factors"].notna().to_numpy()
-    rank = item_factors.shape[1]
-    flat, _ = unpacked(block["factors"][known].tolist(), np.float32)
-    n_known = int(known.sum())
-    if "seen" in block.columns:
-        cells = [c if c is not None else b"" for c in block["seen"][known].tolist()]
-        indices, lengths = unpacked(cells, np.int32)
-    else:
-        indices, lengths = np.zeros(0, dtype=np.int32), np.zeros(n_known, dtype=np.int64)
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    model = FactorModel(
-        users=block["user"][known].to_numpy(dtype=str),
-        items=items,
-        user_factors=flat.reshape(n_known, rank),
-        item_factors=item_factors,
-        seen=sparse.csr_matrix(
-            (np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(n_known, len(items))
-        ),
-        popular=popular,
-    )
-    exclude = exclusions(block)
-    return model.recommend(
-        block["user"].astype(str).tolist(), k=k, exclude=exclude or None, exclude_seen=exclude_seen
-    )
-
-
-def history_genres(block: pd.DataFrame) -> dict[str, set[str]]:
-    """The re-ranker's genres of what each user of the block watched, from the user table's
-    ``history_genres`` cells (:data:`GENRE_SEPARATOR`-joined)."""
-    return {
-        str(user): set(cell.split(GENRE_SEPARATOR)) if cell else set()
-        for user, cell in zip(block["user"].tolist(), block["history_genres"].tolist(), strict=True)
-    }
-
-
 def whole_blocks(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """The users of a partition sorted by (block, position), however Spark cut them into Arrow
     batches, as one frame per block, in the order asked. Holds one block (and one batch) at a time."""
@@ -236,31 +158,27 @@ def typed(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 
 
 def _block_function(
-    side: Any, kind: str, k: int, exclude_seen: bool, columns: list[str]
+    side: Any, k: int, exclude_seen: bool, columns: list[str]
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """The ``mapInPandas`` function over one partition; ``side`` is the broadcast (the item side, or
-    the whole hybrid, and the re-ranking when there is one)."""
+    """The ``mapInPandas`` function over one partition; ``side`` is the broadcast
+    :class:`~recsys.models.sides.ItemSide`."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        value = side.value
-        base, reranking = value["base"], value.get("rerank")
-        depth = max(k, reranking["config"].candidates) if reranking else k
+        items: ItemSide = side.value
+        reranking = items.rerank_config
+        depth = max(k, reranking.candidates) if reranking else k
         # one BLAS thread per Python worker: Spark already runs one task per core
         with threadpool_limits(limits=1, user_api="blas"):
             for block in whole_blocks(batches):
-                if kind == "factors":
-                    lists = factor_block(block, *base, k=depth, exclude_seen=exclude_seen)
-                else:
-                    exclude = exclusions(block)
-                    lists = hybrid_block(block, base).recommend(
-                        block["user"].astype(str).tolist(),
-                        k=depth,
-                        exclude=exclude or None,
-                        exclude_seen=exclude_seen,
-                    )
+                exclude = exclusions(block)
+                lists = block_scorer(block, items).recommend(
+                    block["user"].astype(str).tolist(),
+                    k=depth,
+                    exclude=exclude or None,
+                    exclude_seen=exclude_seen,
+                )
                 if reranking:
-                    history = history_genres(block)
-                    lists = rerank(lists, reranking["genres"], history, k, reranking["config"])
+                    lists = rerank(lists, items.rerank_genres or {}, history_genres(block), k, reranking)
                 yield typed(lists, columns)
 
     return run
@@ -277,150 +195,17 @@ def exclusion_frame(train: DataFrame) -> DataFrame:
     return train.groupBy("user").agg(F.collect_set(F.col("item_id").cast("long")).alias("exclude"))
 
 
-def _binary_cells(flat: np.ndarray, lengths: np.ndarray, valid: np.ndarray) -> pa.Array:
-    """A binary Arrow array over ``flat``'s bytes (little-endian), cell i holding ``lengths[i]``
-    values, null where not ``valid``: no Python object per cell."""
-    data = np.ascontiguousarray(flat, dtype=flat.dtype.newbyteorder("<"))
-    offsets = np.concatenate([[0], np.cumsum(np.where(valid, lengths, 0))]) * data.dtype.itemsize
-    validity = None if valid.all() else pa.array(valid).buffers()[1]
-    return pa.Array.from_buffers(
-        pa.large_binary(),
-        len(lengths),
-        [validity, pa.py_buffer(offsets.astype(np.int64)), pa.py_buffer(data.tobytes())],
-        null_count=int((~valid).sum()),
-    )
-
-
 def user_table(
     served: Any, users: Sequence[str], block_users: int = SPARK_BLOCK_USERS, with_seen: bool = True
 ) -> pa.Table:
-    """The Spark input of :func:`spark_recommendations`: (user, block, position), and for a FactorModel
-    each user's ``factors`` (null when unknown) and, ``with_seen``, ``seen`` item positions, as binary
-    cells (:func:`packed`) over the model's buffers (no Python object per user)."""
+    """The Spark input of :func:`spark_recommendations`: (user, block, position) of
+    :func:`user_blocks` and each user's inputs (:func:`~recsys.models.sides.user_inputs`)."""
     blocks = user_blocks(served, users, block_users)
     table = pa.Table.from_pandas(blocks, preserve_index=False)
-    if isinstance(served, Reranked):
-        genres = served.history_genres
-        table = table.append_column(
-            "history_genres",
-            pa.array([GENRE_SEPARATOR.join(sorted(genres.get(u, ()))) for u in blocks["user"].tolist()]),
-        )
-    model = scoring_model(served)
-    if isinstance(model, HybridModel):
-        return _hybrid_columns(table, model, blocks["user"], with_seen)
-    rows = pd.Index(model.users.astype(str)).get_indexer(blocks["user"])
-    known = rows >= 0
-    picked = np.where(known, rows, 0)
-    flat = np.ascontiguousarray(model.user_factors[picked], dtype=np.float32)[known].ravel()
-    table = table.append_column("factors", _binary_cells(flat, np.full(len(picked), model.rank), known))
-    if not with_seen:
-        return table
-    seen = model.seen.tocsr()[picked]
-    keep = np.repeat(known, np.diff(seen.indptr))
-    return table.append_column(
-        "seen", _binary_cells(seen.indices[keep].astype(np.int32), np.diff(seen.indptr), known)
-    )
-
-
-def _hybrid_columns(table: pa.Table, model: HybridModel, users: pd.Series, with_seen: bool) -> pa.Table:
-    """``table`` with a hybrid's per-user inputs (:meth:`HybridModel.user_side`) as binary cells, null
-    for a user without history: ``count``, ``factors`` (also null where ALS does not know the user),
-    the content profile (``profile_items`` int32 feature positions, ``profile_values`` float32) and
-    ``seen`` (int32 positions in the hybrid's item universe)."""
-    has = model.user_rows(users.to_numpy(dtype=object)) >= 0
-    side = model.user_side(users[has].tolist())
-    n = len(users)
-
-    def spread(values: np.ndarray, fill: Any) -> np.ndarray:
-        out = np.full(n, fill, dtype=values.dtype)
-        out[has] = values
-        return out
-
-    counts = pa.array(spread(side.counts, 0), mask=~has)
-    als = spread(side.als_known, False)
-    factors = _binary_cells(side.als_factors[side.als_known].ravel(), np.full(n, model.als.rank), als)
-    profile_lengths = spread(np.diff(side.profiles.indptr), 0)
-    table = (
-        table.append_column("count", counts)
-        .append_column("factors", factors)
-        .append_column(
-            "profile_items", _binary_cells(side.profiles.indices.astype(np.int32), profile_lengths, has)
-        )
-        .append_column(
-            "profile_values", _binary_cells(side.profiles.data.astype(np.float32), profile_lengths, has)
-        )
-    )
-    if not with_seen:
-        return table
-    seen_lengths = spread(np.diff(side.seen.indptr), 0)
-    return table.append_column("seen", _binary_cells(side.seen.indices.astype(np.int32), seen_lengths, has))
-
-
-def hybrid_block(block: pd.DataFrame, items: HybridItems) -> HybridModel:
-    """The HybridModel of one block of the user table (:func:`_hybrid_columns`) over the broadcast
-    item side: its users with history, their inputs unpacked."""
-    has = block["count"].notna().to_numpy()
-    rows = block[has]
-    n = len(rows)
-    als_known = rows["factors"].notna().to_numpy()
-    factors = np.zeros((n, items.als_item_factors.shape[1]), np.float32)
-    flat, _ = unpacked(rows["factors"][als_known].tolist(), np.float32)
-    factors[als_known] = flat.reshape(int(als_known.sum()), factors.shape[1])
-
-    def matrix(index_column: str, values: np.ndarray | None, width: int) -> sparse.csr_matrix:
-        indices, lengths = unpacked(rows[index_column].tolist(), np.int32)
-        data = np.ones(len(indices), dtype=np.float32) if values is None else values
-        indptr = np.concatenate([[0], np.cumsum(lengths)])
-        return sparse.csr_matrix((data, indices, indptr), shape=(n, width))
-
-    profile_values, _ = unpacked(rows["profile_values"].tolist(), np.float32)
-    seen = (
-        matrix("seen", None, items.n_items)
-        if "seen" in rows.columns
-        else sparse.csr_matrix((n, items.n_items), dtype=np.float32)
-    )
-    users = HybridUsers(
-        users=rows["user"].to_numpy(dtype=str),
-        counts=rows["count"].to_numpy(dtype=np.int64),
-        als_known=als_known,
-        als_factors=factors,
-        profiles=matrix("profile_items", profile_values, items.n_features),
-        seen=seen,
-    )
-    return items.block(users)
-
-
-@contextmanager
-def _to_spark(spark: SparkSession, table: pa.Table) -> Iterator[DataFrame]:
-    """``table`` as a Spark DataFrame for the ``with`` block: on a local master through an
-    uncompressed Parquet file in Spark's local dir (scanned natively), elsewhere through Arrow."""
-    if not is_local(spark):
-        yield spark.createDataFrame(table.to_pandas())
-        return
-    directory = handoff_dir(spark)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{uuid.uuid4().hex}.parquet"
-    try:
-        pq.write_table(table, path, compression="none", row_group_size=64_000)
-        yield spark.read.parquet(str(path))
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _broadcast(spark: SparkSession, served: Any) -> tuple[Any, str]:
-    """(broadcast, kind): the item side of a FactorModel, or the whole hybrid; a re-ranker's genres."""
-    model = scoring_model(served)
-    if isinstance(model, FactorModel):
-        kind, base = "factors", (model.items, model.item_factors, model.popular)
-    else:
-        kind, base = "hybrid", model.item_side()
-    value: dict[str, Any] = {"base": base}
-    if isinstance(served, Reranked):
-        value["rerank"] = {
-            "genres": dict(served.item_genres),
-            "config": served.config,
-        }
-    return spark.sparkContext.broadcast(value), kind
+    inputs = user_inputs(served, blocks["user"].tolist(), with_seen=with_seen)
+    for name in inputs.column_names[1:]:
+        table = table.append_column(name, inputs.column(name))
+    return table
 
 
 @contextmanager
@@ -446,16 +231,16 @@ def spark_recommendations(
     table = user_table(served, users, block_users, with_seen=exclude_seen)
     n_blocks = len(set(table.column("block").to_pylist())) if table.num_rows else 1
     partitions = max(1, min(n_blocks, 2 * spark.sparkContext.defaultParallelism))
-    side, kind = _broadcast(spark, served)
+    side = spark.sparkContext.broadcast(item_side(served))
     try:
-        with _to_spark(spark, table) as wanted:
+        with table_to_spark(spark, table, row_group_size=64_000) as wanted:
             if exclude is not None:
                 wanted = wanted.join(exclude.select("user", "exclude"), on="user", how="left")
             # by range: about as many users to each partition (hashing 18 blocks into 4 partitions
             # may give one of them twice its share), a block whole in one partition all the same
             by_block = wanted.repartitionByRange(partitions, "block")
             blocks = by_block.sortWithinPartitions("block", "position")
-            yield blocks.mapInPandas(_block_function(side, kind, k, exclude_seen, columns), schema_of(served))
+            yield blocks.mapInPandas(_block_function(side, k, exclude_seen, columns), schema_of(served))
     finally:
         side.unpersist()
 

@@ -272,6 +272,20 @@ class Reranked:
         for user, items in history.groupby("user")["item_id"]:
             self.history_genres[str(user)] = {g for i in items.tolist() for g in item_genres.get(int(i), ())}
 
+    @classmethod
+    def of_genres(
+        cls,
+        model: Recommender,
+        item_genres: Mapping[int, Collection[str]],
+        history_genres: Mapping[str, Collection[str]],
+        config: RerankConfig,
+    ) -> Reranked:
+        """A Reranked whose users' history genres are given ready made (a block of users on an
+        executor, :mod:`recsys.models.sides`) instead of computed from their history."""
+        out = cls(model, item_genres, pd.DataFrame({"user": [], "item_id": []}), config)
+        out.history_genres = {str(u): set(g) for u, g in history_genres.items()}
+        return out
+
     def recommend(
         self, users: Sequence[str], k: int = 10, exclude: Mapping[str, Iterable[int]] | None = None
     ) -> pd.DataFrame:

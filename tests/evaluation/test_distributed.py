@@ -20,8 +20,11 @@ from recsys.evaluation.distributed import (
 )
 from recsys.evaluation.evaluate import score_model, score_segments
 from recsys.evaluation.metrics import gini_concentration, novelty
+from recsys.models.content import ContentModel, ContentRecommender
 from recsys.models.factors import FactorModel, popularity_model, seen_matrix
+from recsys.models.hybrid import HybridConfig, HybridModel
 from recsys.models.rerank import RerankConfig, Reranked
+from recsys.models.sides import splits
 from recsys.training.als import ALSConfig, train_als
 
 K = 5
@@ -151,6 +154,46 @@ def test_reranked_model_same_both_ways(data, frames, als):
         score_model_spark(model, frames, K, N_ITEMS, GENRES),
         score_model(model, train, holdout, K, N_ITEMS, GENRES),
     )
+
+
+def catalogue() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "item_id": list(GENRES),
+            "title": [f"Film {i}" for i in GENRES],
+            "genres": ["|".join(sorted(g)) for g in GENRES.values()],
+            "release_year": [1990 + i % 20 for i in GENRES],
+        }
+    )
+
+
+class Popular:
+    """A Recommender with no sides to split (the same list for everyone): broadcast whole."""
+
+    def recommend(self, users, k=10, exclude=None):  # noqa: ANN001, ANN201
+        rows = [(u, r + 1, 100 + r, float(-r)) for u in users for r in range(k)]
+        return pd.DataFrame(rows, columns=["user", "rank", "item_id", "score"])
+
+
+def test_content_hybrid_and_unsplit_models_same_both_ways(data, frames, als):
+    """Content alone and the hybrid (re-ranked too) travel as an item side and per-user inputs;
+    a model without sides is broadcast whole: the same metrics as pandas every way."""
+    train, holdout, _, _ = data
+    content = ContentModel.fit(catalogue())
+    hybrid = HybridModel(als, content, train, HybridConfig(cold_user_max=3))
+    models = {
+        "content": ContentRecommender(content, train),
+        "hybrid": hybrid,
+        "reranked hybrid": Reranked(hybrid, GENRES, train, RerankConfig(method="mmr", candidates=12)),
+        "unsplit": Popular(),
+    }
+    assert [splits(m) for m in models.values()] == [True, True, True, False]
+    for name, model in models.items():
+        expected = score_segments(model, train, holdout, K, N_ITEMS, cold_user_max=4, item_genres=GENRES)
+        got = score_segments_spark(model, frames, K, N_ITEMS, cold_user_max=4, item_genres=GENRES)
+        assert_same(got, expected)
+        assert got["all"]["users_evaluated"] == 42, name
+        assert 0 < got["all"][f"ndcg@{K}"] < 1, name
 
 
 def test_no_new_items_and_empty_holdout(spark, data, als):

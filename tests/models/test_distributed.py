@@ -12,10 +12,7 @@ from recsys.models.distributed import (
     block_size,
     collect_recommendations,
     exclusion_frame,
-    factor_block,
     in_served_order,
-    packed,
-    unpacked,
     user_blocks,
     user_table,
     whole_blocks,
@@ -24,6 +21,7 @@ from recsys.models.distributed import (
 from recsys.models.factors import FactorModel, seen_matrix
 from recsys.models.hybrid import HybridConfig, HybridModel
 from recsys.models.rerank import RerankConfig, Reranked
+from recsys.models.sides import factor_block_model, packed, unpacked
 from tests.models.worlds import world
 
 
@@ -79,7 +77,7 @@ def arrow_batches(spark, rows: int):  # noqa: ANN001
         spark.conf.set(key, before)
 
 
-def test_factor_block_gives_each_user_what_the_whole_model_gives():
+def test_a_block_model_gives_each_user_what_the_whole_model_gives():
     model = hand_model()
     batch = pd.DataFrame(
         {
@@ -93,7 +91,8 @@ def test_factor_block_gives_each_user_what_the_whole_model_gives():
             "exclude": [None, np.array([13]), np.array([11])],
         }
     )
-    got = factor_block(batch, model.items, model.item_factors, model.popular, k=3)
+    block = factor_block_model(batch, model.items, model.item_factors, model.popular)
+    got = block.recommend(["c", "zz", "a"], k=3, exclude={"zz": [13], "a": [11]})
     want = model.recommend(["c", "zz", "a"], k=3, exclude={"zz": [13], "a": [11]})
     same(got, want)
     assert got[got.user == "a"]["item_id"].tolist() == [12, 13, 14]  # 10 seen, 11 excluded
