@@ -88,6 +88,12 @@ class HybridConfig(BaseModel):
     min_users: int = Field(
         20, ge=1, description="validation users a segment needs for its weights to be learned"
     )
+    max_users: int = Field(
+        5000,
+        ge=1,
+        description="validation users per segment the weights are learned on: above this, a fixed sample "
+        "(the users with the smallest hash of their pseudonym), since every grid point ranks each of them",
+    )
 
     @field_validator("content_grid", "popularity_grid")
     @classmethod
