@@ -244,10 +244,10 @@ def run_shape(name: str, engine: str, keep: bool, reuse_world: bool = False) -> 
         f"{events:,} raw event lines, {figures['pairs']:,} prepared pairs",
         flush=True,
     )
-    if not keep:
+    if not keep:  # tolerant: a process the run started may still be removing its own files
         for path in WORK.glob("*"):
             if path != world or not reuse_world:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     return figures
 
 
