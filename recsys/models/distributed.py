@@ -37,7 +37,7 @@ import pyarrow as pa
 from threadpoolctl import threadpool_limits
 
 from recsys.io.spark import table_to_spark
-from recsys.models import factors, hybrid
+from recsys.models import factors, hybrid, sides
 from recsys.models.factors import FactorModel
 from recsys.models.hybrid import HybridModel
 from recsys.models.rerank import Reranked, rerank
@@ -78,7 +78,7 @@ def columns_of(served: Any) -> list[str]:
 
 def scoring_model(served: Any) -> FactorModel | HybridModel:
     """The model that scores ``served``'s lists (a re-ranker's model)."""
-    model = served.model if isinstance(served, Reranked) else served
+    model = sides.scoring_model(served)
     schema_of(model)  # refuses what has no Spark path
     return model
 
