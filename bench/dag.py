@@ -167,8 +167,9 @@ def run_shape(name: str, engine: str, keep: bool, reuse_world: bool = False) -> 
     recipe = {"shape": asdict(shape), "week": week.isoformat(), "window_weeks": WINDOW_WEEKS}
     cached = reuse_world and _world_matches(world, recipe)
     for path in WORK.glob("*") if WORK.exists() else ():
-        if path != world or not cached:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if path == world and cached or path.name.startswith("world-") and path != world:
+            continue  # the worlds kept for other shapes stay too
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     WORK.mkdir(parents=True, exist_ok=True)
     config_file = None
     if engine != "auto":
@@ -246,7 +247,7 @@ def run_shape(name: str, engine: str, keep: bool, reuse_world: bool = False) -> 
     )
     if not keep:  # tolerant: a process the run started may still be removing its own files
         for path in WORK.glob("*"):
-            if path != world or not reuse_world:
+            if not path.name.startswith("world-") or path == world and not reuse_world:
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     return figures
 
