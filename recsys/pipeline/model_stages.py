@@ -21,7 +21,7 @@ import pandas as pd
 from recsys.core.chaos import checkpoint
 from recsys.core.intervals import week_bounds
 from recsys.evaluation.distributed import holdout_frames, score_model_spark, score_segments_spark
-from recsys.evaluation.evaluate import item_genres, score_model, score_segments
+from recsys.evaluation.evaluate import HoldoutSets, item_genres, score_model, score_segments
 from recsys.io.spark import choose_engine, get_spark
 from recsys.io.spark_lake import nanos_as_long, read_file
 from recsys.io.storage import local_scratch, read_parquet, replace_dir
@@ -288,9 +288,10 @@ def _holdout_scorers(
     engine = choose_engine(ctx.config.engine, len(train_df), ctx.settings.spark_master)
     if engine == "pandas":
         holdout = read_parquet(folder / "holdout.parquet")
+        sets = HoldoutSets.of(train_df, holdout)  # shared by every model scored
         yield (
-            lambda model: score_model(model, train_df, holdout, k, catalog_size, genres),
-            lambda model: score_segments(model, train_df, holdout, k, catalog_size, cold_max, genres),
+            lambda model: score_model(model, train_df, holdout, k, catalog_size, genres, sets),
+            lambda model: score_segments(model, train_df, holdout, k, catalog_size, cold_max, genres, sets),
         )
         return
     spark = get_spark(ctx.settings)
