@@ -96,25 +96,90 @@ def explain(
 ) -> pd.DataFrame:
     """``recs`` (user, item_id, ...) with ``reason_item_id`` and ``reason``: the user's watched item
     most similar to each recommendation ("Because you watched <title>"), or "popular with everyone"
-    when the user has no history (or nothing similar)."""
-    watched = {u: g["item_id"].to_numpy(dtype=np.int64) for u, g in history.groupby("user")}
-    reason_item = np.full(len(recs), -1, dtype=np.int64)
-    for user, positions in recs.groupby("user").indices.items():
-        seen = watched.get(user)
-        if seen is None or not len(seen):
-            continue
-        sims = similarity.matrix(recs["item_id"].to_numpy(dtype=np.int64)[positions], seen)
-        sims = np.where(np.isnan(sims), -np.inf, sims)
-        best = sims.argmax(axis=1)
-        ok = np.isfinite(sims[np.arange(len(positions)), best])
-        reason_item[positions[ok]] = seen[best[ok]]
+    when the user has no history (or nothing similar). Among equally similar watched items, the
+    first in ``history``'s order.
+
+    Scored by blocks of recommended items, not user by user: one similarity matrix of
+    :data:`SEED_BLOCK` distinct recommended items against every item, then each recommendation's
+    (item, watched item) pairs are looked up in it and the best taken per recommendation."""
+    reason_item = _most_similar_watched(
+        recs["user"].to_numpy(dtype=object), recs["item_id"].to_numpy(dtype=np.int64), history, similarity
+    )
     out = recs.copy()
     out["reason_item_id"] = pd.array(np.where(reason_item >= 0, reason_item, pd.NA), dtype="Int64")
-    out["reason"] = [
-        f"Because you watched {titles.get(int(i), f'title {int(i)}')}" if i >= 0 else "popular with everyone"
-        for i in reason_item
-    ]
+    named = {i: f"Because you watched {titles.get(i, f'title {i}')}" for i in np.unique(reason_item).tolist()}
+    named[-1] = "popular with everyone"
+    out["reason"] = [named[i] for i in reason_item.tolist()]
     return out
+
+
+#: (recommendation, watched item) pairs looked up at once when explaining
+PAIR_BLOCK = 2_000_000
+
+
+def _most_similar_watched(
+    users: np.ndarray, items: np.ndarray, history: pd.DataFrame, similarity: ItemSimilarity
+) -> np.ndarray:
+    """For each (user, item): the item of the user's ``history`` most similar to it, -1 if none
+    (no history, or no model knows both)."""
+    reason = np.full(len(items), -1, dtype=np.int64)
+    watched = _Watched.of(history)
+    owner = watched.index.get_indexer(users)
+    rows = np.flatnonzero(owner >= 0)
+    if not len(rows):
+        return reason
+    universe = _universe(similarity)
+    seen_col = pd.Index(universe).get_indexer(watched.items)  # -1: no model knows it
+    distinct, item_code = np.unique(items[rows], return_inverse=True)
+    by_item = np.argsort(item_code, kind="stable")
+    bounds = np.searchsorted(item_code[by_item], np.arange(0, len(distinct) + SEED_BLOCK, SEED_BLOCK))
+    for b, first in enumerate(range(0, len(distinct), SEED_BLOCK)):
+        sims = similarity.matrix(distinct[first : first + SEED_BLOCK], universe)
+        sims = np.where(np.isnan(sims), -np.inf, sims)
+        sims = np.concatenate([sims, np.full((len(sims), 1), -np.inf)], axis=1)  # column -1: unknown
+        block = by_item[bounds[b] : bounds[b + 1]]  # positions in ``rows``
+        lengths = watched.counts[owner[rows[block]]]
+        ends = np.cumsum(lengths)
+        cut = np.searchsorted(
+            ends, np.arange(PAIR_BLOCK, int(ends[-1]) + PAIR_BLOCK, PAIR_BLOCK), side="right"
+        )
+        for part in np.split(np.arange(len(block)), np.unique(cut[cut < len(block)])):
+            if not len(part):
+                continue
+            these, n = block[part], lengths[part]
+            recs = rows[these]
+            pair = watched.pairs(owner[recs], n)
+            row_of = np.repeat(np.arange(len(these)), n)
+            values = sims[item_code[these][row_of] - first, seen_col[pair]]
+            starts = np.cumsum(n) - n
+            best = np.maximum.reduceat(values, starts)  # every user here has watched something
+            at = np.where(values == best[row_of], np.arange(len(values)), len(values))
+            pick = np.minimum.reduceat(at, starts)
+            ok = np.isfinite(best)
+            reason[recs[ok]] = watched.items[pair[pick[ok]]]
+    return reason
+
+
+class _Watched:
+    """Each user's watched items in one array, grouped by user (CSR-like), in ``history``'s order."""
+
+    def __init__(self, index: pd.Index, items: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> None:
+        self.index, self.items, self.starts, self.counts = index, items, starts, counts
+
+    @classmethod
+    def of(cls, history: pd.DataFrame) -> _Watched:
+        codes, uniques = pd.factorize(history["user"].to_numpy(dtype=object))
+        order = np.argsort(codes, kind="stable")
+        counts = np.bincount(codes, minlength=len(uniques)).astype(np.int64)
+        items = history["item_id"].to_numpy(dtype=np.int64)[order]
+        return cls(pd.Index(uniques, dtype=object), items, np.cumsum(counts) - counts, counts)
+
+    def pairs(self, owners: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Positions in :attr:`items` of every watched item of each of ``owners`` (their ``lengths``
+        = counts), owner after owner."""
+        total = int(lengths.sum())
+        offset = np.repeat(self.starts[owners] - (np.cumsum(lengths) - lengths), lengths)
+        return offset + np.arange(total, dtype=np.int64)
 
 
 def because_you_watched(
@@ -127,37 +192,47 @@ def because_you_watched(
     """Rows seeded by each user's most recent titles (``last_ts``, then strength; at most
     ``seeds_per_user``): the ``k`` most similar items the user has not watched.
 
-    Seeds are scored in blocks (one similarity matrix of a block of seeds against every item), so a
-    page for every user costs a few matrix products, not a loop over users."""
+    Seeds are scored by blocks of distinct seed titles (one similarity matrix of
+    :data:`SEED_BLOCK` titles against every item; the seeds of those titles, a block of rows at a
+    time, take their row of it and mask what their user watched), so a page for every user costs a
+    few matrix products, however many users share a seed."""
     order = [c for c in ("last_ts", "strength") if c in history.columns]
     ranked = history.sort_values(["user", *order], ascending=[True] + [False] * len(order), kind="stable")
     universe = _universe(similarity)
-    position_of = pd.Index(universe)
     seeds = ranked.groupby("user", sort=True).head(seeds_per_user)
     seed_users = seeds["user"].to_numpy(dtype=object)
     seed_items = seeds["item_id"].to_numpy(dtype=np.int64)
     seed_rank = seeds.groupby("user", sort=False).cumcount().to_numpy()
-    watched = {
-        u: position_of.get_indexer(g.to_numpy(dtype=np.int64)) for u, g in ranked.groupby("user")["item_id"]
-    }
+    watched = _Watched.of(ranked)
+    watched_col = pd.Index(universe).get_indexer(watched.items)
+    owner = watched.index.get_indexer(seed_users)
     kk = min(k, len(universe))
     parts: dict[str, list[np.ndarray]] = {name: [] for name in ("row", "rank", "item", "score")}
-    for start in range(0, len(seed_items), SEED_BLOCK):
-        block = slice(start, start + SEED_BLOCK)
-        sims = similarity.matrix(seed_items[block], universe)
-        sims = np.where(np.isnan(sims), -np.inf, sims).astype(np.float32)
-        for r, user in enumerate(seed_users[block].tolist()):
-            seen = watched[user]
-            sims[r, seen[seen >= 0]] = -np.inf
-        top, values = top_k(sims, kk)
-        keep = np.isfinite(values)
-        parts["row"].append(np.repeat(np.arange(start, start + len(top)), keep.sum(axis=1)))
-        parts["rank"].append((np.cumsum(keep, axis=1))[keep])
-        parts["item"].append(universe[top[keep]])
-        parts["score"].append(values[keep].astype(np.float64))
+    distinct, item_code = np.unique(seed_items, return_inverse=True)
+    by_item = np.argsort(item_code, kind="stable")
+    bounds = np.searchsorted(item_code[by_item], np.arange(0, len(distinct) + SEED_BLOCK, SEED_BLOCK))
+    for b, first in enumerate(range(0, len(distinct), SEED_BLOCK)):
+        block_sims = similarity.matrix(distinct[first : first + SEED_BLOCK], universe)
+        block_sims = np.where(np.isnan(block_sims), -np.inf, block_sims).astype(np.float32)
+        block = by_item[bounds[b] : bounds[b + 1]]
+        for start in range(0, len(block), SEED_BLOCK):
+            rows = block[start : start + SEED_BLOCK]  # seed positions
+            sims = block_sims[item_code[rows] - first]
+            n = watched.counts[owner[rows]]
+            cols = watched_col[watched.pairs(owner[rows], n)]
+            at = np.repeat(np.arange(len(rows)), n)
+            sims[at[cols >= 0], cols[cols >= 0]] = -np.inf
+            top, values = top_k(sims, kk)
+            keep = np.isfinite(values)
+            parts["row"].append(np.repeat(rows, keep.sum(axis=1)))
+            parts["rank"].append((np.cumsum(keep, axis=1))[keep])
+            parts["item"].append(universe[top[keep]])
+            parts["score"].append(values[keep].astype(np.float64))
     if not parts["row"] or not sum(len(p) for p in parts["row"]):
         return _frame([])
-    row = np.concatenate(parts["row"])
+    row, rank = np.concatenate(parts["row"]), np.concatenate(parts["rank"]).astype(np.int64)
+    in_order = np.lexsort((rank, row))  # seed after seed (users sorted), best first
+    row, rank = row[in_order], rank[in_order]
     seed = seed_items[row]
     named = np.array(
         [f"Because you watched {titles.get(int(i), f'title {int(i)}')}" for i in seed_items], dtype=object
@@ -168,9 +243,9 @@ def because_you_watched(
             "row_id": np.char.add("because:", seed.astype(str)).astype(object),
             "row_title": named[row],
             "row_position": seed_rank[row].astype(np.int64),
-            "rank": np.concatenate(parts["rank"]).astype(np.int64),
-            "item_id": np.concatenate(parts["item"]).astype(np.int64),
-            "score": np.concatenate(parts["score"]),
+            "rank": rank,
+            "item_id": np.concatenate(parts["item"]).astype(np.int64)[in_order],
+            "score": np.concatenate(parts["score"])[in_order],
             "reason_item_id": seed,
             "reason": named[row],
         }
@@ -195,14 +270,23 @@ def new_this_week(
     known = new_items[[content.knows(i) for i in new_items]]
     if not len(known) or not users:
         return _frame([])
-    profiles = content.profiles(history, users)
     positions = pd.Index(content.items.astype(np.int64)).get_indexer(known)
-    scores = np.asarray((profiles @ content.features[positions].T).todense(), dtype=np.float64)
-    rows = []
-    for r, user in enumerate(users):
-        order = np.argsort(-scores[r], kind="stable")[:k]
-        rows.append(_row(user, "new", "New this week", known[order], scores[r][order], "new"))
-    return _frame(rows)
+    new_features = content.features[positions].T
+    kk = min(k, len(known))
+    picks, values = [], []
+    profiles = content.profiles(history, users)
+    for start in range(0, len(users), USER_BLOCK):
+        scores = np.asarray((profiles[start : start + USER_BLOCK] @ new_features).todense(), dtype=np.float64)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
+        picks.append(known[order])
+        values.append(np.take_along_axis(scores, order, axis=1))
+    return _rows_frame(
+        np.asarray(users, dtype=object), "new", "New this week", np.vstack(picks), np.vstack(values), "new"
+    )
+
+
+#: users whose fixed rows or content matches are worked out at once
+USER_BLOCK = 4096
 
 
 def _fixed_row(
@@ -215,32 +299,78 @@ def _fixed_row(
     title: str,
     reason: str,
 ) -> pd.DataFrame:
-    watched = {u: set(g.tolist()) for u, g in history.groupby("user")["item_id"]}
-    rows = []
-    for user in users:
-        seen = watched.get(user, set())
-        keep = np.array([int(i) not in seen for i in ranked[: k + len(seen)]], dtype=bool)
-        picks, values = ranked[: k + len(seen)][keep][:k], score[: k + len(seen)][keep][:k]
-        rows.append(_row(user, row_id, title, picks, values, reason))
-    return _frame(rows)
+    """One row per user: the first ``k`` of ``ranked`` the user has not watched (a block of users at
+    a time: a user can only lose the ranked positions they watched, so a block looks at most ``k``
+    plus its heaviest user's watched count down the ranking)."""
+    if not users or not len(ranked):
+        return _frame([])
+    users_array = np.asarray(users, dtype=object)
+    watched = _Watched.of(history)
+    owner = watched.index.get_indexer(users_array)
+    position = pd.Index(ranked).get_indexer(watched.items)  # -1: not in the ranking
+    counts = np.where(owner >= 0, watched.counts[np.maximum(owner, 0)], 0)
+    row_of, item_of, score_of, rank_of = [], [], [], []
+    for start in range(0, len(users), USER_BLOCK):
+        block = np.arange(start, min(start + USER_BLOCK, len(users)))
+        depth = min(len(ranked), k + int(counts[block].max()))
+        taken = np.zeros((len(block), depth), dtype=bool)
+        n = counts[block]
+        cols = position[watched.pairs(np.maximum(owner[block], 0), n)]
+        at = np.repeat(np.arange(len(block)), n)
+        inside = (cols >= 0) & (cols < depth)
+        taken[at[inside], cols[inside]] = True
+        free = ~taken
+        keep = free & (np.cumsum(free, axis=1) <= k)
+        r, c = np.nonzero(keep)
+        row_of.append(block[r])
+        item_of.append(ranked[c])
+        score_of.append(score[c])
+        rank_of.append(np.cumsum(keep, axis=1)[keep])
+    row = np.concatenate(row_of)
+    return _rows_frame(
+        users_array[row],
+        row_id,
+        title,
+        np.concatenate(item_of),
+        np.concatenate(score_of),
+        reason,
+        rank=np.concatenate(rank_of),
+    )
 
 
-def _row(
-    user: str, row_id: str, title: str, items: np.ndarray, scores: np.ndarray, reason: str
+def _rows_frame(
+    users: np.ndarray,
+    row_id: str,
+    title: str,
+    items: np.ndarray,
+    scores: np.ndarray,
+    reason: str,
+    rank: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    return pd.DataFrame(
+    """One row of the page for many users at once, in :data:`ROW_COLUMNS`: ``items`` and ``scores``
+    either (users, length) arrays (every user the same length, ranked 1..length) or flat arrays
+    with one ``users`` entry and one ``rank`` per item."""
+    if rank is None:
+        length = items.shape[1] if items.ndim == 2 else 0
+        users = np.repeat(users, length)
+        rank = np.tile(np.arange(1, length + 1, dtype=np.int64), len(items))
+        items, scores = items.reshape(-1), scores.reshape(-1)
+    if not len(items):
+        return _frame([])
+    frame = pd.DataFrame(
         {
-            "user": user,
+            "user": users,
             "row_id": row_id,
             "row_title": title,
-            "row_position": 0,
-            "rank": np.arange(1, len(items) + 1, dtype=np.int64),
+            "row_position": np.zeros(len(items), dtype=np.int64),
+            "rank": np.asarray(rank, dtype=np.int64),
             "item_id": np.asarray(items, dtype=np.int64),
             "score": np.asarray(scores, dtype=np.float64),
             "reason_item_id": pd.array([pd.NA] * len(items), dtype="Int64"),
             "reason": reason,
         }
     )
+    return _frame([frame])
 
 
 def _universe(similarity: ItemSimilarity) -> np.ndarray:

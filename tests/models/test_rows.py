@@ -160,3 +160,131 @@ def test_page_rows_are_ordered_and_each_row_is_built_from_the_right_data():
         ["fan", "joker"],
     )
     assert set(without["row_id"]) == {"top_picks"}
+
+
+# ---- the block-wise rows against a user-by-user reference, on a random world ----------------------
+
+
+def random_world(seed: int = 11):
+    """40 users (one without history), ALS on items 0..29, content on items 10..44, item 45 known to
+    neither; histories with repeats, in random order."""
+    rng = np.random.default_rng(seed)
+    als_items = np.arange(30, dtype=np.int64)
+    users = np.array([f"u{i:02d}" for i in range(39)], dtype=object)
+    als = FactorModel(
+        users,
+        als_items,
+        rng.normal(size=(len(users), 4)).astype(np.float32),
+        rng.normal(size=(30, 4)).astype(np.float32),
+        None,
+        als_items,
+    )
+    genres = ["Horror", "Comedy", "Drama", "Horror|Comedy", "Drama|Romance", "Sci-Fi"]
+    catalogue = pd.DataFrame(
+        {
+            "item_id": np.arange(10, 45),
+            "title": [f"Film {i} {rng.choice(['night', 'day', 'love', 'war'])}" for i in range(10, 45)],
+            "genres": [genres[i % len(genres)] for i in range(35)],
+            "release_year": rng.integers(1960, 2026, 35),
+        }
+    )
+    content = ContentModel.fit(catalogue)
+    n = 400
+    history = pd.DataFrame(
+        {
+            "user": rng.choice(users, n),
+            "item_id": rng.integers(0, 46, n).astype(np.int64),
+            "strength": rng.uniform(0.5, 3.0, n),
+            "last_ts": pd.Timestamp("2026-11-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 10**6, n), "s"),
+        }
+    )
+    return als, content, history, rng
+
+
+def reference_reasons(recs: pd.DataFrame, history: pd.DataFrame, similarity: ItemSimilarity) -> list[float]:
+    """The best similarity of each recommendation to its user's watched items (NaN: none), user by user."""
+    best = []
+    for user, item in zip(recs["user"], recs["item_id"], strict=True):
+        seen = history.loc[history["user"] == user, "item_id"].to_numpy(dtype=np.int64)
+        sims = similarity.matrix(np.array([item]), seen)[0] if len(seen) else np.array([])
+        best.append(np.nanmax(sims) if np.isfinite(sims).any() else np.nan)
+    return best
+
+
+def test_explain_picks_the_most_similar_watched_title_for_every_user():
+    als, content, history, rng = random_world()
+    similarity = ItemSimilarity(als, content)
+    recs = pd.DataFrame(
+        {"user": rng.choice([*als.users, "newcomer"], 300), "item_id": rng.integers(0, 46, 300)}
+    )
+    out = explain(recs, history, similarity, {})
+    want = reference_reasons(recs, history, similarity)
+    for (user, item, reason), best in zip(
+        out[["user", "item_id", "reason_item_id"]].itertuples(index=False), want, strict=True
+    ):
+        if np.isnan(best):
+            assert pd.isna(reason), (user, item)
+            continue
+        watched = set(history.loc[history["user"] == user, "item_id"].tolist())
+        assert int(reason) in watched
+        got = similarity.matrix(np.array([item]), np.array([int(reason)]))[0, 0]
+        assert got == pytest.approx(best, abs=1e-6), (user, item)
+    assert (out["reason"] == "popular with everyone").sum() == int(np.isnan(want).sum())
+
+
+def test_because_you_watched_excludes_each_users_history_and_ranks_by_similarity():
+    als, content, history, _ = random_world(12)
+    similarity = ItemSimilarity(als, content)
+    rows = because_you_watched(history, similarity, {}, k=5, seeds_per_user=2)
+    ranked = history.sort_values(
+        ["user", "last_ts", "strength"], ascending=[True, False, False], kind="stable"
+    )
+    seeds = ranked.groupby("user").head(2)
+    universe = np.arange(46, dtype=np.int64)
+    assert rows["user"].is_monotonic_increasing
+    for user, seed, position in zip(
+        seeds["user"], seeds["item_id"], seeds.groupby("user").cumcount(), strict=True
+    ):
+        row = rows[(rows.user == user) & (rows.row_position == position)]
+        watched = set(history.loc[history.user == user, "item_id"].tolist())
+        sims = similarity.matrix(np.array([seed]), universe)[0]
+        candidates = [
+            (s, i) for i, s in zip(universe, sims, strict=True) if i not in watched and np.isfinite(s)
+        ]
+        want = sorted(candidates, key=lambda c: -c[0])[:5]
+        assert row["row_id"].unique().tolist() == (
+            [f"because:{seed}"] if want else []
+        )  # 45: nothing knows it
+        assert row["rank"].tolist() == list(range(1, len(want) + 1))
+        assert row["score"].to_numpy() == pytest.approx([s for s, _ in want], abs=1e-6)
+        assert not watched & set(row["item_id"].tolist())
+
+
+def test_trending_gives_every_user_the_first_titles_they_have_not_watched():
+    _, _, history, rng = random_world(13)
+    week = pd.DataFrame({"user": rng.choice(["a", "b", "c", "d"], 200), "item_id": rng.integers(0, 46, 200)})
+    users = sorted(set(history["user"])) + ["newcomer"]
+    rows = trending(week, users, history, k=4)
+    counts = week.groupby("item_id")["user"].nunique().reset_index(name="n")
+    order = counts.sort_values(["n", "item_id"], ascending=[False, True])["item_id"].tolist()
+    assert rows["user"].drop_duplicates().tolist() == users
+    for user in users:
+        watched = set(history.loc[history.user == user, "item_id"].tolist())
+        got = rows[rows.user == user]
+        assert got["item_id"].tolist() == [i for i in order if i not in watched][:4]
+        assert got["rank"].tolist() == list(range(1, len(got) + 1))
+
+
+def test_new_this_week_ranks_every_user_alike_to_a_user_by_user_ranking():
+    _, content, history, _ = random_world(14)
+    users = sorted(set(history["user"]))[:7] + ["newcomer"]
+    new = np.array([40, 12, 33, 21, 44, 99])  # 99: not in the catalogue, left out
+    rows = new_this_week(new, users, history, content, k=3)
+    known = new[[content.knows(i) for i in new]]
+    for user in users:
+        profile = content.profiles(history, [user])
+        scores = np.asarray(
+            (profile @ content.features[[content.items.tolist().index(i) for i in known]].T).todense()
+        )[0]
+        want = known[np.argsort(-scores, kind="stable")[:3]]
+        assert rows[rows.user == user]["item_id"].tolist() == want.tolist()
