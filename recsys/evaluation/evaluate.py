@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,6 +64,21 @@ class HoldoutSets:
     truth: dict[str, set[int]]
     users: list[str]
     exclude: dict[str, list[int]]
+    #: (id(model), k) -> (model, its lists): a model scored twice (the served one, as the candidate and
+    #: in the per-segment comparison) is ranked once
+    _ranked: dict[tuple[int, int], tuple[Any, dict[str, list[int]]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def lists(self, model: Recommender, k: int) -> dict[str, list[int]]:
+        """``model``'s top-``k`` of every holdout user, its training items excluded (worked out once
+        per model object)."""
+        known = self._ranked.get((id(model), k))
+        if known is not None and known[0] is model:
+            return known[1]
+        lists = recommendation_lists(model.recommend(self.users, k=k, exclude=self.exclude))
+        self._ranked[(id(model), k)] = (model, lists)
+        return lists
 
     @classmethod
     def of(cls, train: pd.DataFrame, holdout: pd.DataFrame) -> HoldoutSets:
@@ -103,8 +119,8 @@ def score_model(
     FactorModel. ``model`` is anything with ``recommend(users, k, exclude)``; ``sets``: the holdout's
     :class:`HoldoutSets` when several models are scored on it (built here when not given)."""
     sets = sets or HoldoutSets.of(train, holdout)
-    truth, users = sets.truth, sets.users
-    lists = recommendation_lists(model.recommend(users, k=k, exclude=sets.exclude))
+    truth = sets.truth
+    lists = sets.lists(model, k)
     metrics = dict(ranking_metrics(lists, truth, k))
     # items that left the catalogue since the model was trained still count as covered
     distinct = len({item for items in lists.values() for item in items})
@@ -148,7 +164,7 @@ def score_segments(
     """
     sets = sets or HoldoutSets.of(train, holdout)
     truth, users = sets.truth, sets.users
-    lists = recommendation_lists(model.recommend(users, k=k, exclude=sets.exclude))
+    lists = sets.lists(model, k)
     counts = train.groupby("user").size()
     cold = {u for u in users if int(counts.get(u, 0)) < cold_user_max}
     known_items = set(train["item_id"].astype(int).tolist())

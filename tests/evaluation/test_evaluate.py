@@ -10,6 +10,7 @@ from recsys.evaluation.evaluate import (
     grouped_items,
     recommendation_lists,
     score_model,
+    score_segments,
     train_items,
     truth_sets,
 )
@@ -59,3 +60,28 @@ def test_score_model_is_the_same_with_shared_sets() -> None:
     shared = score_model(model, train, holdout, 5, 60, sets=HoldoutSets.of(train, holdout))
     assert alone == shared
     assert alone["users_evaluated"] == 40
+
+
+class CountingModel:
+    """A popularity model that counts its rankings."""
+
+    def __init__(self, model) -> None:
+        self.model, self.calls = model, 0
+
+    def recommend(self, users, k, exclude=None):
+        self.calls += 1
+        return self.model.recommend(users, k=k, exclude=exclude)
+
+
+def test_a_model_scored_twice_on_shared_sets_is_ranked_once() -> None:
+    train = pd.DataFrame({"user": ["a", "a", "b", "c", "c"], "item_id": [1, 2, 3, 1, 4]})
+    holdout = pd.DataFrame({"user": ["a", "b"], "item_id": [3, 1], "rating": np.nan})
+    sets = HoldoutSets.of(train, holdout)
+    counted, other = CountingModel(popularity_model(train)), CountingModel(popularity_model(train))
+    first = score_model(counted, train, holdout, 2, 4, sets=sets)
+    by_segment = score_segments(counted, train, holdout, 2, 4, sets=sets)
+    assert counted.calls == 1
+    assert by_segment["all"]["ndcg@2"] == first["ndcg@2"]
+    score_model(other, train, holdout, 2, 4, sets=sets)
+    score_model(counted, train, holdout, 3, 4, sets=sets)  # another k: ranked again
+    assert (counted.calls, other.calls) == (2, 1)
