@@ -32,6 +32,13 @@ DEFAULT_K = 10
 class FactorModelPyfunc(mlflow.pyfunc.PythonModel):
     """The served model: a FactorModel (artifact ``model_dir``), or a HybridModel (``hybrid_dir``)."""
 
+    def __getstate__(self) -> dict[str, Any]:
+        # MLflow loads the model to check the input example before it pickles this object: the loaded
+        # model stays out of the pickle (it is in the artifacts, which load_context reads). With it,
+        # python_model.pkl held every user's factors and history a second time (217 MB at 3M pairs),
+        # which the train stage wrote, every load unpickled and the privacy scan read as text.
+        return {name: value for name, value in self.__dict__.items() if name != "model"}
+
     def load_context(self, context: Any) -> None:
         if "hybrid_dir" in context.artifacts:
             self.model: FactorModel | HybridModel = HybridModel.load(Path(context.artifacts["hybrid_dir"]))

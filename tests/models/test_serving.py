@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -60,6 +62,9 @@ def test_pyfunc_log_register_promote_and_serve(trained, settings):
     client = configure(settings)
     with mlflow.start_run() as run:
         info = log_pyfunc(model.save(settings.home / "m"), example_user=str(model.users[0]))
+    # the pickled wrapper holds no model (MLflow loaded one to check the example): the artifacts do
+    pickled = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri)) / "python_model.pkl"
+    assert pickled.stat().st_size < 2048, pickled.stat().st_size
     passed = GateDecision(passed=True, reasons=["PASS: test"], checks={"t": True}, metrics={})
     rejected = GateDecision(passed=False, reasons=["FAIL: test"], checks={"t": False}, metrics={})
 
