@@ -100,7 +100,7 @@ def _kahan_sum(values: Column) -> Column:
 
 def to_pairs_spark(events: DataFrame) -> DataFrame:
     """:func:`~recsys.data.prepare.to_pairs` on Spark (rows without a user or item are left out, as
-    pandas' groupby leaves them out)."""
+    pandas' groupby leaves them out), with ``_events``: how many events each pair sums."""
     from pyspark.sql import functions as F  # deferred: pyspark is heavy
 
     keyed = events.filter(F.col("user").isNotNull() & F.col("item_id").isNotNull())
@@ -115,6 +115,7 @@ def to_pairs_spark(events: DataFrame) -> DataFrame:
         _kahan_sum(F.array_sort(F.collect_list("_strength"))).alias("strength"),
         F.max("ts").alias("last_ts"),
         F.coalesce(F.bool_or("is_view"), F.lit(False)).alias("viewed"),
+        F.count(F.lit(1)).alias("_events"),
     )
     rated = keyed.filter(
         (F.col("event_type") == "rating") & F.col("rating").isNotNull() & ~F.isnan(F.col("rating"))
@@ -168,8 +169,11 @@ def prepare_spark(
     events, weeks = read_window_spark(spark, lake, window)
     example = prepare(sample(lake.data_file("anonymized", "events", window.week)), config)
     first = W.partitionBy(*KEY_COLUMNS).orderBy(ORDER)
-    deduped = events.withColumn("_n", F.row_number().over(first)).filter(F.col("_n") == 1).drop("_n")
-    pairs = to_pairs_spark(deduped).persist(StorageLevel.MEMORY_AND_DISK)
+
+    def dedup(frame: DataFrame) -> DataFrame:
+        return frame.withColumn("_n", F.row_number().over(first)).filter(F.col("_n") == 1).drop("_n")
+
+    pairs = to_pairs_spark(dedup(events)).persist(StorageLevel.MEMORY_AND_DISK)
     split = split_by_time_spark(pairs.filter(F.col("strength") > 0), config).persist(
         StorageLevel.MEMORY_AND_DISK
     )
@@ -178,8 +182,13 @@ def prepare_spark(
     train = split.filter(~F.col("_holdout")).select(*columns)
     holdout = split.filter(F.col("_holdout") & relevant).select(*columns)
     events_in = events.count()
-    deduped_rows = deduped.count()
-    n_pairs, without = pairs.agg(F.count(F.lit(1)), F.count(F.when(F.col("strength") <= 0, 1))).first()
+    n_pairs, without, keyed_rows = pairs.agg(
+        F.count(F.lit(1)), F.count(F.when(F.col("strength") <= 0, 1)), F.sum("_events")
+    ).first()
+    # the events the pairs sum are the deduplicated ones with a user and an item: only the few others
+    # are deduplicated apart (the window's sort of every event runs once, for the pairs)
+    unkeyed = dedup(events.filter(F.col("user").isNull() | F.col("item_id").isNull())).count()
+    deduped_rows = int(keyed_rows or 0) + int(unkeyed)
     train_pairs, users, items = train.agg(
         F.count(F.lit(1)), F.countDistinct("user"), F.countDistinct("item_id")
     ).first()
