@@ -310,18 +310,42 @@ def intra_list_diversity(
     1.0: no two items of a list share a genre; 0.0: every item has the same genres. Items without
     genres (or unknown to ``item_genres``) are left out of the pairs; lists with fewer than two
     such items are skipped. NaN when no list has a pair.
+
+    Worked out for many lists at once: each list's items with genres as rows of a (lists, slots,
+    genres) 0/1 array, the shared and total genres of every pair of slots by one product.
     """
-    per_list: list[float] = []
-    for ranked in recs.values():
-        sets = [
-            frozenset(item_genres.get(item) or ()) for item in (ranked if k is None else truncate(ranked, k))
-        ]
-        sets = [s for s in sets if s]
-        if len(sets) < 2:
-            continue
-        distances = [1.0 - len(a & b) / len(a | b) for i, a in enumerate(sets) for b in sets[i + 1 :]]
-        per_list.append(sum(distances) / len(distances))
-    return sum(per_list) / len(per_list) if per_list else math.nan
+    vocabulary: dict[str, int] = {}
+    codes: dict[Item, int] = {}  # item with genres -> its row of ``masks`` (from 1; 0: none)
+    rows: list[list[int]] = []
+    for item, genres in item_genres.items():
+        if genres:
+            codes[item] = len(rows) + 1
+            rows.append([vocabulary.setdefault(g, len(vocabulary)) for g in set(genres)])
+    if not codes:
+        return math.nan
+    masks = np.zeros((len(rows) + 1, len(vocabulary)), dtype=np.float32)
+    for row, genre_ids in enumerate(rows, 1):
+        masks[row, genre_ids] = 1.0
+    lists = [
+        [c for item in (ranked if k is None else truncate(ranked, k)) if (c := codes.get(item))]
+        for ranked in recs.values()
+    ]
+    lists = [codes_of for codes_of in lists if len(codes_of) >= 2]
+    if not lists:
+        return math.nan
+    per_list: list[np.ndarray] = []
+    for size in sorted({len(c) for c in lists}):  # lists of one length at a time: no padding
+        slots = np.array([c for c in lists if len(c) == size], dtype=np.int64)
+        for start in range(0, len(slots), 4096):
+            x = masks[slots[start : start + 4096]]  # (lists, size, genres)
+            shared = np.einsum("lig,ljg->lij", x, x)
+            counts = x.sum(axis=2)
+            union = counts[:, :, None] + counts[:, None, :] - shared
+            upper = np.triu_indices(size, 1)
+            pairs = shared[:, upper[0], upper[1]].astype(np.float64)  # small integers, exact in float32
+            distance = 1.0 - pairs / union[:, upper[0], upper[1]].astype(np.float64)
+            per_list.append(distance.mean(axis=1))
+    return float(np.concatenate(per_list).mean())
 
 
 def gini_concentration(recs: Mapping[Any, Sequence[Item]], catalog_size: int, k: int | None = None) -> float:

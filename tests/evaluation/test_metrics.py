@@ -303,6 +303,23 @@ def test_intra_list_diversity_known_answers():
     assert math.isnan(intra_list_diversity({"u": [5, 99]}, genres))
 
 
+def test_intra_list_diversity_of_many_lists_is_the_pairwise_mean():
+    from recsys.evaluation.metrics import intra_list_diversity
+
+    rng = np.random.default_rng(8)
+    names = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "War"]
+    genres = {i: set(rng.choice(names, rng.integers(0, 4), replace=False).tolist()) for i in range(60)}
+    recs = {u: rng.integers(0, 70, rng.integers(0, 12)).tolist() for u in range(300)}  # 60..69: unknown
+    per_list = []
+    for ranked in recs.values():
+        sets = [frozenset(genres.get(i) or ()) for i in ranked[:8]]
+        sets = [s for s in sets if s]
+        pairs = [1 - len(a & b) / len(a | b) for n, a in enumerate(sets) for b in sets[n + 1 :]]
+        if pairs:
+            per_list.append(sum(pairs) / len(pairs))
+    assert math.isclose(intra_list_diversity(recs, genres, k=8), sum(per_list) / len(per_list), rel_tol=1e-12)
+
+
 def test_gini_concentration_known_answers():
     from recsys.evaluation.metrics import gini_concentration
 
