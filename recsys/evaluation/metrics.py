@@ -336,12 +336,12 @@ def intra_list_diversity(
     per_list: list[np.ndarray] = []
     for size in sorted({len(c) for c in lists}):  # lists of one length at a time: no padding
         slots = np.array([c for c in lists if len(c) == size], dtype=np.int64)
+        upper = np.triu_indices(size, 1)
         for start in range(0, len(slots), 4096):
             x = masks[slots[start : start + 4096]]  # (lists, size, genres)
             shared = np.einsum("lig,ljg->lij", x, x)
             counts = x.sum(axis=2)
             union = counts[:, :, None] + counts[:, None, :] - shared
-            upper = np.triu_indices(size, 1)
             pairs = shared[:, upper[0], upper[1]].astype(np.float64)  # small integers, exact in float32
             distance = 1.0 - pairs / union[:, upper[0], upper[1]].astype(np.float64)
             per_list.append(distance.mean(axis=1))

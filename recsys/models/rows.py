@@ -16,7 +16,7 @@ cosine of their content features (either alone when only one model knows both it
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 
 import numpy as np
@@ -130,14 +130,8 @@ def _most_similar_watched(
         return reason
     universe = _universe(similarity)
     seen_col = pd.Index(universe).get_indexer(watched.items)  # -1: no model knows it
-    distinct, item_code = np.unique(items[rows], return_inverse=True)
-    by_item = np.argsort(item_code, kind="stable")
-    bounds = np.searchsorted(item_code[by_item], np.arange(0, len(distinct) + SEED_BLOCK, SEED_BLOCK))
-    for b, first in enumerate(range(0, len(distinct), SEED_BLOCK)):
-        sims = similarity.matrix(distinct[first : first + SEED_BLOCK], universe)
-        sims = np.where(np.isnan(sims), -np.inf, sims)
+    for block, sim_row, sims in _title_blocks(items[rows], similarity, universe):  # block: positions in rows
         sims = np.concatenate([sims, np.full((len(sims), 1), -np.inf)], axis=1)  # column -1: unknown
-        block = by_item[bounds[b] : bounds[b + 1]]  # positions in ``rows``
         lengths = watched.counts[owner[rows[block]]]
         ends = np.cumsum(lengths)
         cut = np.searchsorted(
@@ -150,7 +144,7 @@ def _most_similar_watched(
             recs = rows[these]
             pair = watched.pairs(owner[recs], n)
             row_of = np.repeat(np.arange(len(these)), n)
-            values = sims[item_code[these][row_of] - first, seen_col[pair]]
+            values = sims[sim_row[part][row_of], seen_col[pair]]
             starts = np.cumsum(n) - n
             best = np.maximum.reduceat(values, starts)  # every user here has watched something
             at = np.where(values == best[row_of], np.arange(len(values)), len(values))
@@ -158,6 +152,21 @@ def _most_similar_watched(
             ok = np.isfinite(best)
             reason[recs[ok]] = watched.items[pair[pick[ok]]]
     return reason
+
+
+def _title_blocks(
+    titles: np.ndarray, similarity: ItemSimilarity, universe: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``titles`` by blocks of :data:`SEED_BLOCK` distinct titles: for each block, the positions in
+    ``titles`` of its titles (in their order), each position's row of the block's similarity
+    matrix, and that matrix against ``universe`` (-inf where no model knows both)."""
+    distinct, code = np.unique(titles, return_inverse=True)
+    order = np.argsort(code, kind="stable")
+    bounds = np.searchsorted(code[order], np.arange(0, len(distinct) + SEED_BLOCK, SEED_BLOCK))
+    for b, first in enumerate(range(0, len(distinct), SEED_BLOCK)):
+        sims = similarity.matrix(distinct[first : first + SEED_BLOCK], universe)
+        positions = order[bounds[b] : bounds[b + 1]]
+        yield positions, code[positions] - first, np.where(np.isnan(sims), -np.inf, sims)
 
 
 class _Watched:
@@ -208,16 +217,11 @@ def because_you_watched(
     owner = watched.index.get_indexer(seed_users)
     kk = min(k, len(universe))
     parts: dict[str, list[np.ndarray]] = {name: [] for name in ("row", "rank", "item", "score")}
-    distinct, item_code = np.unique(seed_items, return_inverse=True)
-    by_item = np.argsort(item_code, kind="stable")
-    bounds = np.searchsorted(item_code[by_item], np.arange(0, len(distinct) + SEED_BLOCK, SEED_BLOCK))
-    for b, first in enumerate(range(0, len(distinct), SEED_BLOCK)):
-        block_sims = similarity.matrix(distinct[first : first + SEED_BLOCK], universe)
-        block_sims = np.where(np.isnan(block_sims), -np.inf, block_sims).astype(np.float32)
-        block = by_item[bounds[b] : bounds[b + 1]]
+    for block, sim_row, block_sims in _title_blocks(seed_items, similarity, universe):
+        block_sims = block_sims.astype(np.float32)
         for start in range(0, len(block), SEED_BLOCK):
             rows = block[start : start + SEED_BLOCK]  # seed positions
-            sims = block_sims[item_code[rows] - first]
+            sims = block_sims[sim_row[start : start + SEED_BLOCK]]
             n = watched.counts[owner[rows]]
             cols = watched_col[watched.pairs(owner[rows], n)]
             at = np.repeat(np.arange(len(rows)), n)
