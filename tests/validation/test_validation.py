@@ -701,3 +701,31 @@ def test_validate_an_items_file_with_tags_outside_the_lake(tmp_path: Path) -> No
     assert result.kind == "items" and result.passed
     valid = pd.read_parquet(Lake(result.out_dir).data_file("validated", "items", WEEK))
     assert valid["tags"].tolist() == CANONICAL_TAGS
+
+
+def test_text_is_stripped_as_python_strips_it() -> None:
+    """``to_text`` trims by Arrow: the same characters ``str.strip`` removes (Unicode spaces, the ASCII
+    separators \\x1c-\\x1f, \\x85), not zero-width ones; empty and missing become None; index kept."""
+    from recsys.validation.casting import to_text
+
+    values = [
+        " a ",
+        "\x1c b\x1f",
+        "\u3000x\u2003",
+        "",
+        "  ",
+        None,
+        np.nan,
+        "é ",
+        "\x85y\xa0",
+        "a\u200bb",
+        "\u200b",
+    ]
+    series = pd.Series(values, index=range(100, 100 + len(values)), dtype=object)
+    out = to_text(series)
+    assert out.index.equals(series.index) and out.dtype == object
+    expected = [None if v is None or v != v or not v.strip() else v.strip() for v in values]
+    assert out.tolist() == expected
+    assert expected[1] == "b" and expected[9] == "a\u200bb" and expected[10] == "\u200b"
+    # a column of other objects (not text) still reads as its text
+    assert to_text(pd.Series([1, " 2", None], dtype=object)).tolist() == ["1", "2", None]
