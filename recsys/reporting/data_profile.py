@@ -50,7 +50,7 @@ from recsys.core.intervals import WEEK, parse_week, week_bounds, week_start_of
 from recsys.core.settings import Settings
 from recsys.io.storage import Lake, parquet_columns, read_parquet
 from recsys.reporting.model_report import log_html
-from recsys.reporting.week_profile import WEEKDAYS, WeekProfile, frame_or_empty, profile_week
+from recsys.reporting.week_profile import WEEKDAYS, History, WeekProfile, frame_or_empty, profile_week
 
 log = logging.getLogger(__name__)
 
@@ -475,7 +475,7 @@ def profile_from_lake(lake: Lake, week: date, history_weeks: int = 4) -> tuple[W
     if items is None:
         notes.append(f"No anonymized catalogue for week {week.isoformat()} in the lake.")
     earlier_weeks: list[date] = []
-    frames: list[pd.DataFrame] = []
+    history: History | None = None  # a week at a time: never every earlier week's events at once
     for back in range(max(history_weeks, 0), 0, -1):
         earlier = week - WEEK * back
         frame = _read(
@@ -486,9 +486,9 @@ def profile_from_lake(lake: Lake, week: date, history_weeks: int = 4) -> tuple[W
         )
         if frame is not None:
             earlier_weeks.append(earlier)
-            frames.append(frame)
-    earlier_events = pd.concat(frames, ignore_index=True) if frames else None
-    profile = profile_week(frame_or_empty(events), frame_or_empty(items), start, end, earlier_events)
+            seen = History.of(frame, start)
+            history = seen if history is None else history.merge(seen)
+    profile = profile_week(frame_or_empty(events), frame_or_empty(items), start, end, history)
     profile = dataclasses.replace(
         profile,
         earlier_weeks=tuple(w.isoformat() for w in earlier_weeks),

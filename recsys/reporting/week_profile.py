@@ -239,19 +239,59 @@ class _Collector:
             self.why(section, f"could not be computed ({exc.__class__.__name__}: {exc})")
 
 
+@dataclass(frozen=True)
+class History:
+    """What the profile needs of the earlier weeks' events: how many there were (before the week
+    starts) and their distinct users and titles (ids as text). Built a week at a time
+    (:meth:`of`, :meth:`merge`), so no more than one earlier week's events is in memory at once."""
+
+    events: int
+    users: pd.Index | None  # None: the earlier events have no 'user' column
+    item_ids: pd.Index | None  # None: no 'item_id' column
+
+    @classmethod
+    def of(cls, earlier: pd.DataFrame, start: datetime) -> History:
+        """The history in ``earlier`` events (rows at or after ``start`` are left out; rows whose time
+        cannot be read count as earlier)."""
+        earlier = frame_or_empty(earlier)
+        times = _times(earlier)
+        if times is not None:
+            earlier = earlier[(~(times >= _utc(start))).to_numpy()]
+        users = pd.Index(earlier["user"].dropna().unique()) if "user" in earlier else None
+        item_ids = None
+        if "item_id" in earlier:
+            item_ids = pd.Index(
+                _ids(pd.Series(earlier["item_id"].dropna().unique(), dtype=earlier["item_id"].dtype))
+            )
+        return cls(len(earlier), users, item_ids)
+
+    def merge(self, other: History) -> History:
+        def union(a: pd.Index | None, b: pd.Index | None) -> pd.Index | None:
+            # a column missing from one week's file is missing from the history (as with pd.concat,
+            # where that week's rows would hold no value): the values the other weeks hold still count
+            if a is None or b is None:
+                return a if b is None else b
+            return a.append(b).unique()
+
+        return History(
+            self.events + other.events, union(self.users, other.users), union(self.item_ids, other.item_ids)
+        )
+
+
 def profile_week(
     events: pd.DataFrame,
     items: pd.DataFrame,
     week_start: datetime,
     week_end: datetime,
-    earlier_events: pd.DataFrame | None = None,
+    earlier_events: pd.DataFrame | History | None = None,
 ) -> WeekProfile:
     """The figures of the week [``week_start``, ``week_end``) (naive datetimes are UTC).
 
     ``events``: anonymized events (``user``, ``item_id``, ``ts``, ``event_type``, ``rating``,
     ``watch_seconds``; any may be missing). ``items``: the catalogue (``item_id``, ``title``,
     ``genres``, ``added_at``). ``earlier_events``: events of earlier weeks (``user``, ``item_id``,
-    ``ts``); rows at or after ``week_start`` are ignored; None = new versus returning is unknown.
+    ``ts``) or their :class:`History`; rows at or after ``week_start`` are ignored; None = new versus
+    returning is unknown.
     """
     start, end = _utc(week_start), _utc(week_end)
     events, items = frame_or_empty(events).copy(), frame_or_empty(items)
@@ -484,19 +524,15 @@ def _new_returning(
             )
     if earlier is None:
         return c.why("new", "no earlier weeks to compare with: new versus returning is unknown")
-    earlier = frame_or_empty(earlier)
-    times = _times(earlier)
-    if times is not None:
-        earlier = earlier[(~(times >= start)).to_numpy()]  # unreadable times count as earlier
-    c.values["earlier_events"] = len(earlier)
+    history = earlier if isinstance(earlier, History) else History.of(earlier, start)
+    c.values["earlier_events"] = history.events
     if events.empty:
         return c.why("new", "no events this week")
     if "user" in events:
-        seen = set(earlier["user"].dropna()) if "user" in earlier else set()
-        if "user" not in earlier:
+        if history.users is None:
             c.why("new", "the earlier events have no 'user' column: every user counts as new")
-        users = events["user"].dropna().unique()
-        new_users = {u for u in users if u not in seen}
+        users = pd.Index(events["user"].dropna().unique())
+        new_users = users if history.users is None else users[~users.isin(history.users)]
         c.values.update(
             users_new=len(new_users),
             users_returning=len(users) - len(new_users),
@@ -505,9 +541,10 @@ def _new_returning(
     else:
         c.why("new", "the events have no 'user' column: new versus returning users is unknown")
     if "item_id" in events:
-        seen_items = set(_ids(earlier["item_id"]).dropna()) if "item_id" in earlier else set()
-        played = set(_ids(events.loc[is_play, "item_id"]).dropna())
-        fresh_titles = played - seen_items
+        played_ids = events.loc[is_play, "item_id"].dropna()
+        played = pd.Index(_ids(pd.Series(played_ids.unique(), dtype=played_ids.dtype))).dropna().unique()
+        seen = history.item_ids
+        fresh_titles = played if seen is None else played[~played.isin(seen)]
         c.values.update(titles_new=len(fresh_titles), titles_returning=len(played) - len(fresh_titles))
 
 

@@ -300,3 +300,55 @@ def test_log_profile_to_a_run(settings, tmp_path):
     assert open(local, encoding="utf-8").read() == page
     second = client.download_artifacts(other.info.run_id, "profile/week_profile.html", str(tmp_path / "b"))
     assert open(second, encoding="utf-8").read() == "<html>other</html>"
+
+
+def test_history_built_a_week_at_a_time_gives_the_figures_of_all_earlier_events_at_once():
+    """The lake's profile reads the earlier weeks one at a time into a History (distinct users and
+    titles, and a count); the new-versus-returning figures equal those of the concatenated events,
+    with a week lacking the user column, float item ids, missing values and a row inside the week."""
+    import numpy as np
+
+    from recsys.reporting.week_profile import History
+
+    rng = np.random.default_rng(7)
+    weeks = []
+    for w in range(3):
+        n = 400
+        frame = pd.DataFrame(
+            {
+                "user": pd.Series(rng.integers(0, 120, n).astype(str), dtype=object),
+                "item_id": rng.integers(0, 60, n).astype(float),
+                "ts": pd.Timestamp(START)
+                - pd.Timedelta(days=7 * (3 - w))
+                + pd.to_timedelta(rng.integers(0, 86400 * 7, n), unit="s"),
+            }
+        )
+        frame.loc[::37, "user"] = None
+        frame.loc[::41, "item_id"] = np.nan
+        weeks.append(frame)
+    weeks[1] = weeks[1].drop(columns="user")  # this week's file has no users
+    weeks[2].loc[5, "ts"] = pd.Timestamp(START) + pd.Timedelta(hours=2)  # inside the week: not earlier
+    events = pd.DataFrame(
+        {
+            "user": rng.integers(0, 200, 300).astype(str),
+            "item_id": rng.integers(0, 90, 300),
+            "ts": pd.Timestamp(START) + pd.to_timedelta(rng.integers(0, 86400 * 7, 300), unit="s"),
+            "event_type": rng.choice(["view", "rating", "browse"], 300),
+        }
+    )
+    history = History.of(weeks[0], START)
+    for frame in weeks[1:]:
+        history = history.merge(History.of(frame, START))
+    by_history = profile_week(events, catalogue(), START, END, history)
+    at_once = profile_week(events, catalogue(), START, END, pd.concat(weeks, ignore_index=True))
+    figures = (
+        "earlier_events",
+        "users_new",
+        "users_returning",
+        "plays_by_new_users",
+        "titles_new",
+        "titles_returning",
+    )
+    assert [getattr(by_history, f) for f in figures] == [getattr(at_once, f) for f in figures]
+    assert by_history.earlier_events == 1199 and 0 < by_history.users_new < by_history.users_returning + 200
+    assert by_history.titles_new > 0 and by_history.titles_returning > 0
