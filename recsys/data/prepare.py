@@ -194,9 +194,15 @@ def digest(train: pd.DataFrame) -> str:
     return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
 
 
+#: events with the same values of these are one event: the first (in input order) is kept
+DEDUP_KEY = ["user", "item_id", "ts", "event_type"]
+#: the kinds of :func:`tagged_block`'s rows
+TRAIN, HOLDOUT, NOT_RELEVANT, NO_PREFERENCE, BLOCK = 0, 1, 2, 3, 4
+
+
 def prepare(events: pd.DataFrame, config: PrepareConfig) -> Prepared:
     before = len(events)
-    deduped = events.drop_duplicates(subset=["user", "item_id", "ts", "event_type"])
+    deduped = events.drop_duplicates(subset=DEDUP_KEY)
     pairs = to_pairs(deduped)
     positive = pairs[pairs["strength"] > 0]
     train, holdout = split_by_time(positive, config)
@@ -214,3 +220,27 @@ def prepare(events: pd.DataFrame, config: PrepareConfig) -> Prepared:
         "train_digest": digest(train),
     }
     return Prepared(train=train, holdout=holdout, stats=stats)
+
+
+def tagged_block(events: pd.DataFrame, config: PrepareConfig, columns: list[str]) -> pd.DataFrame:
+    """What :func:`prepare` makes of a block of users' events (every event of each of its users, in
+    input order): its pairs (``columns``), ``_kind`` :data:`TRAIN`, :data:`HOLDOUT`,
+    :data:`NOT_RELEVANT` (held out, not relevant) or :data:`NO_PREFERENCE`, and one :data:`BLOCK` row
+    whose ``_events`` is the block's deduplicated events (0 on the others). Prepare depends on a user's
+    events only, so the blocks' rows together are the whole window's (the Spark path's unit of work)."""
+    deduped = events.drop_duplicates(subset=DEDUP_KEY)
+    pairs = to_pairs(deduped)
+    positive = pairs[pairs["strength"] > 0]
+    train, held = split_by_time(positive, config)
+    holdout = relevant_holdout(held, config)
+    parts = [
+        train[columns].assign(_kind=TRAIN),
+        holdout[columns].assign(_kind=HOLDOUT),
+        held.drop(index=holdout.index)[columns].assign(_kind=NOT_RELEVANT),
+        pairs[pairs["strength"] <= 0][columns].assign(_kind=NO_PREFERENCE),
+    ]
+    out = pd.concat(parts, ignore_index=True)
+    out["_events"] = 0
+    block = pd.DataFrame({c: [None] for c in columns} | {"_kind": [BLOCK], "_events": [len(deduped)]})
+    block = block.assign(item_id=0, strength=0.0, last_ts=0, viewed=False, rating=float("nan"))
+    return pd.concat([out, block[out.columns]], ignore_index=True)

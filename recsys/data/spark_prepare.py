@@ -1,20 +1,19 @@
 """The prepare stage's data work as Spark jobs: the same train and holdout files, statistics and
 train digest as :func:`recsys.data.prepare.prepare`, for a training window too big for one machine.
 
-Every step is the pandas path's, as Spark expressions over the window's anonymized partitions:
+Everything prepare does to an event depends only on the event's user: deduplication (the key holds the
+user), the pair sums, each user's time split. So the window's events are hash-partitioned by user into
+blocks of about ``block_events`` events, each block sorted in input order (the window's weeks oldest
+first, each file's rows in order, :data:`~recsys.io.spark_lake.ORDER`), and the pandas path's own
+functions (:func:`~recsys.data.prepare.prepare_block`) run on each block in ``mapInPandas``: the sums
+are pandas' (Kahan-compensated, in input order), so they and the train digest are equal to the last
+bit, and the fast path is the distributed path. One shuffle; an executor holds one block at a time.
 
-* duplicates of (user, item, ts, event_type): the first in input order is kept (input order: the
-  window's weeks oldest first, each file's rows in order, :data:`~recsys.io.spark_lake.ORDER`);
-* event strength as :func:`~recsys.data.prepare.event_strength`; a pair's strength is the sum of its
-  events' strengths **in input order with Kahan compensation**, which is what pandas' grouped sum
-  computes, so the sums, and the train digest, are equal to the last bit; the latest rating is the
-  rating of the pair's last rating event that has one;
-* each user's latest ``holdout_fraction`` of pairs (by last event, then item) is held out for users
-  with at least ``min_user_pairs`` pairs; held-out pairs that are not relevant are dropped;
-* the digest (:func:`~recsys.data.prepare.digest`) hashes each train row on the executors with
-  pandas' own row hash and feeds the hashes, in (user, item) order, through SHA-256 one batch at a time.
-
-Only counts and one batch of row hashes at a time reach the driver.
+Each block's output rows are its pairs, tagged train, held out (relevant or not) or without
+preference, plus one row counting its events without a user or item: the statistics are one
+aggregation over them. The digest (:func:`~recsys.data.prepare.digest`) hashes each train row on the
+executors with pandas' own row hash and feeds the hashes, in (user, item) order, through SHA-256 one
+batch at a time. Only counts and one batch of row hashes at a time reach the driver.
 """
 
 from __future__ import annotations
@@ -31,16 +30,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys.core.errors import DataNotFoundError
-from recsys.data.prepare import RATING_SCALE, VIEW_HOURS_CAP, PrepareConfig, Window, prepare
+from recsys.data.prepare import (
+    BLOCK,
+    DEDUP_KEY,
+    HOLDOUT,
+    NO_PREFERENCE,
+    TRAIN,
+    PrepareConfig,
+    Window,
+    prepare,
+    tagged_block,
+)
 from recsys.io.lakefs import readable
 from recsys.io.spark import spark_path
 from recsys.io.spark_lake import BATCH_ROWS, ORDER, pandas_schema, read_file, sample
 from recsys.io.storage import Lake, remove_tree
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
-KEY_COLUMNS = ["user", "item_id", "ts", "event_type"]
 _HASH = "_row_hash"
 
 
@@ -62,83 +70,6 @@ def read_window_spark(spark: SparkSession, lake: Lake, window: Window) -> tuple[
     return events, weeks
 
 
-def _number(column: str) -> Column:
-    """A float column with missing (null or NaN) as 0, like ``pd.to_numeric(...).fillna(0.0)``."""
-    from pyspark.sql import functions as F  # deferred: pyspark is heavy, loaded only for Spark stages
-
-    value = F.col(column).cast("double")
-    return F.when(value.isNull() | F.isnan(value), F.lit(0.0)).otherwise(value)
-
-
-def strength() -> Column:
-    """:func:`~recsys.data.prepare.event_strength` as a Spark column."""
-    from pyspark.sql import functions as F  # deferred: pyspark is heavy
-
-    kind = F.col("event_type")
-    watch = F.greatest(_number("watch_seconds"), F.lit(0.0))
-    return (
-        F.when(kind == "view", F.lit(1.0) + F.least(watch / 3600.0, F.lit(VIEW_HOURS_CAP)))
-        .when(kind == "rating", _number("rating") / RATING_SCALE)
-        .otherwise(F.lit(0.0))
-    )
-
-
-def _kahan_sum(values: Column) -> Column:
-    """The sum of ``values`` (an array of (order, value) structs sorted by order) as pandas' grouped sum
-    computes it: Kahan-compensated, in order (pandas/_libs/groupby.pyx ``group_sum``)."""
-    from pyspark.sql import functions as F  # deferred: pyspark is heavy
-
-    def step(acc: Column, x: Column) -> Column:
-        y = x["value"] - acc["c"]
-        t = acc["s"] + y
-        c = (t - acc["s"]) - y
-        return F.struct(t.alias("s"), F.when(F.isnan(c), F.lit(0.0)).otherwise(c).alias("c"))
-
-    start = F.struct(F.lit(0.0).alias("s"), F.lit(0.0).alias("c"))
-    return F.aggregate(values, start, step, lambda acc: acc["s"])
-
-
-def to_pairs_spark(events: DataFrame) -> DataFrame:
-    """:func:`~recsys.data.prepare.to_pairs` on Spark (rows without a user or item are left out, as
-    pandas' groupby leaves them out), with ``_events``: how many events each pair sums."""
-    from pyspark.sql import functions as F  # deferred: pyspark is heavy
-
-    keyed = events.filter(F.col("user").isNotNull() & F.col("item_id").isNotNull())
-    scored = keyed.select(
-        "user",
-        "item_id",
-        "ts",
-        (F.col("event_type") == "view").alias("is_view"),
-        F.struct(F.col(ORDER).alias("order"), strength().alias("value")).alias("_strength"),
-    )
-    pairs = scored.groupBy("user", "item_id").agg(
-        _kahan_sum(F.array_sort(F.collect_list("_strength"))).alias("strength"),
-        F.max("ts").alias("last_ts"),
-        F.coalesce(F.bool_or("is_view"), F.lit(False)).alias("viewed"),
-        F.count(F.lit(1)).alias("_events"),
-    )
-    rated = keyed.filter(
-        (F.col("event_type") == "rating") & F.col("rating").isNotNull() & ~F.isnan(F.col("rating"))
-    )
-    last_rating = rated.groupBy("user", "item_id").agg(F.max_by("rating", "ts").alias("rating"))
-    return pairs.join(last_rating, on=["user", "item_id"], how="left")
-
-
-def split_by_time_spark(pairs: DataFrame, config: PrepareConfig) -> DataFrame:
-    """:func:`~recsys.data.prepare.split_by_time` on Spark: ``pairs`` with ``_holdout`` (bool)."""
-    # deferred: pyspark is heavy, loaded only for Spark stages
-    from pyspark.sql import Window as W
-    from pyspark.sql import functions as F  # deferred: pyspark is heavy
-
-    by_user = W.partitionBy("user")
-    ordered = by_user.orderBy("last_ts", "item_id")
-    size = F.count(F.lit(1)).over(by_user)
-    position = F.row_number().over(ordered) - 1
-    n_holdout = F.greatest(F.floor(size * F.lit(config.holdout_fraction)), F.lit(1))
-    holdout = (size >= config.min_user_pairs) & (position >= size - n_holdout)
-    return pairs.withColumn("_holdout", holdout)
-
-
 @dataclass
 class SparkPrepared:
     """The window's train and holdout pairs as ordered Spark frames, their file schemas and statistics."""
@@ -155,54 +86,84 @@ class SparkPrepared:
             frame.unpersist()
 
 
+#: events per block of users prepared in one ``mapInPandas`` call (an executor's memory holds one)
+BLOCK_EVENTS = 1_000_000
+#: the output rows' kinds (``_kind``)
+KIND_COLUMN, EVENTS_COLUMN = "_kind", "_events"
+
+
 def prepare_spark(
-    spark: SparkSession, lake: Lake, window: Window, config: PrepareConfig, scratch: Path
+    spark: SparkSession,
+    lake: Lake,
+    window: Window,
+    config: PrepareConfig,
+    scratch: Path,
+    block_events: int = BLOCK_EVENTS,
 ) -> tuple[SparkPrepared, list[Any]]:
     """:func:`~recsys.data.prepare.prepare` on Spark over the window's partitions (read inside
-    :func:`recsys.io.spark_lake.nanos_as_long`); ``scratch``: a folder the executors and the
-    driver both reach, for the digest's row hashes."""
+    :func:`recsys.io.spark_lake.nanos_as_long`), by blocks of users (see the module docstring);
+    ``scratch``: a folder the executors and the driver both reach, for the digest's row hashes."""
     # deferred: pyspark is heavy, loaded only for Spark stages
     from pyspark import StorageLevel
-    from pyspark.sql import Window as W
-    from pyspark.sql import functions as F  # deferred: pyspark is heavy
+    from pyspark.sql import functions as F
 
     events, weeks = read_window_spark(spark, lake, window)
     example = prepare(sample(lake.data_file("anonymized", "events", window.week)), config)
-    first = W.partitionBy(*KEY_COLUMNS).orderBy(ORDER)
-
-    def dedup(frame: DataFrame) -> DataFrame:
-        return frame.withColumn("_n", F.row_number().over(first)).filter(F.col("_n") == 1).drop("_n")
-
-    pairs = to_pairs_spark(dedup(events)).persist(StorageLevel.MEMORY_AND_DISK)
-    split = split_by_time_spark(pairs.filter(F.col("strength") > 0), config).persist(
-        StorageLevel.MEMORY_AND_DISK
-    )
     columns = list(example.train.columns)
-    relevant = F.col("viewed") | (F.coalesce(F.col("rating"), F.lit(-1.0)) >= config.relevance_min_rating)
-    train = split.filter(~F.col("_holdout")).select(*columns)
-    holdout = split.filter(F.col("_holdout") & relevant).select(*columns)
+    needed = [c for c in (*DEDUP_KEY, "rating", "watch_seconds") if c in events.columns]
     events_in = events.count()
-    n_pairs, without, keyed_rows = pairs.agg(
-        F.count(F.lit(1)), F.count(F.when(F.col("strength") <= 0, 1)), F.sum("_events")
+    blocks = max(1, -(-events_in // max(block_events, 1)))
+    types = dict(events.dtypes)
+    out_types = {"user": "string", "item_id": types["item_id"], "strength": "double", "last_ts": types["ts"]}
+    out_types |= {"viewed": "boolean", "rating": "double"}
+    schema = ", ".join(f"`{c}` {out_types[c]}" for c in columns)
+    schema += f", {KIND_COLUMN} int, {EVENTS_COLUMN} long"
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        frames = [b for b in batches if len(b)]
+        if not frames:
+            return
+        block = pd.concat(frames, ignore_index=True)
+        block = block.sort_values(ORDER, kind="stable").drop(columns=ORDER).reset_index(drop=True)
+        yield tagged_block(block, config, columns)
+
+    tagged = (
+        events.select(*needed, ORDER)
+        .repartition(blocks, "user")
+        .sortWithinPartitions(ORDER)
+        .mapInPandas(run, schema=schema)
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    kind = F.col(KIND_COLUMN)
+
+    def count(k: int) -> Any:
+        return F.count(F.when(kind == k, 1))
+
+    def distinct(column: str, k: int) -> Any:
+        return F.countDistinct(F.when(kind == k, F.col(column)))
+
+    row = tagged.agg(
+        F.sum(EVENTS_COLUMN).alias("deduped"),
+        F.count(F.when(kind != BLOCK, 1)).alias("pairs"),
+        count(NO_PREFERENCE).alias("without"),
+        count(TRAIN).alias("train"),
+        count(HOLDOUT).alias("holdout"),
+        distinct("user", TRAIN).alias("users"),
+        distinct("item_id", TRAIN).alias("items"),
+        distinct("user", HOLDOUT).alias("holdout_users"),
     ).first()
-    # the events the pairs sum are the deduplicated ones with a user and an item: only the few others
-    # are deduplicated apart (the window's sort of every event runs once, for the pairs)
-    unkeyed = dedup(events.filter(F.col("user").isNull() | F.col("item_id").isNull())).count()
-    deduped_rows = int(keyed_rows or 0) + int(unkeyed)
-    train_pairs, users, items = train.agg(
-        F.count(F.lit(1)), F.countDistinct("user"), F.countDistinct("item_id")
-    ).first()
-    holdout_pairs, holdout_users = holdout.agg(F.count(F.lit(1)), F.countDistinct("user")).first()
+    train = tagged.filter(kind == TRAIN).select(*columns)
+    holdout = tagged.filter(kind == HOLDOUT).select(*columns)
     stats = {
         "events_in": int(events_in),
-        "duplicates_dropped": int(events_in - deduped_rows),
-        "pairs": int(n_pairs),
-        "pairs_without_preference": int(without),
-        "train_pairs": int(train_pairs),
-        "holdout_pairs": int(holdout_pairs),
-        "users": int(users),
-        "items": int(items),
-        "holdout_users": int(holdout_users),
+        "duplicates_dropped": int(events_in - int(row["deduped"] or 0)),
+        "pairs": int(row["pairs"]),
+        "pairs_without_preference": int(row["without"]),
+        "train_pairs": int(row["train"]),
+        "holdout_pairs": int(row["holdout"]),
+        "users": int(row["users"]),
+        "items": int(row["items"]),
+        "holdout_users": int(row["holdout_users"]),
         "train_digest": digest_spark(train, example.train, scratch),
     }
     order = ["user", "last_ts", "item_id"]
@@ -212,7 +173,7 @@ def prepare_spark(
         train_schema=pandas_schema(example.train, train),
         holdout_schema=pandas_schema(example.holdout, holdout),
         stats=stats,
-        cached=[pairs, split],
+        cached=[tagged],
     )
     return prepared, weeks
 

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 from recsys.core.settings import Settings
-from recsys.data.prepare import to_pairs
-from recsys.data.spark_prepare import to_pairs_spark
-from recsys.io.spark_lake import ORDER
+from recsys.data.prepare import PrepareConfig, plan_window, read_window
+from recsys.data.prepare import prepare as prepare_pairs
+from recsys.data.spark_prepare import prepare_spark
+from recsys.io.spark_lake import nanos_as_long
 from recsys.io.storage import Lake, attempt_scope, write_parquet
 from recsys.pipeline.config import PipelineConfig
 from recsys.pipeline.context import StageContext
@@ -96,28 +97,30 @@ def test_one_window_both_ways_gives_the_same_files_stats_and_digest(spark, anony
     ]
 
 
-def test_pair_strengths_are_summed_as_pandas_sums_them(spark):
-    """Many events per pair: Spark's sums equal pandas' to the last bit, where adding the same
-    numbers left to right does not (so the order and compensation of the sum matter)."""
-    rng = np.random.default_rng(3)
-    n = 4000
-    events = pd.DataFrame(
-        {
-            "user": [f"u{i}" for i in rng.integers(0, 20, n)],
-            "item_id": rng.integers(0, 10, n).astype(np.int64),
-            "ts": rng.integers(0, 10**12, n).astype(np.int64),
-            "event_type": "view",
-            "rating": np.nan,
-            "watch_seconds": rng.uniform(0, 3600, n),
-        }
-    )
-    expected = to_pairs(events).sort_values(["user", "item_id"]).reset_index(drop=True)
-    frame = spark.createDataFrame(events.assign(**{ORDER: np.arange(n)}))
-    got = to_pairs_spark(frame).toPandas().sort_values(["user", "item_id"]).reset_index(drop=True)
-    assert got["strength"].tolist() == expected["strength"].tolist()
-    naive = events.assign(s=1.0 + np.minimum(events["watch_seconds"] / 3600.0, 1.0)).groupby(
-        ["user", "item_id"]
-    )
-    left_to_right = naive["s"].apply(lambda s: sum(s.tolist())).sort_index().to_numpy()
-    assert (left_to_right != expected["strength"].to_numpy()).any()
-    assert got["last_ts"].tolist() == expected["last_ts"].tolist()
+def test_many_small_blocks_of_users_give_the_whole_window_s_pairs(spark, anonymized, tmp_path):
+    """The Spark path prepares blocks of users apart (one ``mapInPandas`` call each): cut into
+    blocks of about 700 events (a dozen or more), the window still gives pandas' pairs, in order and
+    to the last bit, and pandas' statistics, the digest included (sums where the order of addition
+    shows, duplicates, events without a user)."""
+    lake = Lake(anonymized)
+    window = plan_window(lake, WEEK, 4)
+    config = PrepareConfig(window_weeks=4)
+    events, _ = read_window(lake, window)
+    expected = prepare_pairs(events, config)
+    with nanos_as_long(spark):
+        prepared, weeks = prepare_spark(spark, lake, window, config, scratch=tmp_path, block_events=700)
+        try:
+            train, holdout = prepared.train.toPandas(), prepared.holdout.toPandas()
+        finally:
+            prepared.release()
+    assert weeks == WEEKS and len(events) > 12 * 700
+    assert prepared.stats == expected.stats
+    for got, want in ((train, expected.train), (holdout, expected.holdout)):
+        want = want.assign(last_ts=want["last_ts"].astype("int64"))  # Spark reads nanoseconds as long
+        assert (
+            got[["user", "item_id", "last_ts"]].values.tolist()
+            == want[["user", "item_id", "last_ts"]].values.tolist()
+        )
+        assert got["strength"].tolist() == want["strength"].tolist()
+        assert got["viewed"].tolist() == want["viewed"].tolist()
+        assert got["rating"].fillna(-1).tolist() == want["rating"].fillna(-1).tolist()
