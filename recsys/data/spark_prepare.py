@@ -112,7 +112,8 @@ def prepare_spark(
     columns = list(example.train.columns)
     needed = [c for c in (*DEDUP_KEY, "rating", "watch_seconds") if c in events.columns]
     events_in = events.count()
-    blocks = max(1, -(-events_in // max(block_events, 1)))
+    # at least one block per core of the session, so a small window still keeps every executor busy
+    blocks = max(spark.sparkContext.defaultParallelism, -(-events_in // max(block_events, 1)))
     types = dict(events.dtypes)
     out_types = {"user": "string", "item_id": types["item_id"], "strength": "double", "last_ts": types["ts"]}
     out_types |= {"viewed": "boolean", "rating": "double"}

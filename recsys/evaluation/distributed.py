@@ -14,7 +14,7 @@ From Spark DataFrames of the week's prepared train and holdout (``user``, ``item
    come in the user's row (:mod:`recsys.models.sides`). :func:`score_users` scores each user with
    the project's metric functions
    (:func:`~recsys.evaluation.metrics.ranking_metrics` on the one user,
-   :func:`~recsys.evaluation.metrics.intra_list_diversity` on the one list). Out comes one row per
+   :func:`~recsys.evaluation.metrics.list_diversities` on the batch's lists). Out comes one row per
    user: its metrics and its list;
 3. Spark aggregates: the means per segment, and per recommended item how often it was recommended
    next to its training popularity (coverage, Gini concentration, novelty).
@@ -39,7 +39,7 @@ from recsys.evaluation.metrics import (
     RANKING_METRICS,
     USERS_EVALUATED,
     catalog_coverage,
-    intra_list_diversity,
+    list_diversities,
     mae,
     ranking_metrics,
     rmse,
@@ -154,8 +154,11 @@ def score_users(
     lists = recommendation_lists(model.recommend(names, k=k, exclude=exclude)) if names else {}
     columns: dict[str, list[Any]] = {name: [] for name in RANKING_METRICS}
     columns.update({NEW + name: [] for name in RANKING_METRICS})
-    columns[DIVERSITY] = []
     columns[ITEMS] = []
+    ordered = {user: lists.get(user, []) for user in names}
+    # the batch's lists at once (the catalogue's genre array once per batch, not once per user)
+    diversities = list_diversities(ordered, item_genres, k) if item_genres is not None else None
+    columns[DIVERSITY] = diversities.tolist() if diversities is not None else [math.nan] * len(names)
     for user, truth, new_truth in zip(names, users["truth"], users["new_truth"], strict=True):
         ranked = lists.get(user, [])
         for prefix, relevant in (("", truth), (NEW, new_truth)):
@@ -163,10 +166,6 @@ def score_users(
             values = ranking_metrics({user: ranked}, {user: relevant_set}, k)
             for name in RANKING_METRICS:
                 columns[prefix + name].append(values[f"{name}@{k}"])
-        diversity = (
-            intra_list_diversity({user: ranked}, item_genres, k) if item_genres is not None else math.nan
-        )
-        columns[DIVERSITY].append(diversity)
         columns[ITEMS].append([int(i) for i in ranked])
     out = pd.DataFrame(
         {name: pd.Series(values, dtype="float64") for name, values in columns.items() if name != ITEMS}

@@ -309,11 +309,29 @@ def intra_list_diversity(
 
     1.0: no two items of a list share a genre; 0.0: every item has the same genres. Items without
     genres (or unknown to ``item_genres``) are left out of the pairs; lists with fewer than two
-    such items are skipped. NaN when no list has a pair.
-
-    Worked out for many lists at once: each list's items with genres as rows of a (lists, slots,
-    genres) 0/1 array, the shared and total genres of every pair of slots by one product.
+    such items are skipped. NaN when no list has a pair. Each list's value: :func:`list_diversities`.
     """
+    _, by_length = _diversities(recs, item_genres, k)
+    return float(np.concatenate(by_length).mean()) if by_length else math.nan
+
+
+def list_diversities(
+    recs: Mapping[Any, Sequence[Item]], item_genres: Mapping[Item, Collection[str]], k: int | None = None
+) -> np.ndarray:
+    """Each list's mean pairwise genre distance (see :func:`intra_list_diversity`), in the order of
+    ``recs``; NaN for a list with fewer than two items with genres. One call for many lists: the
+    catalogue's genre array is built once."""
+    each, _ = _diversities(recs, item_genres, k)
+    return each
+
+
+def _diversities(
+    recs: Mapping[Any, Sequence[Item]], item_genres: Mapping[Item, Collection[str]], k: int | None
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per list (in order, NaN without a pair) and per list length (the values of the lists of each
+    length, shortest first): each list's items with genres as rows of a (lists, slots, genres) 0/1
+    array, the shared and total genres of every pair of slots by one product."""
+    each = np.full(len(recs), np.nan)
     vocabulary: dict[str, int] = {}
     codes: dict[Item, int] = {}  # item with genres -> its row of ``masks`` (from 1; 0: none)
     rows: list[list[int]] = []
@@ -322,7 +340,7 @@ def intra_list_diversity(
             codes[item] = len(rows) + 1
             rows.append([vocabulary.setdefault(g, len(vocabulary)) for g in set(genres)])
     if not codes:
-        return math.nan
+        return each, []
     masks = np.zeros((len(rows) + 1, len(vocabulary)), dtype=np.float32)
     for row, genre_ids in enumerate(rows, 1):
         masks[row, genre_ids] = 1.0
@@ -330,13 +348,13 @@ def intra_list_diversity(
         [c for item in (ranked if k is None else truncate(ranked, k)) if (c := codes.get(item))]
         for ranked in recs.values()
     ]
-    lists = [codes_of for codes_of in lists if len(codes_of) >= 2]
-    if not lists:
-        return math.nan
-    per_list: list[np.ndarray] = []
-    for size in sorted({len(c) for c in lists}):  # lists of one length at a time: no padding
-        slots = np.array([c for c in lists if len(c) == size], dtype=np.int64)
+    lengths = np.array([len(c) for c in lists], dtype=np.int64)
+    by_length: list[np.ndarray] = []
+    for size in sorted({n for n in lengths.tolist() if n >= 2}):  # lists of one length at a time
+        where = np.flatnonzero(lengths == size)
+        slots = np.array([lists[i] for i in where], dtype=np.int64)
         upper = np.triu_indices(size, 1)
+        values = []
         for start in range(0, len(slots), 4096):
             x = masks[slots[start : start + 4096]]  # (lists, size, genres)
             shared = np.einsum("lig,ljg->lij", x, x)
@@ -344,8 +362,10 @@ def intra_list_diversity(
             union = counts[:, :, None] + counts[:, None, :] - shared
             pairs = shared[:, upper[0], upper[1]].astype(np.float64)  # small integers, exact in float32
             distance = 1.0 - pairs / union[:, upper[0], upper[1]].astype(np.float64)
-            per_list.append(distance.mean(axis=1))
-    return float(np.concatenate(per_list).mean())
+            values.append(distance.mean(axis=1))
+        by_length.append(np.concatenate(values))
+        each[where] = by_length[-1]
+    return each, by_length
 
 
 def gini_concentration(recs: Mapping[Any, Sequence[Item]], catalog_size: int, k: int | None = None) -> float:

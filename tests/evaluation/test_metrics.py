@@ -320,6 +320,26 @@ def test_intra_list_diversity_of_many_lists_is_the_pairwise_mean():
     assert math.isclose(intra_list_diversity(recs, genres, k=8), sum(per_list) / len(per_list), rel_tol=1e-12)
 
 
+def test_each_list_s_diversity_in_order_nan_without_a_pair():
+    """``list_diversities`` (what the Spark evaluation scores a batch of users with): each list's
+    value is that list's own intra-list diversity, in the given order; NaN for a list without two
+    items with genres."""
+    from recsys.evaluation.metrics import intra_list_diversity, list_diversities
+
+    rng = np.random.default_rng(9)
+    names = ["Action", "Comedy", "Drama", "Horror", "Romance"]
+    genres = {i: set(rng.choice(names, rng.integers(0, 3), replace=False).tolist()) for i in range(40)}
+    recs = {f"u{u}": rng.integers(0, 45, rng.integers(0, 9)).tolist() for u in range(200)}
+    each = list_diversities(recs, genres, k=6)
+    assert each.shape == (200,)
+    for value, ranked in zip(each, recs.values(), strict=True):
+        alone = intra_list_diversity({"one": ranked}, genres, k=6)
+        assert (math.isnan(value) and math.isnan(alone)) or math.isclose(value, alone, rel_tol=1e-12)
+    assert np.isnan(each).any() and (~np.isnan(each)).sum() > 100
+    assert math.isclose(np.nanmean(each), intra_list_diversity(recs, genres, k=6), rel_tol=1e-12)
+    assert np.isnan(list_diversities(recs, {}, k=6)).all()
+
+
 def test_gini_concentration_known_answers():
     from recsys.evaluation.metrics import gini_concentration
 
