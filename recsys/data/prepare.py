@@ -200,13 +200,32 @@ DEDUP_KEY = ["user", "item_id", "ts", "event_type"]
 TRAIN, HOLDOUT, NOT_RELEVANT, NO_PREFERENCE, BLOCK = 0, 1, 2, 3, 4
 
 
-def prepare(events: pd.DataFrame, config: PrepareConfig) -> Prepared:
-    before = len(events)
+#: the columns :func:`tagged_block` adds: the row's kind, and the block's deduplicated events
+KIND_COLUMN, EVENTS_COLUMN = "_kind", "_events"
+
+
+@dataclass
+class _Steps:
+    deduped: pd.DataFrame
+    pairs: pd.DataFrame
+    train: pd.DataFrame
+    held: pd.DataFrame  # every held-out pair
+    holdout: pd.DataFrame  # the relevant ones
+
+
+def _steps(events: pd.DataFrame, config: PrepareConfig) -> _Steps:
+    """Prepare's steps, shared by the whole window (:func:`prepare`) and a block of users
+    (:func:`tagged_block`): dedupe, pairs, time split of the pairs with a preference, relevance."""
     deduped = events.drop_duplicates(subset=DEDUP_KEY)
     pairs = to_pairs(deduped)
-    positive = pairs[pairs["strength"] > 0]
-    train, holdout = split_by_time(positive, config)
-    holdout = relevant_holdout(holdout, config)
+    train, held = split_by_time(pairs[pairs["strength"] > 0], config)
+    return _Steps(deduped, pairs, train, held, relevant_holdout(held, config))
+
+
+def prepare(events: pd.DataFrame, config: PrepareConfig) -> Prepared:
+    before = len(events)
+    steps = _steps(events, config)
+    deduped, pairs, train, holdout = steps.deduped, steps.pairs, steps.train, steps.holdout
     stats = {
         "events_in": before,
         "duplicates_dropped": before - len(deduped),
@@ -228,19 +247,18 @@ def tagged_block(events: pd.DataFrame, config: PrepareConfig, columns: list[str]
     :data:`NOT_RELEVANT` (held out, not relevant) or :data:`NO_PREFERENCE`, and one :data:`BLOCK` row
     whose ``_events`` is the block's deduplicated events (0 on the others). Prepare depends on a user's
     events only, so the blocks' rows together are the whole window's (the Spark path's unit of work)."""
-    deduped = events.drop_duplicates(subset=DEDUP_KEY)
-    pairs = to_pairs(deduped)
-    positive = pairs[pairs["strength"] > 0]
-    train, held = split_by_time(positive, config)
-    holdout = relevant_holdout(held, config)
+    steps = _steps(events, config)
+    pairs, held, holdout = steps.pairs, steps.held, steps.holdout
     parts = [
-        train[columns].assign(_kind=TRAIN),
-        holdout[columns].assign(_kind=HOLDOUT),
-        held.drop(index=holdout.index)[columns].assign(_kind=NOT_RELEVANT),
-        pairs[pairs["strength"] <= 0][columns].assign(_kind=NO_PREFERENCE),
+        steps.train[columns].assign(**{KIND_COLUMN: TRAIN}),
+        holdout[columns].assign(**{KIND_COLUMN: HOLDOUT}),
+        held.drop(index=holdout.index)[columns].assign(**{KIND_COLUMN: NOT_RELEVANT}),
+        pairs[pairs["strength"] <= 0][columns].assign(**{KIND_COLUMN: NO_PREFERENCE}),
     ]
     out = pd.concat(parts, ignore_index=True)
-    out["_events"] = 0
-    block = pd.DataFrame({c: [None] for c in columns} | {"_kind": [BLOCK], "_events": [len(deduped)]})
+    out[EVENTS_COLUMN] = 0
+    block = pd.DataFrame(
+        {c: [None] for c in columns} | {KIND_COLUMN: [BLOCK], EVENTS_COLUMN: [len(steps.deduped)]}
+    )
     block = block.assign(item_id=0, strength=0.0, last_ts=0, viewed=False, rating=float("nan"))
     return pd.concat([out, block[out.columns]], ignore_index=True)

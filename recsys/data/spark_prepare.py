@@ -5,12 +5,12 @@ Everything prepare does to an event depends only on the event's user: deduplicat
 user), the pair sums, each user's time split. So the window's events are hash-partitioned by user into
 blocks of about ``block_events`` events, each block sorted in input order (the window's weeks oldest
 first, each file's rows in order, :data:`~recsys.io.spark_lake.ORDER`), and the pandas path's own
-functions (:func:`~recsys.data.prepare.prepare_block`) run on each block in ``mapInPandas``: the sums
+functions (:func:`~recsys.data.prepare.tagged_block`) run on each block in ``mapInPandas``: the sums
 are pandas' (Kahan-compensated, in input order), so they and the train digest are equal to the last
 bit, and the fast path is the distributed path. One shuffle; an executor holds one block at a time.
 
 Each block's output rows are its pairs, tagged train, held out (relevant or not) or without
-preference, plus one row counting its events without a user or item: the statistics are one
+preference, plus one row counting the block's deduplicated events: the statistics are one
 aggregation over them. The digest (:func:`~recsys.data.prepare.digest`) hashes each train row on the
 executors with pandas' own row hash and feeds the hashes, in (user, item) order, through SHA-256 one
 batch at a time. Only counts and one batch of row hashes at a time reach the driver.
@@ -33,7 +33,9 @@ from recsys.core.errors import DataNotFoundError
 from recsys.data.prepare import (
     BLOCK,
     DEDUP_KEY,
+    EVENTS_COLUMN,
     HOLDOUT,
+    KIND_COLUMN,
     NO_PREFERENCE,
     TRAIN,
     PrepareConfig,
@@ -88,8 +90,6 @@ class SparkPrepared:
 
 #: events per block of users prepared in one ``mapInPandas`` call (an executor's memory holds one)
 BLOCK_EVENTS = 1_000_000
-#: the output rows' kinds (``_kind``)
-KIND_COLUMN, EVENTS_COLUMN = "_kind", "_events"
 
 
 def prepare_spark(
@@ -124,14 +124,13 @@ def prepare_spark(
         frames = [b for b in batches if len(b)]
         if not frames:
             return
-        block = pd.concat(frames, ignore_index=True)
+        block = pd.concat(frames, ignore_index=True)  # the block's users' events, in input order:
         block = block.sort_values(ORDER, kind="stable").drop(columns=ORDER).reset_index(drop=True)
         yield tagged_block(block, config, columns)
 
     tagged = (
         events.select(*needed, ORDER)
         .repartition(blocks, "user")
-        .sortWithinPartitions(ORDER)
         .mapInPandas(run, schema=schema)
         .persist(StorageLevel.MEMORY_AND_DISK)
     )

@@ -258,11 +258,7 @@ class History:
         if times is not None:
             earlier = earlier[(~(times >= _utc(start))).to_numpy()]
         users = pd.Index(earlier["user"].dropna().unique()) if "user" in earlier else None
-        item_ids = None
-        if "item_id" in earlier:
-            item_ids = pd.Index(
-                _ids(pd.Series(earlier["item_id"].dropna().unique(), dtype=earlier["item_id"].dtype))
-            )
+        item_ids = _distinct_ids(earlier["item_id"]) if "item_id" in earlier else None
         return cls(len(earlier), users, item_ids)
 
     def merge(self, other: History) -> History:
@@ -360,6 +356,13 @@ def _ids(series: pd.Series) -> pd.Series:
     if pd.api.types.is_float_dtype(series.dtype):
         series = series.map(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)
     return series.astype(str).where(series.notna(), None)
+
+
+def _distinct_ids(series: pd.Series) -> pd.Index:
+    """The distinct item ids of ``series`` as text (:func:`_ids`), missing ones left out; each
+    distinct value is converted once."""
+    present = series.dropna()
+    return pd.Index(_ids(pd.Series(present.unique(), dtype=present.dtype))).dropna().unique()
 
 
 def _text(value: Any) -> str:
@@ -541,8 +544,7 @@ def _new_returning(
     else:
         c.why("new", "the events have no 'user' column: new versus returning users is unknown")
     if "item_id" in events:
-        played_ids = events.loc[is_play, "item_id"].dropna()
-        played = pd.Index(_ids(pd.Series(played_ids.unique(), dtype=played_ids.dtype))).dropna().unique()
+        played = _distinct_ids(events.loc[is_play, "item_id"])
         seen = history.item_ids
         fresh_titles = played if seen is None else played[~played.isin(seen)]
         c.values.update(titles_new=len(fresh_titles), titles_returning=len(played) - len(fresh_titles))
