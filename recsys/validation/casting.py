@@ -60,8 +60,12 @@ OUTPUT_COLUMNS = {"events": EVENT_OUTPUT_COLUMNS, "items": ITEM_OUTPUT_COLUMNS, 
 _MAX_UNIX_SECONDS = 9.2e9
 
 
-# what Python's ``str.strip()`` removes (``str.isspace``): Unicode White_Space and the ASCII separators
-_SPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
+@functools.cache
+def _space() -> str:
+    """What Python's ``str.strip()`` removes (``str.isspace``): Unicode White_Space and the ASCII
+    separators. Worked out on first use (a scan of every code point: about a second, kept out of
+    every import)."""
+    return "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
 
 
 def to_text(s: pd.Series) -> pd.Series:
@@ -77,7 +81,7 @@ def to_text(s: pd.Series) -> pd.Series:
         t = s.astype("string").str.strip()
         t = t.mask(t == "")
         return t.astype(object).where(t.notna(), None)
-    trimmed = pc.utf8_trim(text, characters=_SPACE)
+    trimmed = pc.utf8_trim(text, characters=_space())
     length = pc.binary_length(trimmed)
     changed = pc.fill_null(pc.not_equal(length, pc.binary_length(text)), False).to_numpy(zero_copy_only=False)
     empty = pc.fill_null(pc.equal(length, 0), True).to_numpy(zero_copy_only=False)  # null counts as empty
