@@ -28,10 +28,19 @@ from recsys.io.storage import local_scratch, read_parquet, replace_dir
 from recsys.io.tracking import CONTENT_SUFFIX, configure, log_lake_artifact, log_lake_artifacts, metric_key
 from recsys.models.content import ContentModel, ContentRecommender
 from recsys.models.factors import popularity_model
-from recsys.models.hybrid import HybridModel
+from recsys.models.hybrid import BlendWeights, HybridModel
 from recsys.pipeline.context import StageContext
 from recsys.pipeline.results import ContentResult, EvaluateResult, PrepareResult, TrainResult
-from recsys.pipeline.reuse import find_training_run, training_config_digest
+from recsys.pipeline.reuse import (
+    SELECTION_DIGEST_TAG,
+    SELECTION_TAG,
+    SELECTION_WEEK_TAG,
+    Selection,
+    earlier_selection,
+    find_training_run,
+    selection_digest,
+    training_config_digest,
+)
 from recsys.pipeline.served import content_model_of, reranked, week_content
 from recsys.promotion.registry import TAG_STATUS, champion_version, load_served_model
 from recsys.training.als import train_als
@@ -147,7 +156,20 @@ def train(ctx: StageContext) -> TrainResult:
             mlflow.set_tag("trigger_reasons", "; ".join(ctx.plan.reasons)[:5000])
         checkpoint("train:running")
         als_config, tuning = ctx.config.als, None
-        if ctx.config.tuning.enabled:
+        searches = ctx.config.tuning.enabled or (
+            ctx.config.served_model == "hybrid" and ctx.config.hybrid.learn
+        )
+        chosen = earlier_selection(ctx) if searches else None
+        if chosen is not None:
+            als_config = chosen.als
+            tuning = {
+                "reused_from": {"week": chosen.week.isoformat(), "run_id": chosen.run_id},
+                "best": als_config.model_dump(),
+                "every_weeks": ctx.config.tuning.every_weeks,
+                "blend": {k: v.model_dump() for k, v in chosen.blend.items()} if chosen.blend else None,
+            }
+            mlflow.set_tag("selection_reused_from", chosen.run_id)
+        elif ctx.config.tuning.enabled:
             try:
                 result = tune(
                     train_df,
@@ -196,9 +218,24 @@ def train(ctx: StageContext) -> TrainResult:
         profile = ctx.lake.partition("reports", ctx.week) / "week_profile.html"
         if profile.exists():
             log_lake_artifact(profile, "profile")
-        hybrid = (
-            _hybrid(ctx, model, als_config, train_df, spark) if ctx.config.served_model == "hybrid" else None
+        hybrid, learned = (
+            _hybrid(ctx, model, als_config, train_df, spark, chosen.blend if chosen is not None else None)
+            if ctx.config.served_model == "hybrid"
+            else (None, False)
         )
+        if chosen is None and searches and (tuning is not None or not ctx.config.tuning.enabled):
+            blend = {"warm": hybrid.config.warm, "cold": hybrid.config.cold} if learned else None
+            if hybrid is None or not ctx.config.hybrid.learn or learned:  # a search that did not finish is
+                # not recorded: the next week searches again
+                chosen = Selection(ctx.week, run.info.run_id, als_config, blend)
+        if chosen is not None:
+            mlflow.set_tags(
+                {
+                    SELECTION_TAG: chosen.to_tag(),
+                    SELECTION_WEEK_TAG: chosen.week.isoformat(),
+                    SELECTION_DIGEST_TAG: selection_digest(ctx.config),
+                }
+            )
         with tempfile.TemporaryDirectory() as tmp:
             example = str(model.users[0])
             if hybrid is not None:  # the bundle holds the ALS factors too
@@ -224,16 +261,26 @@ def train(ctx: StageContext) -> TrainResult:
     )
 
 
-def _hybrid(ctx: StageContext, als: Any, als_config: Any, train_df: pd.DataFrame, spark: Any) -> Any:
+def _hybrid(
+    ctx: StageContext,
+    als: Any,
+    als_config: Any,
+    train_df: pd.DataFrame,
+    spark: Any,
+    blend: dict[str, BlendWeights] | None = None,
+) -> tuple[Any, bool]:
     """The ALS model joined with this week's content model, its blend weights learned on a validation
-    split of the window (ALS refitted on the earlier part); logged to the active MLflow run."""
+    split of the window (ALS refitted on the earlier part), or ``blend`` (an earlier week's learned
+    weights) when given; logged to the active MLflow run. Also whether the weights were learned here."""
     import mlflow  # deferred: mlflow takes seconds to import; only stages that log load it
 
     made = ctx.result(ContentResult)
     content_model = week_content(ctx)
     mlflow.set_tag("content_run_id", made.run_id)
-    config = ctx.config.hybrid
-    if config.learn:
+    config, learned = ctx.config.hybrid, False
+    if blend is not None:
+        config = config.model_copy(update=blend)
+    elif config.learn:
         try:
             fit, validation = time_aware_split(
                 train_df, 0.2, min_user_pairs=2, relevance_min_rating=ctx.config.prepare.relevance_min_rating
@@ -248,6 +295,7 @@ def _hybrid(ctx: StageContext, als: Any, als_config: Any, train_df: pd.DataFrame
         else:
             mlflow.log_dict(report, "hybrid/blend.json")
             log.info("hybrid weights: %s", json.dumps(report))
+            learned = True
     for segment in ("warm", "cold"):
         weights = config.weights(segment)
         mlflow.log_params(
@@ -255,7 +303,7 @@ def _hybrid(ctx: StageContext, als: Any, als_config: Any, train_df: pd.DataFrame
         )
     mlflow.log_params({"hybrid.cold_user_max": config.cold_user_max})
     history = train_df[[c for c in ("user", "item_id", "strength", "last_ts") if c in train_df.columns]]
-    return HybridModel(als, content_model, history, config, meta=dict(als.meta))
+    return HybridModel(als, content_model, history, config, meta=dict(als.meta)), learned
 
 
 def evaluate(ctx: StageContext) -> EvaluateResult:

@@ -257,10 +257,34 @@ def _trial_rows(tuning: Any) -> tuple[list[dict[str, Any]], str, int | None, dic
     return list(tuning or []), "score", None, {}
 
 
+def _params_text(params: Any) -> str:
+    if not isinstance(params, Mapping):
+        return "?"
+    return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
 def _tuning(ctx: Mapping[str, Any]) -> str:
     tuning = ctx.get("tuning")
     if not tuning:
         return note("No hyper-parameter tuning for this candidate (the configured ALS parameters were used).")
+    reused = tuning.get("reused_from") if isinstance(tuning, Mapping) else None
+    if isinstance(reused, Mapping):
+        every = tuning.get("every_weeks")
+        blend = tuning.get("blend")
+        return note(
+            f"No search this week: the search of week {reused.get('week')} (run {reused.get('run_id')}) "
+            f"chose {_params_text(tuning.get('best'))}"
+            + (
+                "".join(
+                    f"; {segment} blend {_params_text(blend.get(segment))}" for segment in ("warm", "cold")
+                )
+                if isinstance(blend, Mapping)
+                else ""
+            )
+            + ", refitted on this week's window"
+            + (f" (the search runs at most every {every} weeks)" if every else "")
+            + "."
+        )
     trials, metric, best, split = _trial_rows(tuning)
     trials = [t for t in trials if isinstance(t, Mapping)]
     if not trials:

@@ -84,6 +84,14 @@ class TuningConfig(BaseModel):
     metric: str = Field("ndcg@10", description="higher-is-better ranking metric that picks the winner")
     max_trials: int = Field(36, ge=1, le=1000, description="cap on grid points tried (seeded subset beyond)")
     seed: int = Field(0, description="seed of the subset drawn when the grid exceeds max_trials")
+    every_weeks: int = Field(
+        4,
+        ge=1,
+        le=52,
+        description="search the grid (and learn the hybrid's blend) at most every N weeks: a week within N "
+        "weeks of the last search with the same config refits what that search chose; 1 searches every "
+        "week; a drift-triggered retrain always searches",
+    )
 
     @field_validator("metric")
     @classmethod
