@@ -50,6 +50,13 @@ def test_targets_judge_the_ten_million_shape_against_the_first():
     assert "open" in dag.targets([one])
     # a run on a forced engine is not the shape's verdict
     assert "open" in dag.targets([one, run("10m", 10_000_000, 500.0, 1.0, engine="spark")])
+    # nor is a searching week's (--search): the verdict is a refitting week's, the searching one is named
+    refitting = {**run("10m", 10_000_000, 500.0, 9.0), "search": False, "searched": False}
+    searching = {**run("10m", 10_000_000, 800.0, 9.0), "search": True, "searched": True}
+    both = dag.targets([one, searching, refitting])
+    assert "500 s, met (10m (auto, refitting week))" in both
+    assert "the searching week, one in tuning.every_weeks: 800 s" in both
+    assert "open" in dag.targets([one, searching])
 
 
 def test_tables_put_the_heaviest_task_first_with_its_growth():
