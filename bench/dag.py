@@ -108,14 +108,14 @@ def prepare_world(work: Path, env: dict[str, str], shape: Shape, end_week: date)
             run_stage(stage, ctx)
         print(f"  processed week {week} (ingest, validate, anonymize)", flush=True)
     # the week before is trained as its own weekly run would have trained it: its search (tuning grid,
-    # hybrid blend) is what the run's week refits, as three weeks in four do (tuning.every_weeks)
-    ctx = StageContext.create(result.weeks[-2])
+    # hybrid blend) is what the run's week refits, as three weeks in four do (tuning.every_weeks). In a
+    # process of its own, as a task would be: a Spark JVM left in this one would sit beside the DAG run
+    before = result.weeks[-2].isoformat()
     for stage in ("prepare", "content", "train"):
-        run_stage(stage, ctx)
-    print(
-        f"  trained week {result.weeks[-2]} (prepare, content, train: the search the next week refits)",
-        flush=True,
-    )
+        subprocess.run(
+            [sys.executable, "-m", "recsys.cli.main", "stage", stage, "--date", before], env=env, check=True
+        )
+    print(f"  trained week {before} (prepare, content, train: the search the next week refits)", flush=True)
     return sum(result.rows_per_week.values())
 
 
