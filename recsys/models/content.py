@@ -50,6 +50,10 @@ class ContentConfig(BaseModel):
     max_features: int = Field(20_000, ge=1, description="most frequent words (and tags) kept per text block")
 
 
+DENSE_FEATURE_SHARE = 64
+"""A feature held by more than 1/64 of the catalogue's items is scored as a dense column (:meth:`ContentModel.score`)."""
+
+
 @dataclass
 class ContentModel:
     items: np.ndarray  # (n_items,) int64 item ids
@@ -60,6 +64,7 @@ class ContentModel:
 
     def __post_init__(self) -> None:
         self._index = pd.Index(self.items.astype(np.int64))
+        self._split: tuple[np.ndarray, np.ndarray, np.ndarray, sparse.csr_matrix] | None = None
 
     # ---- fitting -----------------------------------------------------------------------------
     @classmethod
@@ -133,8 +138,30 @@ class ContentModel:
         return user_profiles(self.features, self._index, interactions, users)
 
     def score(self, profiles: sparse.csr_matrix) -> np.ndarray:
-        """Cosine of each profile with every item: (n_profiles, n_items) float32."""
-        return np.asarray((profiles @ self.features.T).todense(), dtype=np.float32)
+        """Cosine of each profile with every item: (n_profiles, n_items) float32.
+
+        The features shared by many items (genres, release periods: each in more than 1/64 of the
+        catalogue) are multiplied as dense matrices (BLAS); the rare ones (title words, tags) as sparse
+        ones. A sparse product over the common features touched a few thousand items per feature
+        of every profile: 44 s of the evaluate stage at the 10M shape."""
+        if (
+            getattr(self, "_split", None) is None
+        ):  # built on first use (a model unpickled from before has none)
+            counts = self.features.getnnz(axis=0)
+            common = counts * DENSE_FEATURE_SHARE > max(len(self.items), 1)
+            dense_cols, rare_cols = np.flatnonzero(common), np.flatnonzero(~common)
+            self._split = (
+                dense_cols,
+                np.ascontiguousarray(self.features[:, dense_cols].T.toarray(), dtype=np.float32),
+                rare_cols,
+                self.features[:, rare_cols].T.tocsr(),
+            )
+        dense_cols, dense_t, rare_cols, rare_t = self._split
+        profiles = sparse.csr_matrix(profiles, dtype=np.float32)
+        scores = profiles[:, dense_cols].toarray() @ dense_t
+        rare = (profiles[:, rare_cols] @ rare_t).tocoo()
+        scores[rare.row, rare.col] += rare.data
+        return scores.astype(np.float32, copy=False)
 
     def similar(self, item_id: int, k: int = 10) -> pd.DataFrame:
         """The ``k`` items most similar to ``item_id`` (itself left out): item_id, score."""

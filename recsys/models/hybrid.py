@@ -311,9 +311,11 @@ class HybridModel:
     def components(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """z(ALS) (content where ALS cannot score), z(content) and whether ALS knows each user, for
         user ``rows`` of this model; popularity is :attr:`popularity_z` (the same for everyone)."""
-        content = _standardise(
-            np.asarray((self._profiles[rows] @ self._features.T).todense(), dtype=np.float32)
-        )
+        content = self.content.score(self._profiles[rows])
+        extra = len(self.items) - len(self.content.items)  # items only ALS knows: no features, cosine 0
+        if extra:
+            content = np.hstack([content, np.zeros((len(content), extra), dtype=np.float32)])
+        content = _standardise(content)
         als_rows = self._als_rows[rows]
         known = als_rows >= 0
         als = content.copy()

@@ -176,3 +176,28 @@ def test_users_scored_block_by_block_get_the_lists_of_one_block(monkeypatch):
     assert "ghost" not in set(whole["user"]) and whole["user"].nunique() == 23
     seen = set(zip(history["user"], history["item_id"], strict=True))
     assert not any((u, i) in seen for u, i in zip(whole["user"], whole["item_id"], strict=True))
+
+
+def test_scores_split_into_common_and_rare_features_are_the_cosines():
+    """Genres and release periods (common) are multiplied densely, title words (rare) sparsely: the
+    sum is the cosine of the plain sparse product, for a profile of either kind or none."""
+    rng = np.random.default_rng(9)
+    genres = ["Horror", "Comedy", "Drama", "Horror|Comedy", "Sci-Fi"]
+    frame = pd.DataFrame(
+        {
+            "item_id": np.arange(1, 2001),
+            "title": [f"Word{i % 100} Other{i % 7} Solo{i} ({1950 + i % 60})" for i in range(2000)],
+            "genres": [genres[i] for i in rng.integers(0, 5, size=2000)],
+            "release_year": 1950 + np.arange(2000) % 60,
+        }
+    )
+    model = ContentModel.fit(frame)
+    counts = model.features.getnnz(axis=0)
+    assert (counts * 64 > 2000).any() and (counts * 64 <= 2000).any()  # both kinds of feature
+    history = pd.DataFrame({"user": ["a", "a", "b", "c"], "item_id": [1, 50, 7, 99_999]})
+    profiles = model.profiles(history, ["a", "b", "c"])
+    plain = np.asarray((profiles @ model.features.T).todense())
+    scores = model.score(profiles)
+    assert scores.dtype == np.float32 and scores.shape == (3, 2000)
+    np.testing.assert_allclose(scores, plain, rtol=1e-5, atol=1e-6)
+    assert not scores[2].any()  # c knows no item: no profile, cosine 0 everywhere
