@@ -293,7 +293,7 @@ def _world_meta(world: Path) -> tuple[str, int]:
 def _copy_world(source: Path, target: Path) -> None:
     """A copy of a world's home that shares the lake's data files by hard link (the lake writes new
     files and renames them into place, never rewrites one) and copies everything else (the SQLite
-    stores, and the small files a run might rewrite: records, leases)."""
+    stores, and the small files a run might rewrite: records, leases), all but Spark's scratch."""
     lake = source / "lake"
 
     def link_or_copy(src: str, dst: str) -> object:
@@ -306,7 +306,8 @@ def _copy_world(source: Path, target: Path) -> None:
         return shutil.copy2(src, dst)
 
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(source, target, copy_function=link_or_copy)
+    # Spark's scratch is left out: a JVM that outlived its task may still be removing its files
+    shutil.copytree(source, target, copy_function=link_or_copy, ignore=shutil.ignore_patterns("spark-tmp"))
 
 
 # ---- the report ----------------------------------------------------------------------------------
@@ -473,6 +474,10 @@ def report(results: dict[str, dict[str, object]]) -> Path:
         "MovieLens release of that size); the 11 earlier weeks were ingested, validated and anonymized "
         "before, and `airflow dags test weekly_retrain` runs the new week and everything after on the "
         "embedded defaults (SQLite metadata, local Spark, local MLflow store; the engine in brackets). "
+        "A *refitting week* refits the search (tuning grid, hybrid blend) of the week before, which the "
+        "world trained beforehand, as three weeks in four do (`tuning.every_weeks`); a *searching week* "
+        "searches again (`--search`; every week before the cadence, so in rows measured before "
+        "2026-12-08). "
         "Peak memory is the Airflow process and everything it starts (the Spark JVM), over the run and "
         "within each task's span. Each size was measured by `python -m bench.dag --shape NAME` at the "
         "time its row names (docs/benchmarks-dag.json keeps them); figures from a busy machine are not "
