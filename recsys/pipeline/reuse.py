@@ -41,9 +41,13 @@ class TrainingInProgress(RecsysError):
 
 def training_config_digest(config: PipelineConfig) -> str:
     """Digest of everything besides the data that decides what ``train`` fits."""
+    return _training_digest(config, set())
+
+
+def _training_digest(config: PipelineConfig, tuning_left_out: set[str]) -> str:
     relevant = {
         "als": config.als.model_dump(),
-        "tuning": config.tuning.model_dump(),
+        "tuning": config.tuning.model_dump(exclude=tuning_left_out),
         "content": config.content.model_dump(),
         "hybrid": config.hybrid.model_dump(),
         "served_model": config.served_model,
@@ -180,16 +184,7 @@ def selection_digest(config: PipelineConfig) -> str:
     """Digest of the config a search depends on: what :func:`training_config_digest` covers but the
     search's cadence (``tuning.every_weeks``), so a changed grid, base config, blend grid or content
     model searches again and a changed cadence does not."""
-    relevant = {
-        "als": config.als.model_dump(),
-        "tuning": config.tuning.model_dump(exclude={"every_weeks"}),
-        "content": config.content.model_dump(),
-        "hybrid": config.hybrid.model_dump(),
-        "served_model": config.served_model,
-        "top_k": config.top_k,
-        "relevance_min_rating": config.prepare.relevance_min_rating,
-    }
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _training_digest(config, {"every_weeks"})
 
 
 def find_selection(ctx: StageContext, digest: str) -> Selection | None:
