@@ -130,3 +130,11 @@ def test_a_kept_world_is_reused_only_for_its_recipe_and_its_copy_shares_only_dat
     assert (copy / "mlflow.db").stat().st_ino != (world / "home" / "mlflow.db").stat().st_ino
     (copy / "mlflow.db").write_bytes(b"changed by the run")
     assert (world / "home" / "mlflow.db").read_bytes() == b"sqlite"  # the kept world is untouched
+
+
+def test_the_growth_leaves_a_searching_week_out():
+    runs = [run("1m", 1_000_000, 100.0, 4.0), run("10m", 10_000_000, 1000.0, 9.0)]
+    searching = {**run("10m", 10_000_000, 5000.0, 9.0), "search": True}
+    rows = dag.task_rows([*runs, searching])
+    assert rows[-1][0] == "**whole DAG (process)**" and rows[-1][-1] == "1.00"
+    assert rows[-1][3] == "5,000 s, 9.0 GiB"  # still shown, beside the others
