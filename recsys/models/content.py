@@ -17,6 +17,7 @@ rows as soon as they are in the catalogue: content serves what ALS has never see
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -64,7 +65,6 @@ class ContentModel:
 
     def __post_init__(self) -> None:
         self._index = pd.Index(self.items.astype(np.int64))
-        self._split: tuple[np.ndarray, np.ndarray, np.ndarray, sparse.csr_matrix] | None = None
 
     # ---- fitting -----------------------------------------------------------------------------
     @classmethod
@@ -137,6 +137,20 @@ class ContentModel:
         item_id and optionally strength (1.0 when absent)."""
         return user_profiles(self.features, self._index, interactions, users)
 
+    @functools.cached_property
+    def _split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, sparse.csr_matrix]:
+        """The common features' columns and their dense transpose, the rare ones' and their sparse
+        transpose (worked out on first use; a model unpickled from before has none yet)."""
+        counts = self.features.getnnz(axis=0)
+        common = counts * DENSE_FEATURE_SHARE > max(len(self.items), 1)
+        dense_cols, rare_cols = np.flatnonzero(common), np.flatnonzero(~common)
+        return (
+            dense_cols,
+            np.ascontiguousarray(self.features[:, dense_cols].T.toarray(), dtype=np.float32),
+            rare_cols,
+            self.features[:, rare_cols].T.tocsr(),
+        )
+
     def score(self, profiles: sparse.csr_matrix) -> np.ndarray:
         """Cosine of each profile with every item: (n_profiles, n_items) float32.
 
@@ -144,18 +158,6 @@ class ContentModel:
         catalogue) are multiplied as dense matrices (BLAS); the rare ones (title words, tags) as sparse
         ones. A sparse product over the common features touched a few thousand items per feature
         of every profile: 44 s of the evaluate stage at the 10M shape."""
-        if (
-            getattr(self, "_split", None) is None
-        ):  # built on first use (a model unpickled from before has none)
-            counts = self.features.getnnz(axis=0)
-            common = counts * DENSE_FEATURE_SHARE > max(len(self.items), 1)
-            dense_cols, rare_cols = np.flatnonzero(common), np.flatnonzero(~common)
-            self._split = (
-                dense_cols,
-                np.ascontiguousarray(self.features[:, dense_cols].T.toarray(), dtype=np.float32),
-                rare_cols,
-                self.features[:, rare_cols].T.tocsr(),
-            )
         dense_cols, dense_t, rare_cols, rare_t = self._split
         profiles = sparse.csr_matrix(profiles, dtype=np.float32)
         scores = profiles[:, dense_cols].toarray() @ dense_t
